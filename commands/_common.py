@@ -1,0 +1,97 @@
+"""What every command shares: option definitions, error handling, progress bars and output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from llmkit.errors import BadInputError
+from llmkit.results import dumps_results
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local model directory.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")]
+BatchSizeOpt = Annotated[str, typer.Option(help="Prompts per batch, or 'auto' (start at 64, halve on out-of-memory).")]
+TrustRemoteCodeOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow model code from the hub to run (off by default).")
+]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
+OutputPathOpt = Annotated[
+    Optional[Path], typer.Option("--output-path", "-o", help="Run directory to write results.json and samples.jsonl to.")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output-path.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+
+
+def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into the CLI contract: one line on stderr and exit code 2 for bad
+    input (the traceback only with --debug); exit code 130 on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BadInputError as err:
+            if kwargs.get("debug"):
+                raise
+            sys.stderr.write(f"error: {err}\n")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted; no output was written\n")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def parse_batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise BadInputError(f"--batch-size must be a positive integer or 'auto', got {value!r}")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr (so stdout stays clean for pipelines); yields the
+    `progress(done, total)` callback the library calls."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def print_results_json(results: dict[str, Any]) -> None:
+    sys.stdout.write(dumps_results(results))
+
+
+def key_value_table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        table.add_row(key, str(value))
+    return table

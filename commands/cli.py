@@ -1,0 +1,41 @@
+"""The `llmkit` entry point: one Typer app, one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from llmkit import __version__
+from llmkit.commands import generate, model
+
+app = typer.Typer(
+    name="llmkit",
+    help="Make language models forget, hallucinate less and abstain, and measure it honestly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("generate")(generate.generate)
+app.add_typer(model.app, name="model")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Quiet the libraries underneath: llmkit shows its own progress on stderr."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def main() -> None:
+    app()

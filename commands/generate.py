@@ -1,0 +1,120 @@
+"""`llmkit generate`: batched generation from a prompts file, with HF or vLLM."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from llmkit.commands._common import (
+    BatchSizeOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutputPathOpt,
+    OverwriteOpt,
+    SeedOpt,
+    TrustRemoteCodeOpt,
+    cli_command,
+    key_value_table,
+    parse_batch_size,
+    print_results_json,
+    progress_bar,
+    stderr,
+)
+from llmkit.data import dumps_jsonl, read_records
+from llmkit.errors import BadInputError
+from llmkit.generation import BACKENDS, GenerationParams, load_backend
+from llmkit.results import check_output_path, make_results, write_run
+
+
+@cli_command
+def generate(
+    model: ModelOpt,
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i",
+            help="Prompts: JSONL/JSON/CSV/Parquet with a 'prompt' field per record, a saved dataset, "
+            "a hub dataset name, or - for JSONL on stdin.",
+        ),
+    ],
+    output_path: OutputPathOpt = None,
+    backend: Annotated[str, typer.Option(help=f"Generation backend: {' or '.join(BACKENDS)}.")] = "hf",
+    batch_size: BatchSizeOpt = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most per sample.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 is greedy decoding; above 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with --temperature > 0).")] = 1.0,
+    num_samples: Annotated[int, typer.Option(help="Samples per prompt (needs --temperature > 0 when > 1).")] = 1,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable); it is cut off.")] = None,
+    seed: SeedOpt = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")] = None,
+    prompt_field: Annotated[str, typer.Option(help="Field of each record that holds the prompt.")] = "prompt",
+    split: Annotated[str, typer.Option(help="Split, when --input is a dataset.")] = "train",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Generate completions for every prompt in a file.
+
+    Each output line is the input record plus "generations": a list of --num-samples texts.
+    Without --output-path the lines go to stdout, ready for a pipeline; with it they go to
+    OUTPUT/samples.jsonl beside OUTPUT/results.json.
+    """
+    started = time.perf_counter()
+    if output_path is not None:
+        check_output_path(output_path, overwrite)
+    elif json:
+        raise BadInputError("--json needs --output-path: without it stdout carries the generations")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    params = GenerationParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        num_samples=num_samples,
+        stop=tuple(stop or ()),
+        seed=seed,
+    )
+    batch = parse_batch_size(batch_size)
+    records = read_records(input, required={prompt_field: str}, split=split)[:limit]
+
+    engine = load_backend(
+        backend, model, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
+    )
+    prompts = [r[prompt_field] for r in records]
+    generation_started = time.perf_counter()
+    with progress_bar("generating", len(prompts)) as progress:
+        generations = engine.generate(prompts, params, progress)
+    generation_time = time.perf_counter() - generation_started
+
+    samples = [{**record, "generations": g.texts} for record, g in zip(records, generations)]
+    metrics = {
+        "num_prompts": len(prompts),
+        "num_generations": len(prompts) * num_samples,
+        "generation_time_s": round(generation_time, 3),
+        "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
+    }
+    config = {
+        "model": model, "input": input, "backend": backend, "batch_size": batch, "dtype": dtype, "device": device,
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "num_samples": num_samples,
+        "stop": list(params.stop), "seed": seed, "limit": limit, "prompt_field": prompt_field,
+    }
+    results = make_results(
+        "generate", config, metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)
+    )
+    if output_path is None:
+        sys.stdout.write(dumps_jsonl(samples))
+    else:
+        write_run(output_path, results, samples, overwrite=overwrite)
+    if json:
+        print_results_json(results)
+    else:
+        stderr.print(key_value_table("generate", metrics))

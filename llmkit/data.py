@@ -1,0 +1,160 @@
+"""Read user data (JSONL, JSON, CSV, Parquet, a saved HF dataset, an HF dataset name) as a list
+of records, validate the fields a command needs, and write JSONL atomically.
+
+Errors name the source, the line (or record) and the field, so a user can fix a file of ten
+thousand lines without guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from llmkit.errors import BadInputError
+
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "a boolean"}
+
+
+def read_records(
+    source: str | Path,
+    *,
+    required: Mapping[str, type | tuple[type, ...]] | None = None,
+    split: str = "train",
+) -> list[dict[str, Any]]:
+    """Records from `source`, each checked to have the `required` fields with the given types.
+
+    `source` is a file (by suffix), `-` for JSONL on standard input, a directory written by
+    `datasets.save_to_disk`, or the name of a dataset on the Hugging Face hub (`split` picks the split).
+    """
+    source = str(source)
+    path = Path(source).expanduser()
+    if source == "-":
+        numbered = _parse_jsonl(sys.stdin, "<stdin>")
+    elif path.is_file():
+        numbered = _read_file(path)
+    elif path.is_dir():
+        numbered = _read_saved_dataset(path, split)
+    elif path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise BadInputError(f"input file {source} does not exist")
+    else:
+        numbered = _read_hub_dataset(source, split)
+    if not numbered:
+        raise BadInputError(f"{source} has no records; it must hold at least one")
+    for where, record in numbered:
+        _validate(source, where, record, required or {})
+    return [record for _, record in numbered]
+
+
+def _validate(source: str, where: str, record: Any, required: Mapping[str, type | tuple[type, ...]]) -> None:
+    if not isinstance(record, dict):
+        raise BadInputError(f"{source} {where}: expected an object with fields, got {type(record).__name__}")
+    for field, expected in required.items():
+        if field not in record:
+            raise BadInputError(f"{source} {where}: missing required field {field!r}")
+        value = record[field]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        # bool is an int in Python, but true is not a valid count.
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            names = " or ".join(TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise BadInputError(f"{source} {where}: field {field!r} must be {names}, got {type(value).__name__}")
+
+
+def _parse_jsonl(lines: Iterable[str], name: str) -> list[tuple[str, Any]]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise BadInputError(f"{name} line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+    return records
+
+
+def _read_file(path: Path) -> list[tuple[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as handle:
+            return _parse_jsonl(handle, str(path))
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise BadInputError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]}-style wrappers
+        if not isinstance(data, list):
+            raise BadInputError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+        return [(f"record {i}", record) for i, record in enumerate(data)]
+    if suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            return [(f"line {i + 2}", dict(row)) for i, row in enumerate(csv.DictReader(handle))]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as err:  # pyarrow raises several unrelated types for a broken file
+            raise BadInputError(f"{path}: not a readable Parquet file ({err})") from None
+        return [(f"row {i}", row) for i, row in enumerate(rows)]
+    raise BadInputError(f"{path}: unknown file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
+
+
+def _read_saved_dataset(path: Path, split: str) -> list[tuple[str, Any]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise BadInputError(f"{path} is a directory but not a dataset written by save_to_disk ({err})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise BadInputError(f"{path} has no split {split!r}; it has {', '.join(loaded)}")
+        loaded = loaded[split]
+    return [(f"row {i}", row) for i, row in enumerate(loaded)]
+
+
+def _read_hub_dataset(name: str, split: str) -> list[tuple[str, Any]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as err:  # the hub client raises many types; all mean "cannot use this name"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{name} is not a file, and loading it as a hub dataset failed: {reason}") from None
+    return [(f"row {i}", row) for i, row in enumerate(loaded)]
+
+
+def dumps_jsonl(records: Iterable[Mapping[str, Any]]) -> str:
+    """Records as JSON Lines text (UTF-8 kept readable)."""
+    out = io.StringIO()
+    for record in records:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return out.getvalue()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename: readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write records as JSON Lines, atomically."""
+    write_text_atomic(path, dumps_jsonl(records))

@@ -1,0 +1,127 @@
+"""Capture and intervene on the architecture map's points, as context managers.
+
+    with capture(model, "resid_out", layers=[0, 3], position="last") as acts:
+        model(**batch)
+    acts[3]          # (batch, d): block 3's output at each sequence's last real token
+
+    with intervene(model, "mlp_pre", layers=[2], fn=lambda a, layer: a * keep_mask):
+        model.generate(...)
+
+A capture holds the activations of the most recent forward pass. Hooks are removed when the
+context exits, also on exceptions, and the model is then exactly as before. Pass
+`attention_mask` to the model by keyword: "last" positions are read from it, so left and right
+padding both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+import torch
+from torch import nn
+
+from llmkit import arch
+from llmkit.batching import last_token_index
+from llmkit.errors import BadInputError
+
+Activation = torch.Tensor
+InterventionFn = Callable[[Activation, int], Activation]
+
+
+def _check_point(point: str) -> None:
+    if point not in arch.POINTS:
+        raise BadInputError(f"unknown hook point {point!r}; choose one of {', '.join(arch.POINTS)}")
+
+
+@contextmanager
+def _hook_point(
+    model: nn.Module, point: str, layer: int, fn: Callable[[Activation], Activation | None]
+) -> Iterator[None]:
+    """Call `fn` on the point's activation at `layer`; a tensor it returns replaces the activation."""
+    if point == "mlp_key":
+
+        def pre_hook(module, args):
+            new = fn(args[0])
+            return None if new is None else (new, *args[1:])
+
+        handle = arch.mlp_out_module(model, layer).register_forward_pre_hook(pre_hook)
+    else:
+        module = arch.mlp_in_module(model, layer) if point == "mlp_pre" else arch.block_module(model, layer)
+
+        def hook(module, args, output):
+            # Blocks return a tensor in recent transformers and a tuple in older ones.
+            hidden = output[0] if isinstance(output, tuple) else output
+            new = fn(hidden)
+            if new is None:
+                return None
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class _MaskTracker:
+    """Remembers the attention mask of the model's most recent forward call."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, module, args, kwargs):
+        self.mask = kwargs.get("attention_mask")
+
+
+class Captured(dict):
+    """layer -> activation of the most recent forward pass."""
+
+    point: str
+    position: str
+
+
+@contextmanager
+def capture(
+    model: nn.Module, point: str, layers: Sequence[int], *, position: str = "all"
+) -> Iterator[Captured]:
+    """Record `point` at `layers`: (batch, seq, dim) for position="all", (batch, dim) for "last"
+    (each sequence's last real token)."""
+    _check_point(point)
+    if position not in ("all", "last"):
+        raise BadInputError(f"unknown position {position!r}; choose 'all' or 'last'")
+    captured = Captured()
+    captured.point, captured.position = point, position
+    tracker = _MaskTracker()
+
+    def recorder(layer: int) -> Callable[[Activation], None]:
+        def record(activation: Activation) -> None:
+            activation = activation.detach()
+            if position == "last":
+                rows = torch.arange(activation.shape[0], device=activation.device)
+                if tracker.mask is None:
+                    index = torch.full_like(rows, activation.shape[1] - 1)
+                else:
+                    index = last_token_index(tracker.mask, activation.shape[1]).to(activation.device)
+                activation = activation[rows, index]
+            captured[layer] = activation
+
+        return record
+
+    with ExitStack() as stack:
+        root = arch.unwrap(model)
+        mask_handle = root.register_forward_pre_hook(tracker, with_kwargs=True)
+        stack.callback(mask_handle.remove)
+        for layer in layers:
+            stack.enter_context(_hook_point(model, point, layer, recorder(layer)))
+        yield captured
+
+
+@contextmanager
+def intervene(model: nn.Module, point: str, layers: Sequence[int], fn: InterventionFn) -> Iterator[None]:
+    """Replace `point`'s activation at each of `layers` by `fn(activation, layer)` (same shape)."""
+    _check_point(point)
+    with ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(_hook_point(model, point, layer, lambda a, layer=layer: fn(a, layer)))
+        yield
