@@ -1,0 +1,89 @@
+import json
+
+import datasets
+import pytest
+
+from llmkit.data import read_records, write_jsonl
+from llmkit.errors import BadInputError
+
+RECORDS = [{"prompt": "Alice was born in", "id": 1}, {"prompt": "Bob works at", "id": 2}]
+
+
+def test_jsonl_round_trip(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, RECORDS + [{"prompt": "ünïcode ✓", "id": 3}])
+    assert read_records(path, required={"prompt": str}) == RECORDS + [{"prompt": "ünïcode ✓", "id": 3}]
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]  # no temporary file left
+
+
+@pytest.mark.parametrize("fmt", ["json", "wrapped_json", "csv", "parquet", "saved_dataset"])
+def test_every_format_reads_the_same_records(fmt, tmp_path):
+    table = datasets.Dataset.from_list(RECORDS)
+    if fmt == "json":
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps(RECORDS))
+    elif fmt == "wrapped_json":
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps({"data": RECORDS}))
+    elif fmt == "csv":
+        path = tmp_path / "p.csv"
+        path.write_text("prompt,id\nAlice was born in,1\nBob works at,2\n")
+    elif fmt == "parquet":
+        path = tmp_path / "p.parquet"
+        table.to_parquet(str(path))
+    else:
+        path = tmp_path / "saved"
+        datasets.DatasetDict({"train": table}).save_to_disk(str(path))
+    records = read_records(path, required={"prompt": str})
+    assert [r["prompt"] for r in records] == ["Alice was born in", "Bob works at"]
+    assert [str(r["id"]) for r in records] == ["1", "2"]
+
+
+def test_broken_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b"\n')
+    with pytest.raises(BadInputError, match=r"p.jsonl line 3: not valid JSON"):
+        read_records(path)
+
+
+def test_missing_field_names_line_and_field(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\n{"text": "b"}\n')
+    with pytest.raises(BadInputError, match=r"p.jsonl line 2: missing required field 'prompt'"):
+        read_records(path, required={"prompt": str})
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": 3}\n')
+    with pytest.raises(BadInputError, match=r"line 1: field 'prompt' must be a string, got int"):
+        read_records(path, required={"prompt": str})
+    path.write_text('{"count": true}\n')
+    with pytest.raises(BadInputError, match=r"field 'count' must be an integer, got bool"):
+        read_records(path, required={"count": int})
+
+
+def test_non_object_record(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('["a"]\n')
+    with pytest.raises(BadInputError, match=r"line 1: expected an object with fields, got list"):
+        read_records(path)
+
+
+def test_empty_file_and_missing_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(BadInputError, match="has no records"):
+        read_records(empty)
+    with pytest.raises(BadInputError, match="input file .*nope.jsonl does not exist"):
+        read_records(tmp_path / "nope.jsonl")
+
+
+def test_directory_that_is_not_a_dataset(tmp_path):
+    with pytest.raises(BadInputError, match="not a dataset written by save_to_disk"):
+        read_records(tmp_path)
+
+
+def test_unreachable_hub_dataset_is_one_clear_error():
+    with pytest.raises(BadInputError, match="no-such-org-xyz/no-such-data is not a file, and loading it as a hub"):
+        read_records("no-such-org-xyz/no-such-data")
