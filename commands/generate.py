@@ -86,9 +86,10 @@ def generate(
     batch = parse_batch_size(batch_size)
     records = read_records(input, required={prompt_field: str}, split=split)[:limit]
 
-    engine = load_backend(
-        backend, model, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
-    )
+    with stderr.status(f"loading {model}"):
+        engine = load_backend(
+            backend, model, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
+        )
     prompts = [r[prompt_field] for r in records]
     generation_started = time.perf_counter()
     with progress_bar("generating", len(prompts)) as progress:

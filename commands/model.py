@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import typer
+from rich.table import Table
 
 from llmkit import arch, hooks
 from llmkit.commands._common import (
@@ -18,10 +19,10 @@ from llmkit.commands._common import (
     cli_command,
     key_value_table,
     print_results_json,
+    stderr,
     stdout,
 )
 from llmkit.models import load_model
-from rich.table import Table
 
 app = typer.Typer(help="Look inside a model.", no_args_is_help=True)
 
@@ -49,7 +50,8 @@ def inspect(
 ) -> None:
     """Print the resolved architecture map (module paths and shapes of every hook point), the sizes
     and the parameter count of a model. Run it first when a hook-based method fails."""
-    loaded, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    with stderr.status(f"loading {model}"):
+        loaded, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     summary = arch.summarize(loaded)
     dims = _measured_dims(loaded, tokenizer)
     points: list[dict[str, Any]] = [

@@ -114,6 +114,15 @@ def split_context_continuation(
     return list(context_ids), list(continuation_ids)
 
 
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], continuations: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
+    """`split_context_continuation` for each (prompt, continuation) pair."""
+    if len(prompts) != len(continuations):
+        raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+    return [split_context_continuation(tokenizer, p, c) for p, c in zip(prompts, continuations)]
+
+
 class HFBackend:
     """The transformers reference backend."""
 
@@ -186,9 +195,7 @@ class HFBackend:
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
     ) -> list[ContinuationScore]:
-        if len(prompts) != len(continuations):
-            raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
-        pairs = [split_context_continuation(self.tokenizer, p, c) for p, c in zip(prompts, continuations)]
+        pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
         sequences = [ctx + cont for ctx, cont in pairs]
         results: list[ContinuationScore | None] = [None] * len(pairs)
 
@@ -270,9 +277,7 @@ class VLLMBackend:
     ) -> list[ContinuationScore]:
         from vllm.inputs import TokensPrompt
 
-        if len(prompts) != len(continuations):
-            raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
-        pairs = [split_context_continuation(self.tokenizer, p, c) for p, c in zip(prompts, continuations)]
+        pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
         # prompt_logprobs=1 returns, at every prompt position, the actual token with its rank.
         sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         requests = [TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in pairs]

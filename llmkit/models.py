@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 
 from llmkit.errors import BadInputError
@@ -87,7 +87,6 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
-        AutoConfig.from_pretrained(name_or_path, **common)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **common)
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=torch_dtype, device_map=str(torch_device), **common

@@ -70,15 +70,19 @@ def test_zeroing_a_unit_changes_the_output_and_exit_restores_the_model(point, lo
 def test_hooks_are_removed_when_the_body_raises(loaded_models):
     model, tokenizer = loaded_models["gpt2"]
     batch = _encode(tokenizer, PROMPTS, "right")
+    def installed_hooks():  # transformers installs hooks of its own; llmkit's must all go
+        return [(name, list(m._forward_hooks), list(m._forward_pre_hooks)) for name, m in model.named_modules()]
+
     with torch.no_grad():
         before = model(**batch).logits
+        hooks_before = installed_hooks()
         with pytest.raises(RuntimeError, match="boom"):
             with hooks.intervene(model, "resid_out", [0, 1], lambda a, layer: a * 0):
                 with hooks.capture(model, "mlp_pre", [0, 1]):
                     raise RuntimeError("boom")
         after = model(**batch).logits
     assert torch.equal(after, before)
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert installed_hooks() == hooks_before
 
 
 def test_intervention_receives_the_layer_it_runs_at(loaded_models):
