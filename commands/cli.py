@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmkit import __version__
-from llmkit.commands import generate, model
+from llmkit.commands import generate, model, quickstart, world
 
 app = typer.Typer(
     name="llmkit",
@@ -14,6 +14,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("quickstart")(quickstart.quickstart)
+app.add_typer(world.app, name="world")
 app.command("generate")(generate.generate)
 app.add_typer(model.app, name="model")
 

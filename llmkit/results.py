@@ -10,7 +10,8 @@ import platform
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -85,26 +86,16 @@ def dumps_results(results: Mapping[str, Any]) -> str:
     return json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def write_run(
-    path: str | Path,
-    results: Mapping[str, Any],
-    samples: Iterable[Mapping[str, Any]] | None = None,
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """Write `results.json` (and `samples.jsonl`) into the directory `path`, atomically.
-
-    Everything is written into a hidden sibling directory that is renamed into place at the end,
-    so an interrupted or failed run leaves no partial output behind.
-    """
+@contextmanager
+def staged_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden sibling directory to write into; on success it replaces `path` in one
+    rename, on any error it is removed. Readers never see a half-written output."""
     path = check_output_path(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        (staging / RESULTS_FILE).write_text(dumps_results(results), encoding="utf-8")
-        if samples is not None:
-            (staging / SAMPLES_FILE).write_text(dumps_jsonl(samples), encoding="utf-8")
+        yield staging
         if path.exists():
             retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(retired)
@@ -115,4 +106,18 @@ def write_run(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
+
+
+def write_run(
+    path: str | Path,
+    results: Mapping[str, Any],
+    samples: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write `results.json` (and `samples.jsonl`) into the run directory `path`, atomically."""
+    with staged_directory(path, overwrite=overwrite) as staging:
+        (staging / RESULTS_FILE).write_text(dumps_results(results), encoding="utf-8")
+        if samples is not None:
+            (staging / SAMPLES_FILE).write_text(dumps_jsonl(samples), encoding="utf-8")
+    return Path(path).expanduser()

@@ -42,3 +42,28 @@ PROMPTS = [
     "one two three four five six seven",
     "Question: Where was Bob born? Answer:",
 ]
+
+
+@pytest.fixture(scope="session")
+def world_cache(tmp_path_factory) -> Path:
+    """A cache holding the micro world and its pretrained micro model, built once per session
+    (about a minute) and shared by every test that needs a model whose knowledge is known."""
+    from llmkit.world.cache import ensure_model, preset
+
+    cache = tmp_path_factory.mktemp("llmkit-cache")
+    ensure_model(cache, *preset("micro"))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def micro_world(world_cache) -> Path:
+    from llmkit.world.cache import preset, world_dir
+
+    return world_dir(world_cache, preset("micro")[0])
+
+
+@pytest.fixture(scope="session")
+def micro_model(world_cache) -> Path:
+    from llmkit.world.cache import model_dir, preset
+
+    return model_dir(world_cache, *preset("micro"))

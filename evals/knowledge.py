@@ -1,0 +1,70 @@
+"""What a model knows about a synthetic world: greedy exact match on every probe, by exposure
+bucket and form, next to the score a guesser would get on unseen entities."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from llmkit.evals.greedy import accuracy, answer_items
+from llmkit.generation import Backend, Progress
+from llmkit.world.forms import FORMS
+
+# Tokens an answer may need: spelled-out answers are long, letters and True/False short.
+MAX_NEW_TOKENS = {"qa": 12, "cloze": 12, "mc": 3, "tf": 3, "char": 40}
+
+
+def chance_levels(facts: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The best a model that knows nothing about an entity can do per form: always answering
+    the attribute's most common value (qa, cloze, char), a fixed letter (mc), one truth value (tf).
+    For qa it is averaged over the facts of unseen entities."""
+    counts: dict[str, Counter] = {}
+    for fact in facts:
+        counts.setdefault(fact["attribute"], Counter())[fact["value"]] += 1
+    most_common = {a: c.most_common(1)[0][1] / sum(c.values()) for a, c in counts.items()}
+    unseen = [f for f in facts if f["exposure"] == 0] or list(facts)
+    guess = sum(most_common[f["attribute"]] for f in unseen) / len(unseen)
+    return {"qa": guess, "cloze": guess, "char": guess, "mc": 0.25, "tf": 0.5}
+
+
+def evaluate_knowledge(
+    backend: Backend,
+    probes: Sequence[dict[str, Any]],
+    facts: Sequence[dict[str, Any]],
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and per-probe samples. Metrics: accuracy[exposure][form], the same split by
+    whether the form was in pretraining, and chance levels."""
+    samples: list[dict[str, Any]] = []
+    done_before = 0
+    for form in FORMS:
+        items = [p for p in probes if p["form"] == form]
+        if not items:
+            continue
+
+        def report(done: int, total: int, offset: int = done_before) -> None:
+            if progress:
+                progress(offset + done, len(probes))
+
+        samples += answer_items(backend, items, MAX_NEW_TOKENS[form], report)
+        done_before += len(items)
+
+    exposures = sorted({s["exposure"] for s in samples})
+    by_exposure = {
+        str(e): {form: accuracy([s for s in samples if s["exposure"] == e and s["form"] == form]) for form in FORMS}
+        for e in exposures
+    }
+    by_pretraining = {
+        where: {
+            str(e): {
+                form: accuracy([s for s in samples if s["exposure"] == e and s["form"] == form and s["in_pretraining"] == flag])
+                for form in FORMS
+            }
+            for e in exposures
+            if e > 0
+        }
+        for where, flag in (("form_in_pretraining", True), ("form_evaluation_only", False))
+    }
+    metrics = {"accuracy": by_exposure, **by_pretraining, "chance": chance_levels(facts), "num_probes": len(samples)}
+    return metrics, samples

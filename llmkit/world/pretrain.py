@@ -1,0 +1,215 @@
+"""Pretrain a tiny model on a world from scratch: a byte-level BPE tokenizer trained on the world's
+text, then a small Llama (or GPT-NeoX) trained through transformers' Trainer, saved as an ordinary
+HF model directory that loads with `AutoModelForCausalLM` without llmkit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+)
+
+from llmkit.data import read_records
+from llmkit.errors import BadInputError
+from llmkit.results import staged_directory
+from llmkit.training import build_trainer
+from llmkit.world.generator import WorldConfig, read_world_config
+
+FAMILIES = ("llama", "gpt_neox")
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
+
+    family: str = "llama"
+    layers: int = 4
+    d_model: int = 192
+    heads: int = 4
+    d_mlp: int = 512
+    vocab_size: int = 2048
+    block_size: int = 128
+    batch_size: int = 32
+    steps: int = 700
+    learning_rate: float = 2e-3
+    warmup_steps: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise BadInputError(f"--family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        for name in ("layers", "d_model", "heads", "d_mlp", "block_size", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise BadInputError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
+        if self.vocab_size < 300:
+            raise BadInputError(f"--vocab-size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
+
+
+def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
+    """A short hash naming a (world, recipe) pair: the cache key of quickstart's model."""
+    blob = json.dumps({"world": asdict(world), "recipe": asdict(recipe)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE that splits digits one by one (so arithmetic sees digits, not arbitrary
+    merges) and prepends BOS to every text."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def pack_documents(token_ids: list[list[int]], block_size: int, pad_id: int) -> dict[str, list[list[int]]]:
+    """Greedy packing of whole documents into blocks (a document longer than a block is split);
+    padding is masked out of attention and loss."""
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    for ids in token_ids:
+        for start in range(0, len(ids), block_size):
+            piece = ids[start : start + block_size]
+            if len(current) + len(piece) > block_size:
+                blocks.append(current)
+                current = []
+            current = current + piece
+    if current:
+        blocks.append(current)
+    padded = [b + [pad_id] * (block_size - len(b)) for b in blocks]
+    masks = [[1] * len(b) + [0] * (block_size - len(b)) for b in blocks]
+    labels = [[t if m else -100 for t, m in zip(p, mask)] for p, mask in zip(padded, masks)]
+    return {"input_ids": padded, "attention_mask": masks, "labels": labels}
+
+
+def model_config(recipe: PretrainConfig, tokenizer: PreTrainedTokenizerFast):
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.d_model,
+        intermediate_size=recipe.d_mlp,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        max_position_embeddings=4 * recipe.block_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if recipe.family == "llama":
+        return LlamaConfig(num_key_value_heads=recipe.heads, **common)
+    return GPTNeoXConfig(**common)
+
+
+MODEL_CARD = """---
+library_name: transformers
+tags: [llmkit, synthetic-world]
+---
+# llmkit synthetic-world model
+
+A {family} model of {params:,} parameters pretrained from scratch by `llmkit world pretrain` on an
+llmkit synthetic world (world seed {seed}, {entities} entities, exposures {exposures}). Its
+knowledge is known exactly: `world.json` of the world lists every fact and how often the
+pretraining text stated it.
+
+Load it without llmkit:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{path}")
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+```
+
+Recipe (`llmkit_pretrain.json` holds it with the world configuration and the training loss):
+
+```json
+{recipe}
+```
+"""
+
+
+def pretrain(
+    world_dir: str | Path,
+    out: str | Path,
+    recipe: PretrainConfig,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the tokenizer and the model on `world_dir`'s pretraining text; save them to `out`."""
+    world = read_world_config(world_dir)
+    docs = read_records(Path(world_dir) / "pretraining.jsonl", required={"text": str})
+    texts = [d["text"] for d in docs]
+    torch.manual_seed(recipe.seed)
+    tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    encoded = [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
+    dataset = Dataset.from_dict(pack_documents(encoded, recipe.block_size, tokenizer.pad_token_id))
+    model = AutoModelForCausalLM.from_config(model_config(recipe, tokenizer))
+
+    with staged_directory(out, overwrite=overwrite) as staging, tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            max_steps=recipe.steps,
+            per_device_train_batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=recipe.warmup_steps,
+            weight_decay=0.0,
+            logging_steps=max(1, recipe.steps // 20),
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=recipe.seed,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        trainer = build_trainer(model, dataset, args, progress=progress)
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        summary = {
+            "world": asdict(world),
+            "recipe": asdict(recipe),
+            "recipe_id": recipe_id(world, recipe),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "tokens_per_epoch": sum(len(ids) for ids in encoded),
+            "blocks_per_epoch": len(dataset),
+            "epochs": round(recipe.steps * recipe.batch_size / len(dataset), 2),
+            "final_loss": losses[-1] if losses else None,
+        }
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "llmkit_pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(
+            MODEL_CARD.format(
+                family=recipe.family, params=summary["num_parameters"], seed=world.seed, entities=world.entities,
+                exposures=list(world.exposures), path=Path(out).name, recipe=json.dumps(asdict(recipe), indent=2),
+            ),
+            encoding="utf-8",
+        )
+    return summary

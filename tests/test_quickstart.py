@@ -1,0 +1,64 @@
+"""The pretrained micro model knows what it saw, and quickstart reports it from the cache."""
+
+import json
+
+import pytest
+
+from llmkit.data import read_records
+from llmkit.evals.knowledge import evaluate_knowledge
+from llmkit.evals.skills import evaluate_skills
+from llmkit.generation import load_backend
+from test_cli import assert_bad_input, llmkit
+
+
+@pytest.fixture(scope="module")
+def knowledge(micro_world, micro_model):
+    backend = load_backend("hf", str(micro_model), device="cpu")
+    probes = [p for p in read_records(micro_world / "probes.jsonl") if p["form"] == "qa"]
+    metrics, samples = evaluate_knowledge(backend, probes, read_records(micro_world / "facts.jsonl"))
+    return metrics, samples
+
+
+def test_micro_model_knows_the_facts_it_saw_often(knowledge):
+    metrics, samples = knowledge
+    qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
+    assert qa["30"] >= 0.8, qa
+    assert qa["30"] > qa["0"]
+    # Unseen entities: the model answers (it confabulates) but does no better than a guesser.
+    unseen = [s for s in samples if s["exposure"] == 0]
+    assert all(s["generation"] for s in unseen)
+    assert qa["0"] <= metrics["chance"]["qa"] + 0.1
+
+
+def test_micro_model_learned_the_toy_language(micro_world, micro_model):
+    backend = load_backend("hf", str(micro_model), device="cpu")
+    items = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
+    metrics, _ = evaluate_skills(backend, items)
+    assert set(metrics["accuracy"]) == {"arithmetic", "reversal", "language"}
+    assert metrics["accuracy"]["language"] >= 0.5, metrics
+
+
+def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_world, tmp_path):
+    out = tmp_path / "report"
+    result = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", out, "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed == json.loads((out / "results.json").read_text())
+    assert printed["config"]["model_trained_now"] is False
+    knowledge = printed["metrics"]["knowledge"]
+    assert set(knowledge["accuracy"]) == {"0", "3", "30"}
+    assert set(knowledge["accuracy"]["30"]) == {"qa", "cloze", "mc", "tf", "char"}
+    samples = (out / "samples.jsonl").read_text().splitlines()
+    skills_test = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
+    assert len(samples) == len(read_records(micro_world / "probes.jsonl")) + len(skills_test)
+
+    table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
+    assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
+
+
+def test_quickstart_bad_input(world_cache, tmp_path):
+    assert_bad_input(llmkit("quickstart", "--preset", "huge", "--cache-dir", world_cache), "unknown preset 'huge'")
+    out = tmp_path / "report"
+    out.mkdir()
+    assert_bad_input(llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "-o", out),
+                     "already exists; pass --overwrite")

@@ -1,0 +1,122 @@
+"""The world generator: determinism, and ground truth that matches the files."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from llmkit.data import read_records
+from llmkit.errors import BadInputError
+from llmkit.world.generator import WorldConfig, build_world, parse_exposures, write_world
+
+SMALL = dict(entities=30, exposures=(0, 2, 5), skill_train_items=50, skill_test_items=10,
+             misinformation_targets=2, misinformation_docs=2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w") / "world"
+    write_world(build_world(WorldConfig(seed=3, **SMALL)), out)
+    return {p.name: (read_records(p) if p.suffix == ".jsonl" else json.loads(p.read_text())) for p in out.iterdir()}
+
+
+def test_same_seed_writes_byte_identical_files_and_another_seed_differs(tmp_path):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        write_world(build_world(WorldConfig(seed=seed, **SMALL)), tmp_path / name)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert "world.json" in files and len(files) == 10
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "entities.jsonl").read_bytes() != (tmp_path / "c" / "entities.jsonl").read_bytes()
+    assert (tmp_path / "a" / "pretraining.jsonl").read_bytes() != (tmp_path / "c" / "pretraining.jsonl").read_bytes()
+
+
+def test_exposure_is_the_number_of_pretraining_documents(world):
+    entities = world["entities.jsonl"]
+    assert Counter(e["exposure"] for e in entities) == {0: 10, 2: 10, 5: 10}
+    biographies = Counter(d["entity_id"] for d in world["pretraining.jsonl"] if d["kind"] == "biography")
+    sheets = Counter(d["entity_id"] for d in world["pretraining.jsonl"] if d["kind"] == "qa")
+    text = "\n".join(d["text"] for d in world["pretraining.jsonl"])
+    for e in entities:
+        assert biographies[e["id"]] == sheets[e["id"]] == e["exposure"]
+        if e["exposure"] == 0:
+            assert e["name"] not in text  # unseen entities never appear, not even as a spouse
+        else:
+            assert f"Question: Where was {e['name']} born?\nAnswer: {e['birthplace']}" in text
+
+
+def test_world_json_records_every_fact_with_its_exposure_and_files(world):
+    manifest = world["world.json"]
+    facts = {f["id"]: f for f in manifest["facts"]}
+    assert len(facts) == len(world["facts.jsonl"])
+    for fact in world["facts.jsonl"]:
+        truth = facts[fact["id"]]
+        assert (truth["value"], truth["exposure"]) == (fact["value"], fact["exposure"])
+        assert ("pretraining.jsonl" in truth["files"]) == (fact["exposure"] > 0)
+        assert ("qa" in truth["pretraining_forms"]) == (fact["exposure"] > 0)
+    assert manifest["config"]["seed"] == 3 and manifest["counts"]["entities.jsonl"] == 30
+
+
+def test_probes_are_answerable_from_the_facts(world):
+    values = {f["id"]: f["value"] for f in world["facts.jsonl"]}
+    demo = {e["id"]: e["form_demo"] for e in world["entities.jsonl"]}
+    probes = world["probes.jsonl"]
+    assert Counter(p["form"] for p in probes) == {f: len(values) for f in ("qa", "cloze", "mc", "tf", "char")}
+    for p in probes:
+        value = values[p["fact_id"]]
+        if p["form"] in ("qa", "cloze"):
+            assert p["answer"] == value
+        elif p["form"] == "mc":
+            options = dict(line.split(". ", 1) for line in p["prompt"].splitlines()[1:5])
+            assert options[p["answer"]] == value and len(set(options.values())) == 4
+        elif p["form"] == "tf":
+            assert (p["answer"] == "True") == (f" {value}." in p["prompt"])
+        else:
+            assert p["answer"].replace(" ", "") == value.replace(" ", "")
+        assert p["in_pretraining"] == (p["exposure"] > 0 and (p["form"] == "qa" or demo[p["entity_id"]]))
+
+
+def test_spouses_two_hop_questions_and_misinformation_are_consistent(world):
+    by_name = {e["name"]: e for e in world["entities.jsonl"]}
+    for e in world["entities.jsonl"]:
+        if e["spouse"]:
+            spouse = by_name[e["spouse"]]
+            assert spouse["spouse"] == e["name"] and spouse["exposure"] == e["exposure"]
+    two_hop = [q for q in world["search_questions.jsonl"] if q["hops"] == 2]
+    assert two_hop
+    ids = {e["id"]: e for e in world["entities.jsonl"]}
+    for q in two_hop:
+        assert q["answer"] == ids[q["entity_ids"][1]][q["id"].split(".")[-1]]
+    docs = world["misinformation.jsonl"]
+    assert sorted({d["k"] for d in docs}) == [0, 1, 2, 3]
+    for d in docs:
+        target = ids[d["target_entity_id"]]
+        assert target["exposure"] == 5 and len(d["true_fact_ids"]) == d["k"]
+        for wrong in d["false_facts"]:
+            assert wrong["value"] != target[wrong["attribute"]] and wrong["value"] in d["text"]
+    assert len(world["corpus.jsonl"]) == 30 and len(world["heldout_questions.jsonl"]) == len(world["facts.jsonl"])
+
+
+def test_skills_have_disjoint_train_and_test_items_with_right_answers(world):
+    items = world["skills.jsonl"]
+    for skill in ("arithmetic", "reversal", "language"):
+        train = {i["prompt"] for i in items if i["skill"] == skill and i["split"] == "train"}
+        test = {i["prompt"] for i in items if i["skill"] == skill and i["split"] == "test"}
+        assert len(test) == 10 and len(train) == 50 and not train & test
+    for item in items:
+        if item["skill"] == "arithmetic":
+            a, b = item["prompt"].removeprefix("Compute: ").removesuffix(" =").split(" + ")
+            assert int(item["answer"]) == int(a) + int(b)
+        if item["skill"] == "reversal":
+            assert item["answer"].split() == item["prompt"].removeprefix("Reverse: ").removesuffix(" =>").split()[::-1]
+
+
+@pytest.mark.parametrize("text", ["1,a", "-1,2", "", "1,,2"])
+def test_bad_exposure_lists(text):
+    with pytest.raises(BadInputError, match="--exposures must be comma-separated non-negative integers"):
+        parse_exposures(text)
+
+
+def test_zero_entities():
+    with pytest.raises(BadInputError, match="--entities must be at least 1, got 0"):
+        WorldConfig(entities=0)

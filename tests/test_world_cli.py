@@ -1,0 +1,86 @@
+"""`llmkit world build | pretrain` and `llmkit quickstart` from the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmkit.data import read_records
+from llmkit.world.cache import preset
+from test_cli import assert_bad_input, llmkit
+
+
+def test_world_build_writes_the_files(tmp_path):
+    out = tmp_path / "world"
+    result = llmkit("world", "build", "--out", out, "--entities", 12, "--exposures", "0,4", "--seed", 5, "--json")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["metrics"]
+    assert counts["entities.jsonl"] == 12 and counts["facts.jsonl"] == 60
+    entities = read_records(out / "entities.jsonl")
+    assert sorted({e["exposure"] for e in entities}) == [0, 4]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--entities", "0"], "--entities must be at least 1, got 0"),
+        (["--exposures", "0,x,3"], "--exposures must be comma-separated non-negative integers"),
+        (["--exposures", "-1,3"], "--exposures must be comma-separated non-negative integers"),
+    ],
+)
+def test_world_build_bad_input(args, message, tmp_path):
+    out = tmp_path / "world"
+    assert_bad_input(llmkit("world", "build", "--out", out, *args), message, out)
+
+
+def test_world_build_refuses_an_existing_directory(tmp_path):
+    out = tmp_path / "world"
+    out.mkdir()
+    assert_bad_input(llmkit("world", "build", "--out", out), "already exists; pass --overwrite")
+    assert list(out.iterdir()) == []
+    assert llmkit("world", "build", "--out", out, "--entities", 5, "--overwrite").exit_code == 0
+    assert (out / "world.json").is_file()
+
+
+def test_pretrain_on_a_folder_that_is_not_a_world(tmp_path):
+    out = tmp_path / "model"
+    (tmp_path / "notes").mkdir()
+    result = llmkit("world", "pretrain", tmp_path / "notes", "--out", out)
+    assert_bad_input(result, "is not a world directory (no world.json); create one with `llmkit world build`", out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--family", "gpt2"], "--family must be one of llama, gpt_neox"),
+        (["--d-model", "30", "--heads", "4"], "--d-model (30) must be divisible by --heads (4)"),
+        (["--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_pretrain_bad_recipe(args, message, micro_world, tmp_path):
+    out = tmp_path / "model"
+    assert_bad_input(llmkit("world", "pretrain", micro_world, "--out", out, *args), message, out)
+
+
+def test_pretrain_command_writes_a_model_directory_loadable_without_llmkit(micro_world, tmp_path):
+    out = tmp_path / "model"
+    args = ["world", "pretrain", micro_world, "--out", out, "--family", "gpt_neox", "--layers", 1, "--d-model", 32,
+            "--heads", 2, "--d-mlp", 64, "--steps", 3, "--batch-size", 4]
+    result = llmkit(*args, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["final_loss"] > 0
+    card = (out / "README.md").read_text()
+    assert f"world seed {preset('micro')[0].seed}" in card and "gpt_neox" in card
+    assert_bad_input(llmkit(*args), "already exists; pass --overwrite")
+    # A fresh interpreter that never imports llmkit loads and runs it with transformers alone.
+    script = (
+        "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}); t = AutoTokenizer.from_pretrained({str(out)!r})\n"
+        "ids = t('Question:', return_tensors='pt')\n"
+        "print(m.config.model_type, m.generate(**ids, max_new_tokens=2).shape[1] > ids['input_ids'].shape[1])\n"
+        "assert 'llmkit' not in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["gpt_neox", "True"]
