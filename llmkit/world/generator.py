@@ -199,7 +199,8 @@ def _biography(entity: dict[str, Any], rng: random.Random) -> str:
 
 def _skill_items(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]]:
     language = _word(rng, 2) + "ish"
-    lexicon = {w: _word(rng, rng.choice((1, 2))).lower() for words in _ENGLISH.values() for w in words}
+    english = [w for words in _ENGLISH.values() for w in words]
+    lexicon = dict(zip(english, _unique(lambda: _word(rng, rng.choice((1, 2))).lower(), len(english), set())))
 
     def arithmetic() -> tuple[str, str]:
         a, b = (rng.randrange(10**config.arithmetic_digits) for _ in range(2))
