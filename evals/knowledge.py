@@ -37,18 +37,14 @@ def evaluate_knowledge(
     """Metrics and per-probe samples. Metrics: accuracy[exposure][form], the same split by
     whether the form was in pretraining, and chance levels."""
     samples: list[dict[str, Any]] = []
-    done_before = 0
-    for form in FORMS:
+    for form in FORMS:  # one pass per form: each needs its own answer length
         items = [p for p in probes if p["form"] == form]
-        if not items:
-            continue
 
-        def report(done: int, total: int, offset: int = done_before) -> None:
+        def report(done: int, total: int, offset: int = len(samples)) -> None:
             if progress:
                 progress(offset + done, len(probes))
 
-        samples += answer_items(backend, items, MAX_NEW_TOKENS[form], report)
-        done_before += len(items)
+        samples += answer_items(backend, items, MAX_NEW_TOKENS[form], report) if items else []
 
     exposures = sorted({s["exposure"] for s in samples})
     by_exposure = {
