@@ -31,7 +31,7 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling."
 OutputPathOpt = Annotated[
     Optional[Path], typer.Option("--output-path", "-o", help="Run directory to write results.json and samples.jsonl to.")
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output-path.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output directory if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 

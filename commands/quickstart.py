@@ -66,8 +66,10 @@ def quickstart(
     json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Build (or reuse) the synthetic world and its pretrained tiny model, then report what the
-    model knows by exposure and form, and its skill accuracies.
+    """Build (or reuse) the synthetic world and its tiny model; report what the model knows.
+
+    The report shows greedy exact match on every fact by exposure (how often pretraining stated it)
+    and probe form, next to what guessing would score, and accuracy on each skill's test items.
 
     Cold, this takes a few minutes on a laptop CPU; afterwards the world and model come from the
     cache. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default

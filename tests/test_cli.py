@@ -61,6 +61,13 @@ def test_generate_without_output_path_streams_jsonl_to_stdout(llama_dir, prompts
     assert "num_prompts" in result.stderr  # the summary table stays off stdout
 
 
+def test_generate_reads_prompts_from_stdin(llama_dir):
+    lines = "".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3])
+    result = runner.invoke(app, ["generate", "-m", str(llama_dir), "-i", "-", "--max-new-tokens", "3"], input=lines)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["prompt"] for line in result.stdout.splitlines()] == PROMPTS[:3]
+
+
 def test_sampling_options_reach_the_backend(llama_dir, prompts_file):
     args = ["generate", "-m", llama_dir, "-i", prompts_file, "--limit", 1, "--max-new-tokens", 8]
     sampled = llmkit(*args, "--temperature", 1.0, "--num-samples", 3, "--seed", 3)
