@@ -50,6 +50,13 @@ def test_pretrain_on_a_folder_that_is_not_a_world(tmp_path):
     assert_bad_input(result, "is not a world directory (no world.json); create one with `llmkit world build`", out)
 
 
+def test_pretrain_on_a_broken_world_json(tmp_path):
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "world.json").write_text('{"config": {"seed": 0, "colour": "red"}}')
+    assert_bad_input(llmkit("world", "pretrain", world, "--out", tmp_path / "m"), "is not a valid world.json")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -219,7 +219,7 @@ def _skill_items(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]
         return f"Translate to {language}: {' '.join(words)} =>", " ".join(lexicon[w] for w in words)
 
     items = []
-    for skill, make in (("arithmetic", arithmetic), ("reversal", reversal), ("language", translation)):
+    for skill, make in zip(SKILLS, (arithmetic, reversal, translation)):
         wanted = config.skill_train_items + config.skill_test_items
         seen: dict[str, str] = {}
         for _ in range(wanted * 50):
@@ -408,8 +408,7 @@ def read_world_config(world_dir: str | Path) -> WorldConfig:
     if not path.is_file():
         raise BadInputError(f"{world_dir} is not a world directory (no world.json); create one with `llmkit world build`")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        config = manifest["config"]
+        config = json.loads(path.read_text(encoding="utf-8"))["config"]
+        return WorldConfig(**{**config, "exposures": tuple(config["exposures"])})
     except (json.JSONDecodeError, KeyError, TypeError):
         raise BadInputError(f"{path} is not a valid world.json; rebuild the world with `llmkit world build`") from None
-    return WorldConfig(**{**config, "exposures": tuple(config["exposures"])})
