@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -28,14 +29,13 @@ app = typer.Typer(help="Look inside a model.", no_args_is_help=True)
 
 
 def _measured_dims(model, tokenizer) -> dict[str, int]:
-    """Run one short forward pass and read each point's last dimension at the first layer."""
+    """Run one short forward pass and read every point's last dimension at the first layer."""
     batch = tokenizer(["Hello world"], return_tensors="pt").to(model.device)
-    dims = {}
-    for point in arch.POINTS:
-        with hooks.capture(model, point, [0]) as captured, torch.inference_mode():
+    with ExitStack() as stack:
+        captured = {point: stack.enter_context(hooks.capture(model, point, [0])) for point in arch.POINTS}
+        with torch.inference_mode():
             model(**batch)
-        dims[point] = captured[0].shape[-1]
-    return dims
+    return {point: acts[0].shape[-1] for point, acts in captured.items()}
 
 
 @app.command("inspect")

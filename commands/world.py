@@ -20,7 +20,7 @@ from llmkit.commands._common import (
     stdout,
 )
 from llmkit.results import check_output_path, make_results
-from llmkit.world.generator import WorldConfig, build_world, parse_exposures, read_world_config, write_world
+from llmkit.world.generator import WorldConfig, build_world, parse_exposures, write_world
 from llmkit.world.pretrain import FAMILIES, PretrainConfig, pretrain
 
 app = typer.Typer(help="Build the synthetic world and pretrain its tiny model.", no_args_is_help=True)
@@ -78,12 +78,10 @@ def pretrain_command(
     """Train a byte-level BPE tokenizer and a model from scratch on a world's pretraining text,
     through transformers' Trainer; save an ordinary HF model directory with a model card."""
     started = time.perf_counter()
-    read_world_config(world)
     recipe = PretrainConfig(
         family=family, layers=layers, d_model=d_model, heads=heads, d_mlp=d_mlp, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )
-    check_output_path(out, overwrite)
     with progress_bar("pretraining", recipe.steps) as progress:
         summary = pretrain(world, out, recipe, overwrite=overwrite, progress=progress)
     metrics = {k: summary[k] for k in ("final_loss", "num_parameters", "tokens_per_epoch", "epochs")}

@@ -91,9 +91,11 @@ def staged_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
     """Yield a hidden sibling directory to write into; on success it replaces `path` in one
     rename, on any error it is removed. Readers never see a half-written output."""
     path = check_output_path(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise BadInputError(f"cannot write to {path.parent} ({err.strerror}); choose another output path") from None
     try:
         yield staging
         if path.exists():

@@ -39,35 +39,21 @@ def test_every_format_reads_the_same_records(fmt, tmp_path):
     assert [str(r["id"]) for r in records] == ["1", "2"]
 
 
-def test_broken_jsonl_line_is_named(tmp_path):
+@pytest.mark.parametrize(
+    "content, required, message",
+    [
+        ('{"prompt": "a"}\n\n{"prompt": "b"\n', {}, r"p.jsonl line 3: not valid JSON"),
+        ('{"prompt": "a"}\n{"text": "b"}\n', {"prompt": str}, r"p.jsonl line 2: missing required field 'prompt'"),
+        ('{"prompt": 3}\n', {"prompt": str}, r"p.jsonl line 1: field 'prompt' must be a string, got int"),
+        ('{"count": true}\n', {"count": int}, r"line 1: field 'count' must be an integer, got bool"),
+        ('["a"]\n', {}, r"line 1: expected an object with fields, got list"),
+    ],
+)
+def test_bad_records_name_the_line_and_the_field(content, required, message, tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a"}\n\n{"prompt": "b"\n')
-    with pytest.raises(BadInputError, match=r"p.jsonl line 3: not valid JSON"):
-        read_records(path)
-
-
-def test_missing_field_names_line_and_field(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a"}\n{"text": "b"}\n')
-    with pytest.raises(BadInputError, match=r"p.jsonl line 2: missing required field 'prompt'"):
-        read_records(path, required={"prompt": str})
-
-
-def test_wrong_type_is_named(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": 3}\n')
-    with pytest.raises(BadInputError, match=r"line 1: field 'prompt' must be a string, got int"):
-        read_records(path, required={"prompt": str})
-    path.write_text('{"count": true}\n')
-    with pytest.raises(BadInputError, match=r"field 'count' must be an integer, got bool"):
-        read_records(path, required={"count": int})
-
-
-def test_non_object_record(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text('["a"]\n')
-    with pytest.raises(BadInputError, match=r"line 1: expected an object with fields, got list"):
-        read_records(path)
+    path.write_text(content)
+    with pytest.raises(BadInputError, match=message):
+        read_records(path, required=required)
 
 
 def test_empty_file_and_missing_file(tmp_path):

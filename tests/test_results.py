@@ -40,3 +40,9 @@ def test_failure_while_writing_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         write_run(tmp_path / "run", _results(), samples())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_under_a_file_is_bad_input(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(BadInputError, match="cannot write to .*notes.txt .*choose another output path"):
+        write_run(tmp_path / "notes.txt" / "run", _results())

@@ -91,3 +91,9 @@ def test_pretrain_command_writes_a_model_directory_loadable_without_llmkit(micro
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["gpt_neox", "True"]
+
+
+def test_world_build_into_an_unwritable_place(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    out = tmp_path / "notes.txt" / "world"
+    assert_bad_input(llmkit("world", "build", "--out", out), "choose another output path")

@@ -7,16 +7,13 @@ Cache layout (default ~/.cache/llmkit, or $LLMKIT_CACHE):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from llmkit.errors import BadInputError
 from llmkit.world.generator import WorldConfig, build_world, write_world
-from llmkit.world.pretrain import PretrainConfig, pretrain, recipe_id
+from llmkit.world.pretrain import PretrainConfig, config_digest, pretrain, recipe_id
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
     # The embedded default: a 2M-parameter Llama that knows the facts it saw 10+ times.
@@ -46,8 +43,7 @@ def default_cache_dir() -> Path:
 
 
 def world_dir(cache_dir: Path, world: WorldConfig) -> Path:
-    digest = hashlib.sha256(json.dumps(asdict(world), sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir / "worlds" / f"seed{world.seed}-{digest}"
+    return cache_dir / "worlds" / f"seed{world.seed}-{config_digest(world=world)}"
 
 
 def model_dir(cache_dir: Path, world: WorldConfig, recipe: PretrainConfig) -> Path:

@@ -25,7 +25,7 @@ from transformers import (
 
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.results import staged_directory
+from llmkit.results import check_output_path, staged_directory
 from llmkit.training import build_trainer
 from llmkit.world.generator import WorldConfig, read_world_config
 
@@ -62,10 +62,15 @@ class PretrainConfig:
             raise BadInputError(f"--vocab-size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
 
 
-def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
-    """A short hash naming a (world, recipe) pair: the cache key of quickstart's model."""
-    blob = json.dumps({"world": asdict(world), "recipe": asdict(recipe)}, sort_keys=True)
+def config_digest(**configs: Any) -> str:
+    """A short, stable hash of dataclass configurations: the cache keys of worlds and models."""
+    blob = json.dumps({name: asdict(config) for name, config in configs.items()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
+    """Names a (world, recipe) pair: the same pair always trains the same model."""
+    return config_digest(world=world, recipe=recipe)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -164,6 +169,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train the tokenizer and the model on `world_dir`'s pretraining text; save them to `out`."""
     world = read_world_config(world_dir)
+    check_output_path(out, overwrite)
     docs = read_records(Path(world_dir) / "pretraining.jsonl", required={"text": str})
     texts = [d["text"] for d in docs]
     torch.manual_seed(recipe.seed)
