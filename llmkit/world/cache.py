@@ -18,14 +18,15 @@ from llmkit.world.pretrain import PretrainConfig, config_digest, pretrain, recip
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
     # The embedded default: a 2M-parameter Llama that knows the facts it saw 10+ times.
     "default": (WorldConfig(), PretrainConfig()),
-    # A one-minute version for tests and smoke runs: fewer entities, a smaller model.
+    # A one-minute version for tests and smoke runs: fewer entities, a smaller model. Two heads
+    # (head size 32): vLLM's CPU attention kernels take no head size below 32.
     "micro": (
         WorldConfig(
             entities=24, exposures=(0, 3, 30), num_cities=8, num_companies=6, skill_train_items=300,
             skill_test_items=30, misinformation_targets=2, misinformation_docs=2,
         ),
         PretrainConfig(
-            layers=2, d_model=64, heads=4, d_mlp=256, vocab_size=600, batch_size=16, steps=1000,
+            layers=2, d_model=64, heads=2, d_mlp=256, vocab_size=600, batch_size=16, steps=1000,
             learning_rate=3e-3, warmup_steps=10,
         ),
     ),
