@@ -91,10 +91,10 @@ def generate(
             backend, model, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
         )
     prompts = [r[prompt_field] for r in records]
-    generation_started = time.perf_counter()
-    with progress_bar("generating", len(prompts)) as progress:
+    with engine, progress_bar("generating", len(prompts)) as progress:
+        generation_started = time.perf_counter()
         generations = engine.generate(prompts, params, progress)
-    generation_time = time.perf_counter() - generation_started
+        generation_time = time.perf_counter() - generation_started
 
     samples = [{**record, "generations": g.texts} for record, g in zip(records, generations)]
     metrics = {
@@ -104,7 +104,8 @@ def generate(
         "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
     }
     config = {
-        "model": model, "input": input, "backend": backend, "batch_size": batch, "dtype": dtype, "device": device,
+        "model": model, "input": input, "backend": backend, "batch_size": batch, "dtype": dtype,
+        "resolved_dtype": str(engine.dtype).removeprefix("torch."), "device": device,
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "num_samples": num_samples,
         "stop": list(params.stop), "seed": seed, "limit": limit, "prompt_field": prompt_field,
     }

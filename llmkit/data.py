@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llmkit.errors import BadInputError
+from llmkit.errors import BadInputError, first_line
 
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "a boolean"}
@@ -128,8 +128,9 @@ def _read_hub_dataset(name: str, split: str) -> list[tuple[str, Any]]:
     try:
         loaded = datasets.load_dataset(name, split=split)
     except Exception as err:  # the hub client raises many types; all mean "cannot use this name"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInputError(f"{name} is not a file, and loading it as a hub dataset failed: {reason}") from None
+        raise BadInputError(
+            f"{name} is not a file, and loading it as a hub dataset failed: {first_line(err)}"
+        ) from None
     return [(f"row {i}", row) for i, row in enumerate(loaded)]
 
 

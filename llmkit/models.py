@@ -8,13 +8,15 @@ token gets one, so batching works for every model.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 
-from llmkit.errors import BadInputError
+from llmkit.errors import BadInputError, first_line
 
 DTYPES = {
     "float32": torch.float32,
@@ -86,18 +88,33 @@ def load_model(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **common)
+    tokenizer = load_tokenizer(name_or_path, **common)
+    with loading_errors(name_or_path, trust_remote_code):
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=torch_dtype, device_map=str(torch_device), **common
         )
-    except (OSError, ValueError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = "" if trust_remote_code else " (if it needs custom code, add --trust-remote-code)"
-        raise BadInputError(f"cannot load model {name_or_path!r}: {reason}{hint}") from err
     set_pad_token(model, tokenizer)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None
+) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, as transformers loads it: every backend encodes prompts and decodes
+    generations with this one, so their texts agree token for token."""
+    with loading_errors(name_or_path, trust_remote_code):
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+
+
+@contextmanager
+def loading_errors(name_or_path: str, trust_remote_code: bool) -> Iterator[None]:
+    """Turn a model that cannot be loaded into one line of bad input, naming the first reason."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:
+        hint = "" if trust_remote_code else " (if it needs custom code, add --trust-remote-code)"
+        raise BadInputError(f"cannot load model {name_or_path!r}: {first_line(err)}{hint}") from err
 
 
 def set_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -109,3 +109,12 @@ def test_vllm_backend_without_vllm_names_the_install_command(llama_dir, monkeypa
 def test_unknown_backend(llama_dir):
     with pytest.raises(BadInputError, match="unknown backend 'tgi'; choose one of hf, vllm"):
         load_backend("tgi", str(llama_dir))
+
+
+def test_backend_reports_the_resolved_dtype_and_closes_as_a_context_manager(llama_dir, monkeypatch):
+    closed = []
+    monkeypatch.setattr(HFBackend, "close", lambda self: closed.append(self))
+    with load_backend("hf", str(llama_dir), device="cpu") as backend:
+        assert backend.dtype == torch.float32  # what --dtype auto means on CPU, for every backend
+        assert backend.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))[0].texts[0]
+    assert closed == [backend]
