@@ -10,38 +10,20 @@ Goals: capture overhead (hooked / plain forward) <= 1.10; batched generation of 
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model builder
+from _timing import paired  # noqa: E402
 from tiny import build_model_dir  # noqa: E402
 
 from llmkit import arch, hooks  # noqa: E402
 from llmkit.generation import GenerationParams, HFBackend  # noqa: E402
 from llmkit.models import load_model  # noqa: E402
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def paired(baseline, candidate, repeats: int, warmup: int = 1) -> tuple[float, float, float]:
-    """Median baseline time, median candidate time and median per-round ratio candidate/baseline.
-    The two alternate within each round, so drifting machine load hits both alike."""
-    for _ in range(warmup):
-        baseline(), candidate()
-    rounds = [(timed(baseline), timed(candidate)) for _ in range(repeats)]
-    base = statistics.median(b for b, _ in rounds)
-    cand = statistics.median(c for _, c in rounds)
-    return base, cand, statistics.median(c / b for b, c in rounds)
 
 
 def main() -> None:
