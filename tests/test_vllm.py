@@ -78,7 +78,7 @@ class TestOnTheMicroWorldModel:
         assert sum(len(micro_vllm.tokenizer(p)["input_ids"]) for p in prompts) > budget  # vLLM crashed past this
         params = GenerationParams(max_new_tokens=8, temperature=1.0, num_samples=2, seed=11)
         reported = []
-        first = [g.texts for g in micro_vllm.generate(prompts, params, lambda done, total: reported.append((done, total)))]
+        first = [g.texts for g in micro_vllm.generate(prompts, params, lambda *progress: reported.append(progress))]
         again = [g.texts for g in micro_vllm.generate(prompts, params)]
         assert first == again
         assert all(len(t) == 2 for t in first) and sum(t[0] != t[1] for t in first) > len(prompts) / 2
@@ -155,7 +155,8 @@ def test_bad_dtype_is_one_line_and_exit_2(micro_model, prompts_file, tmp_path):
         "generate", "--backend", "vllm", "-m", micro_model, "-i", prompts_file, "--dtype", "float99", "-o", out
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: unknown dtype 'float99'; use auto, float32, bfloat16 or float16"]
+    message = "error: unknown dtype 'float99'; use auto, float32, bfloat16 or float16"
+    assert result.stderr.strip().splitlines() == [message]
     assert result.stdout == "" and not out.exists()
 
 
