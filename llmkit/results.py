@@ -68,9 +68,11 @@ def make_results(
     *,
     wall_time_s: float,
     num_samples: int | None = None,
+    probe_digest: str | None = None,
 ) -> dict[str, Any]:
-    """The results document every command writes and prints with `--json`."""
-    return {
+    """The results document every command writes and prints with `--json`. Evaluations give the
+    digest of their probes, by which a later run recognises this one as its baseline."""
+    results = {
         "command": command,
         "metrics": dict(metrics),
         "config": dict(config),
@@ -80,6 +82,9 @@ def make_results(
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    if probe_digest is not None:
+        results["probe_digest"] = probe_digest
+    return results
 
 
 def dumps_results(results: Mapping[str, Any]) -> str:
