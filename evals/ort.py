@@ -1,5 +1,5 @@
 """ORT ("LLM Unlearning Should Be Form-Independent"): the same facts about a target asked in
-every form. This module loads the probes; scoring them is `evals.ort` work still to come.
+every form. The probes, from either of their sources.
 
 Two sources give the same `Probe` records:
 - an ORT/RWKU directory, one folder per target (`1_Stephen_King/`) holding `forget_level1.json`
@@ -88,6 +88,8 @@ def spelled(answer: str) -> str:
 
 def load_ort_dir(path: Path, targets: Sequence[str] | None = None, forms: Sequence[str] = FORMS) -> list[Probe]:
     """Probes of an ORT/RWKU-style directory, for the named targets (all when None)."""
+    if not path.is_dir():
+        raise BadInputError(f"{path} is not a directory; --probes takes an ORT folder of targets or a world")
     folders = {folder_target(p.name)[1]: p for p in sorted(path.iterdir()) if p.is_dir() and re.match(r"\d+_", p.name)}
     if not folders:
         raise BadInputError(f"{path} has no ORT target folders (named like 1_Stephen_King)")

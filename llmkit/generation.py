@@ -31,7 +31,7 @@ from llmkit.errors import BadInputError, first_line
 from llmkit.models import check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 Progress = Callable[[int, int], None]
-"""Called as progress(done, total) as work finishes (prompts for HF, samples for vLLM)."""
+"""Called as progress(done, total), counting prompts (or scored pairs), as work finishes."""
 
 AUTO_START_BATCH_SIZE = 64
 VLLM_INSTALL_HINT = "pip install 'llmkit[vllm]'"
@@ -279,9 +279,12 @@ def import_vllm() -> ModuleType:
     return vllm
 
 
-def _forward_to(progress: Progress | None, done_before: int, total: int) -> type[tqdm] | bool:
+def _forward_to(
+    progress: Progress | None, done_before: int, total: int, per_prompt: int = 1
+) -> type[tqdm] | bool:
     """A tqdm class for `LLM.generate(use_tqdm=...)` that reports vLLM's count of finished
-    requests to llmkit's `progress(done, total)` instead of drawing a bar of its own."""
+    samples, as prompts (`per_prompt` samples each), to llmkit's `progress(done, total)` instead
+    of drawing a bar of its own."""
     if progress is None:
         return False
 
@@ -291,7 +294,7 @@ def _forward_to(progress: Progress | None, done_before: int, total: int) -> type
 
         def update(self, n: float | None = 1) -> bool | None:
             shown = super().update(n)
-            progress(done_before + int(self.n), total)
+            progress((done_before + int(self.n)) // per_prompt, total)
             return shown
 
     return Forward
@@ -386,7 +389,7 @@ class VLLMBackend(Backend):
             outputs = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=encoded[i]) for i, _ in call],
                 [sampling for _, sampling in call],
-                use_tqdm=_forward_to(progress, done, len(prompts) * n),
+                use_tqdm=_forward_to(progress, done, len(prompts), per_prompt=n),
             )
             for (i, _), output in zip(call, outputs):
                 texts[i] += [decode_generation(self.tokenizer, c.token_ids, params.stop) for c in output.outputs]
@@ -461,9 +464,9 @@ def _vllm_device(device: str, platform_device: str) -> torch.device:
 def _vllm_reason(err: ValueError) -> str:
     """One line from vLLM's config error: the first line of pydantic's message for the first
     field it rejected (its whole text names every field and links to pydantic's docs)."""
-    errors = getattr(err, "errors", None)
-    if callable(errors) and errors():
-        return errors()[0]["msg"].removeprefix("Value error, ").strip().splitlines()[0]
+    fields = err.errors() if callable(getattr(err, "errors", None)) else []
+    if fields:
+        return fields[0]["msg"].removeprefix("Value error, ").strip().splitlines()[0]
     return first_line(err)
 
 

@@ -108,3 +108,5 @@ def test_unknown_form_and_target(ort_dir):
         load_ort_dir(ort_dir, ["Stephen King"])
     with pytest.raises(BadInputError, match="no ORT target folders"):
         load_ort_dir(ort_dir / "1_Robert_Downey_Jr.")
+    with pytest.raises(BadInputError, match="is not a directory"):
+        load_ort_dir(ort_dir / "missing")
