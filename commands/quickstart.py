@@ -22,8 +22,10 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
+from llmkit.commands.evaluate import ort_table
 from llmkit.data import read_records
 from llmkit.evals.knowledge import evaluate_knowledge
+from llmkit.evals.ort import evaluate_ort, form_demo_entities, load_world_probes, probe_prompts
 from llmkit.evals.skills import evaluate_skills
 from llmkit.generation import load_backend
 from llmkit.results import check_output_path, make_results, write_run
@@ -69,7 +71,8 @@ def quickstart(
     """Build (or reuse) the synthetic world and its tiny model; report what the model knows.
 
     The report shows greedy exact match on every fact by exposure (how often pretraining stated it)
-    and probe form, next to what guessing would score, and accuracy on each skill's test items.
+    and probe form, next to what guessing would score, accuracy on each skill's test items, and the
+    ORT table (llmkit eval ort) for one entity the model knows in every form.
 
     Cold, this takes a few minutes on a laptop CPU; afterwards the world and model come from the
     cache. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
@@ -94,13 +97,23 @@ def quickstart(
     skill_items = [item for item in read_records(world_dir / "skills.jsonl") if item["split"] == "test"]
     with progress_bar("testing skills", len(skill_items)) as progress:
         skills, skill_samples = evaluate_skills(backend, skill_items, progress)
+    # ORT on the most exposed form-demo entity: the model knows its facts in every form.
+    target = form_demo_entities(read_records(world_dir / "entities.jsonl"))[0]["name"]
+    ort_probes = load_world_probes(world_dir, [target])
+    with progress_bar("ORT: scoring every form", len(ort_probes)) as progress:
+        prompts = probe_prompts(ort_probes, backend.tokenizer, chat=False)
+        ort, _, ort_samples = evaluate_ort(backend, ort_probes, prompts, FORMS, progress=progress)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
-        "world_dir": str(world_dir), "model_dir": str(model_dir), "model_trained_now": trained,
+        "world_dir": str(world_dir), "model_dir": str(model_dir), "model_trained_now": trained, "ort_target": target,
     }
-    samples = [{"task": "knowledge", **s} for s in knowledge_samples] + [{"task": "skills", **s} for s in skill_samples]
-    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills},
+    samples = (
+        [{"task": "knowledge", **s} for s in knowledge_samples]
+        + [{"task": "skills", **s} for s in skill_samples]
+        + [{"task": "ort", **s} for s in ort_samples]
+    )
+    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort},
                            wall_time_s=time.perf_counter() - started, num_samples=len(samples))
     write_run(output, results, samples, overwrite=overwrite)
     if json:
@@ -108,4 +121,5 @@ def quickstart(
         return
     stdout.print(_knowledge_table(knowledge))
     stdout.print(_skills_table(skills))
+    stdout.print(ort_table(ort, f"ORT: is {target} known in every form? (neighbours: the rest of its exposure bucket)"))
     stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")

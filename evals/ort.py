@@ -1,5 +1,5 @@
 """ORT ("LLM Unlearning Should Be Form-Independent"): the same facts about a target asked in
-every form. The probes, from either of their sources.
+every form, scored by the probability the model gives the gold answer.
 
 Two sources give the same `Probe` records:
 - an ORT/RWKU directory, one folder per target (`1_Stephen_King/`) holding `forget_level1.json`
@@ -12,7 +12,9 @@ Two sources give the same `Probe` records:
 
 A probe is scored as `content` (wrapped by a chat template when one is used) + `cue`, followed by
 `continuation`: " " + answer, or for the character-level form the answer spelled one character
-per line, exactly as ORT scores them.
+per line, exactly as ORT scores them. `evaluate_ort` scores every probe, averages per form per
+target and then over targets, and with a baseline run gives each form's relative drop and the
+form gap.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from llmkit.data import read_records
+from llmkit.evals.common import probe_digest
+from llmkit.evals.plots import grouped_bars
 from llmkit.errors import BadInputError
+from llmkit.generation import Backend, Progress, chat_wrap
+from llmkit.metrics.probability import answer_probability
 
 FORMS = ("qa", "cloze", "mc", "tf", "char")
 ROLES = ("forget", "neighbor")
@@ -108,9 +114,13 @@ def load_ort_dir(path: Path, targets: Sequence[str] | None = None, forms: Sequen
                             f"{where}: multiple-choice answer {answer!r} is not one of its options "
                             f"({', '.join(OPTION_LETTER.findall(query)) or 'none found'}); the answer is the letter"
                         )
+                    if form == "tf" and answer not in ("True", "False"):
+                        raise BadInputError(f"{where}: true/false answer {answer!r} is neither True nor False")
                     content = ORT_TEMPLATES[form].format(query)
                     if form in forms:
-                        probes.append(Probe(name, role, form, content, "Answer:", answer, " " + answer))
+                        # A false statement about the target is a control to keep, as in world probes.
+                        probe_role = "neighbor" if form == "tf" and answer == "False" else role
+                        probes.append(Probe(name, probe_role, form, content, "Answer:", answer, " " + answer))
                     if form in ("cloze", "qa") and "char" in forms:
                         char_content = ORT_CHAR_TEMPLATE.format(content)
                         probes.append(Probe(name, role, "char", char_content, "Answer:\n", answer, spelled(answer)))
@@ -165,6 +175,26 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
     return probes
 
 
+def form_demo_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A world's form-demo entities (their facts appeared in every form in pretraining), most
+    exposed first: the targets for experiments across forms."""
+    return sorted((e for e in entities if e.get("form_demo")), key=lambda e: -e["exposure"])
+
+
+def load_probes(path: str | Path, targets: Sequence[str] | None, forms: Sequence[str] = FORMS) -> list[Probe]:
+    """Probes from a world directory (it has probes.jsonl; --targets required) or an ORT folder."""
+    path = Path(path).expanduser()
+    if (path / "probes.jsonl").is_file():
+        if not targets:
+            entities = read_records(path / "entities.jsonl")
+            example = ", ".join(repr(e["name"]) for e in (form_demo_entities(entities) or entities)[:3])
+            raise BadInputError(
+                f"{path} is a world: name the entities to forget with --targets (names or ids), e.g. {example}"
+            )
+        return load_world_probes(path, targets, forms)
+    return load_ort_dir(path, targets, forms)
+
+
 def parse_forms(text: str) -> tuple[str, ...]:
     """`--forms qa,cloze,...`: known forms, in the order given."""
     forms = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
@@ -177,8 +207,142 @@ def parse_forms(text: str) -> tuple[str, ...]:
 def _chosen_targets(targets: Sequence[str] | None, known: dict[str, Any], source: Path) -> list[str]:
     if targets is None:
         return list(known)
+    names: list[str] = []
+    for value in targets:
+        # A name may hold commas ("Prince Harry, Duke of Sussex"); a value that is not a name but
+        # splits into names is a comma-separated list of them.
+        parts = [part.strip() for part in value.split(",")]
+        names += parts if value not in known and all(part in known for part in parts) else [value]
+    targets = names
     missing = [t for t in targets if t not in known]
     if missing:
         shown = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
         raise BadInputError(f"target {missing[0]!r} is not in {source}; it has {shown}")
     return list(dict.fromkeys(targets))
+
+
+def limit_probes(probes: Sequence[Probe], limit: int) -> list[Probe]:
+    """The first `limit` probes of each (target, role, form)."""
+    seen: dict[tuple[str, str, str], int] = {}
+    kept = []
+    for probe in probes:
+        key = (probe.target, probe.role, probe.form)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= limit:
+            kept.append(probe)
+    return kept
+
+
+def probe_prompts(probes: Sequence[Probe], tokenizer: Any, chat: bool) -> list[str]:
+    """The text each probe's answer is scored after: its content, chat-wrapped when `chat`, then its cue."""
+    return [(chat_wrap(tokenizer, p.content) if chat else p.content) + p.cue for p in probes]
+
+
+def ort_digest(probes: Sequence[Probe], prompts: Sequence[str]) -> str:
+    """The digest a baseline must share: the probes and the exact prompts they are scored after
+    (so a run with another chat template setting is not taken for the same probes)."""
+    return probe_digest({**asdict(probe), "prompt": prompt} for probe, prompt in zip(probes, prompts))
+
+
+def score_probes(
+    backend: Backend, probes: Sequence[Probe], prompts: Sequence[str], progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """One sample per probe: `prob`, the answer's per-token geometric-mean probability under
+    teacher forcing, and `correct`, greedy exact match (every answer token is the model's top
+    choice, so greedy decoding reproduces the answer). Each distinct (prompt, continuation) pair
+    is scored once.
+
+    ORT's own `test_prediction_prob` scores the answer tokenized on its own (`tok(" " + answer)`
+    minus its first token) against logits of the prompt and answer tokenized together; where the
+    two tokenizations differ it scores the wrong tokens. Here the answer is the tail of the joint
+    tokenization (`split_context_continuation`), the tokens the model actually reads.
+    """
+    requests = list(dict.fromkeys(zip(prompts, (p.continuation for p in probes))))
+    scored = backend.score([prompt for prompt, _ in requests], [cont for _, cont in requests], progress)
+    by_request = dict(zip(requests, scored))
+    samples = []
+    for probe, prompt in zip(probes, prompts):
+        score = by_request[prompt, probe.continuation]
+        samples.append({
+            "target": probe.target, "role": probe.role, "form": probe.form, "prompt": prompt,
+            "answer": probe.answer, "continuation": probe.continuation, "num_tokens": len(score.logprobs),
+            "prob": answer_probability(score.logprobs), "correct": score.greedy,
+        })
+    return samples
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(samples: Sequence[Mapping[str, Any]], forms: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, per_target). Per target, role and form: mean `prob` and `exact_match` over its
+    probes; the metrics average those over the targets that have such probes (ORT's summary),
+    None where no target has any."""
+    per_target: dict[str, Any] = {}
+    for target in dict.fromkeys(s["target"] for s in samples):
+        per_target[target] = {}
+        for role in ROLES:
+            per_target[target][role] = {}
+            for form in forms:
+                mine = [s for s in samples if s["target"] == target and s["role"] == role and s["form"] == form]
+                if mine:
+                    per_target[target][role][form] = {
+                        "prob": _mean([s["prob"] for s in mine]),
+                        "exact_match": _mean([float(s["correct"]) for s in mine]),
+                        "num_probes": len(mine),
+                    }
+    metrics = {
+        role: {
+            form: {
+                stat: _mean([t[role][form][stat] for t in per_target.values() if form in t[role]])
+                for stat in ("prob", "exact_match")
+            }
+            for form in forms
+        }
+        for role in ROLES
+    }
+    return metrics, per_target
+
+
+def compare(metrics: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """Against a baseline run's metrics: each form's relative drop 1 − p/p_baseline for forget and
+    neighbour probes, and the form gap, the largest minus the smallest forget drop across forms
+    (0 when an unlearning removes the knowledge equally in every form)."""
+    drop: dict[str, dict[str, float | None]] = {}
+    for role in ROLES:
+        drop[role] = {}
+        for form, stats in metrics[role].items():
+            before = baseline.get(role, {}).get(form, {}).get("prob")
+            drop[role][form] = 1 - stats["prob"] / before if stats["prob"] is not None and before else None
+    forget_drops = [d for d in drop["forget"].values() if d is not None]
+    form_gap = max(forget_drops) - min(forget_drops) if forget_drops else None
+    return {"drop": drop, "form_gap": form_gap}
+
+
+def evaluate_ort(
+    backend: Backend,
+    probes: Sequence[Probe],
+    prompts: Sequence[str],
+    forms: Sequence[str],
+    baseline_metrics: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, per_target, samples) of the probes scored after `prompts` (`probe_prompts`);
+    with a baseline run's metrics, the metrics gain `drop` and `form_gap` (`compare`)."""
+    samples = score_probes(backend, probes, prompts, progress)
+    metrics, per_target = summarize(samples, forms)
+    if baseline_metrics is not None:
+        metrics.update(compare(metrics, baseline_metrics))
+    return metrics, per_target, samples
+
+
+def plot_ort(metrics: Mapping[str, Any], forms: Sequence[str], baseline_metrics: Mapping[str, Any] | None) -> bytes:
+    """PNG: per-form answer probability of forget and neighbour probes, the baseline's bars beside
+    this run's."""
+    runs = {"baseline": baseline_metrics, "this run": metrics} if baseline_metrics else {"this run": metrics}
+    panels = {
+        title: {label: [run[role][form]["prob"] for form in forms] for label, run in runs.items()}
+        for title, role in (("forget probes (lower: forgotten)", "forget"), ("neighbour probes (higher: kept)", "neighbor"))
+    }
+    return grouped_bars("ORT: answer probability by form", panels, forms, "mean answer probability")

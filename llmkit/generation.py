@@ -92,6 +92,7 @@ class Backend(Protocol):
 
     name: str
     dtype: torch.dtype
+    tokenizer: PreTrainedTokenizerBase
 
     def generate(
         self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None
@@ -124,9 +125,16 @@ def decode_generation(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[in
     return cut_at_stop(tokenizer.decode(token_ids, skip_special_tokens=True), stop)
 
 
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of `text` as the model reads it: with the tokenizer's BOS if it adds one, but
+    never a second one in front of a text that already starts with it (a rendered chat template)."""
+    bos = tokenizer.bos_token
+    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
-    """Prompt token ids as the model reads them (with the tokenizer's BOS, if it adds one)."""
-    return [tokenizer(p)["input_ids"] for p in prompts]
+    """Prompt token ids as the model reads them (`encode`)."""
+    return [encode(tokenizer, p) for p in prompts]
 
 
 def split_context_continuation(
@@ -134,20 +142,43 @@ def split_context_continuation(
 ) -> tuple[list[int], list[int]]:
     """Token ids of context and continuation, tokenized jointly as the model would read them.
 
-    As in lm-evaluation-harness: trailing spaces of the context move to the continuation, the
-    joint text is encoded once and the continuation is what follows the context's own encoding.
+    As in lm-evaluation-harness: trailing spaces of the context move to the continuation (a
+    tokenizer attaches a space to the word after it), the joint text is encoded once and the
+    continuation is what follows the context's own encoding. Unlike lm-evaluation-harness,
+    a trailing newline stays in the context: it is the prompt's layout ("Answer:\n" before an
+    answer spelled one character per line), and the continuation is scored without it, as ORT does.
     An empty context is replaced by the BOS (else EOS) token so the first token has a prediction.
     """
-    spaces = len(context) - len(context.rstrip())
+    spaces = len(context) - len(context.rstrip(" "))
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    context_ids = tokenizer(context)["input_ids"]
-    whole_ids = tokenizer(context + continuation)["input_ids"]
+    context_ids = encode(tokenizer, context)
+    whole_ids = encode(tokenizer, context + continuation)
     continuation_ids = whole_ids[len(context_ids) :]
     if not context_ids:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         context_ids = [prefix]
     return list(context_ids), list(continuation_ids)
+
+
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def use_chat_template(mode: str, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether prompts are wrapped in the tokenizer's chat template: `auto` when it has one."""
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise BadInputError(f"--chat-template takes {', '.join(CHAT_TEMPLATE_MODES)}, got {mode!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if mode == "on" and not has_template:
+        raise BadInputError("--chat-template on: this model's tokenizer has no chat template; use auto or off")
+    return has_template if mode == "auto" else mode == "on"
+
+
+def chat_wrap(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
+    """`content` as a user turn rendered by the chat template, ending where the assistant's reply begins."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def tokenize_pairs(

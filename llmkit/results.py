@@ -120,11 +120,15 @@ def write_run(
     results: Mapping[str, Any],
     samples: Iterable[Mapping[str, Any]] | None = None,
     *,
+    files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write `results.json` (and `samples.jsonl`) into the run directory `path`, atomically."""
+    """Write `results.json` (and `samples.jsonl`, and `files`: name -> bytes, such as plots) into
+    the run directory `path`, atomically."""
     with staged_directory(path, overwrite=overwrite) as staging:
         (staging / RESULTS_FILE).write_text(dumps_results(results), encoding="utf-8")
         if samples is not None:
             (staging / SAMPLES_FILE).write_text(dumps_jsonl(samples), encoding="utf-8")
+        for name, content in (files or {}).items():
+            (staging / name).write_bytes(content)
     return Path(path).expanduser()

@@ -48,12 +48,21 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     knowledge = printed["metrics"]["knowledge"]
     assert set(knowledge["accuracy"]) == {"0", "3", "30"}
     assert set(knowledge["accuracy"]["30"]) == {"qa", "cloze", "mc", "tf", "char"}
-    samples = (out / "samples.jsonl").read_text().splitlines()
+    samples = read_records(out / "samples.jsonl")
     skills_test = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
-    assert len(samples) == len(read_records(micro_world / "probes.jsonl")) + len(skills_test)
+    assert sum(s["task"] == "knowledge" for s in samples) == len(read_records(micro_world / "probes.jsonl"))
+    assert sum(s["task"] == "skills" for s in samples) == len(skills_test)
+    # The ORT stage: a form-demo entity the model knows, so its forget probes are likely in every form.
+    target = printed["config"]["ort_target"]
+    entity = next(e for e in read_records(micro_world / "entities.jsonl") if e["name"] == target)
+    assert entity["form_demo"] and entity["exposure"] == 30
+    ort = printed["metrics"]["ort"]
+    assert {s["target"] for s in samples if s["task"] == "ort"} == {target}
+    assert ort["forget"]["qa"]["prob"] > 0.5 and set(ort["forget"]) == {"qa", "cloze", "mc", "tf", "char"}
 
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
+    assert f"ORT: is {target} known in every form?" in table.stdout
 
 
 def test_quickstart_bad_input(world_cache, tmp_path):

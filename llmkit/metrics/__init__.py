@@ -1,1 +1,1 @@
-"""Metrics: text matching (EM/F1) and, as methods arrive, EigenScore, answer probability, abstention."""
+"""Metrics: text matching (EM/F1), answer probability and, as methods arrive, EigenScore and abstention."""

@@ -1,0 +1,222 @@
+"""`llmkit eval ...`: evaluations, and the options and ending every one of them shares.
+
+Every eval command takes `--fail-over` / `--fail-under METRIC=VALUE` on the dotted metric names
+of its results.json, `--baseline RUN_DIR` (an earlier run of the same command on the same probes),
+`--plot`, and ends with `finish`: results written, then the table or JSON, then exit 1 with one
+line per missed threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from llmkit.commands._common import (
+    BatchSizeOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutputPathOpt,
+    OverwriteOpt,
+    TrustRemoteCodeOpt,
+    cli_command,
+    parse_batch_size,
+    print_results_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
+from llmkit.errors import BadInputError
+from llmkit.evals.common import Threshold, check_metric_names, load_baseline, missed_thresholds, parse_thresholds
+from llmkit.evals.ort import (
+    FORMS,
+    ROLES,
+    evaluate_ort,
+    limit_probes,
+    load_probes,
+    ort_digest,
+    parse_forms,
+    plot_ort,
+    probe_prompts,
+)
+from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, load_backend, use_chat_template
+from llmkit.results import check_output_path, make_results, write_run
+
+app = typer.Typer(help="Evaluate a model: is the knowledge gone, in every form?", no_args_is_help=True)
+
+FailOverOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--fail-over", metavar="METRIC=VALUE",
+        help="Exit 1 if this metric (a dotted name from results.json's metrics, e.g. forget.qa.prob) "
+        "is above VALUE. Repeatable; checked after the results are written.",
+    ),
+]
+FailUnderOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--fail-under", metavar="METRIC=VALUE", help="Exit 1 if this metric is below VALUE. Repeatable."),
+]
+BaselineOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="Run directory of an earlier run of this command on the same probes (e.g. the original model) to compare with."),
+]
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Write PNG plots into the run directory (needs --output-path).")]
+ChatTemplateOpt = Annotated[
+    str,
+    typer.Option(help=f"Wrap prompts in the tokenizer's chat template: {', '.join(CHAT_TEMPLATE_MODES)} (auto: when it has one)."),
+]
+BackendOpt = Annotated[str, typer.Option(help=f"Scoring backend: {' or '.join(BACKENDS)}.")]
+
+
+def check_eval_options(output_path: Path | None, overwrite: bool, plot: bool, limit: int | None) -> None:
+    """Checks every eval command makes before it loads anything."""
+    if output_path is not None:
+        check_output_path(output_path, overwrite)
+    if plot and output_path is None:
+        raise BadInputError("--plot writes into the run directory: add --output-path")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+
+
+def finish(
+    results: dict[str, Any],
+    samples: Sequence[Mapping[str, Any]],
+    thresholds: Sequence[Threshold],
+    table: Table,
+    *,
+    output_path: Path | None,
+    overwrite: bool,
+    json: bool,
+    files: Mapping[str, bytes] | None = None,
+) -> None:
+    """The end of every eval command: refuse unknown threshold names (exit 2, nothing written),
+    write the run, print the table (or the JSON), then exit 1 naming each missed threshold."""
+    check_metric_names(thresholds, results["metrics"])
+    if output_path is not None:
+        write_run(output_path, results, samples, files=files, overwrite=overwrite)
+    if json:
+        print_results_json(results)
+    else:
+        stdout.print(table)
+        if output_path is not None:
+            stdout.print(f"results: {output_path / 'results.json'}")
+    missed = missed_thresholds(thresholds, results["metrics"])
+    for line in missed:
+        stderr.print(f"threshold missed: {line}", highlight=False, markup=False)
+    if missed:
+        raise typer.Exit(1)
+
+
+def _cell(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.0f}%" if percent else f"{value:.3f}"
+
+
+def ort_table(metrics: Mapping[str, Any], title: str = "ORT: answer probability and greedy exact match by form") -> Table:
+    """Forget and neighbour probability and exact match per form; drops and the form gap when the
+    metrics were compared with a baseline."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("form")
+    for role in ROLES:
+        table.add_column(f"{role} prob", justify="right")
+        table.add_column(f"{role} EM", justify="right")
+    drops = metrics.get("drop")
+    if drops:
+        for role in ROLES:
+            table.add_column(f"{role} drop", justify="right")
+    for form in metrics["forget"]:
+        row = [form]
+        for role in ROLES:
+            row += [_cell(metrics[role][form]["prob"]), _cell(metrics[role][form]["exact_match"], percent=True)]
+        if drops:
+            row += [_cell(drops[role][form], percent=True) for role in ROLES]
+        table.add_row(*row)
+    if drops:
+        table.caption = f"form gap (largest minus smallest forget drop): {_cell(metrics['form_gap'], percent=True)}"
+    return table
+
+
+@app.command()
+@cli_command
+def ort(
+    model: ModelOpt,
+    probes: Annotated[
+        Path,
+        typer.Option(help="An ORT/RWKU folder of targets (1_Stephen_King/...) or a world directory (llmkit world build)."),
+    ],
+    targets: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--targets", "--target",
+            help="Target to evaluate: a name (or a world entity id). Repeatable, or comma-separated. "
+            "Default: every target of an ORT folder; a world needs them named.",
+        ),
+    ] = None,
+    forms: Annotated[str, typer.Option(help=f"Forms to score, comma-separated: some of {','.join(FORMS)}.")] = ",".join(FORMS),
+    baseline: BaselineOpt = None,
+    plot: PlotOpt = False,
+    fail_over: FailOverOpt = None,
+    fail_under: FailUnderOpt = None,
+    chat_template: ChatTemplateOpt = "auto",
+    backend: BackendOpt = "hf",
+    batch_size: BatchSizeOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Score only the first N probes of each target, role and form.")] = None,
+    output_path: OutputPathOpt = None,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Is the knowledge gone in every form? ORT's probes about each target, as fill-in-the-blank
+    (cloze), question answering (qa), multiple choice (mc), true/false (tf) and spelled character
+    by character (char), scored by the probability the model gives the gold answer.
+
+    Per probe: exp(mean log p) of the answer tokens after the prompt (teacher forcing) and greedy
+    exact match; averaged per form per target, then over targets, for forget probes (about the
+    targets) and neighbour probes (knowledge to keep). With --baseline: each form's relative drop
+    1 - p/p_baseline and the form gap, the largest minus the smallest forget drop.
+    """
+    started = time.perf_counter()
+    thresholds = parse_thresholds(fail_over or (), fail_under or ())
+    form_list = parse_forms(forms)
+    check_eval_options(output_path, overwrite, plot, limit)
+    batch = parse_batch_size(batch_size)
+    probe_list = load_probes(probes, targets, form_list)
+    if limit is not None:
+        probe_list = limit_probes(probe_list, limit)
+    if not probe_list:
+        raise BadInputError(f"{probes} has no probes of the forms {','.join(form_list)} for these targets")
+
+    with stderr.status(f"loading {model}"):
+        engine = load_backend(backend, model, dtype=dtype, device=device, batch_size=batch, trust_remote_code=trust_remote_code)
+    with engine:
+        chat = use_chat_template(chat_template, engine.tokenizer)
+        prompts = probe_prompts(probe_list, engine.tokenizer, chat)
+        digest = ort_digest(probe_list, prompts)
+        baseline_metrics = load_baseline(baseline, "eval ort", digest)["metrics"] if baseline else None
+        with progress_bar("scoring probes", len(probe_list)) as progress:
+            metrics, per_target, samples = evaluate_ort(engine, probe_list, prompts, form_list, baseline_metrics, progress)
+
+    config = {
+        "model": model, "probes": str(probes), "targets": list(per_target), "forms": list(form_list),
+        "chat_template": chat_template, "chat_template_used": chat, "backend": backend, "batch_size": batch,
+        "dtype": dtype, "resolved_dtype": str(engine.dtype).removeprefix("torch."), "device": device,
+        "limit": limit, "baseline": str(baseline) if baseline else None,
+    }
+    results = make_results(
+        "eval ort", config, metrics, wall_time_s=time.perf_counter() - started,
+        num_samples=len(samples), probe_digest=digest,
+    )
+    results["per_target"] = per_target
+    files = {"ort.png": plot_ort(metrics, form_list, baseline_metrics)} if plot else None
+    finish(results, samples, thresholds, ort_table(metrics), output_path=output_path, overwrite=overwrite, json=json, files=files)

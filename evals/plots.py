@@ -1,0 +1,45 @@
+"""Plots every evaluation writes with `--plot`: PNG bytes, drawn headless (matplotlib's Agg), so
+they go into a run directory with the rest of its results in one atomic write."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+
+def grouped_bars(
+    title: str,
+    panels: Mapping[str, Mapping[str, Sequence[float | None]]],
+    categories: Sequence[str],
+    ylabel: str,
+    ylim: tuple[float, float] | None = (0.0, 1.1),
+) -> bytes:
+    """One panel per entry of `panels` (panel title -> series label -> one value per category),
+    side by side; each category a group of bars, one per series, its value printed above it.
+    A missing value (None) leaves its bar out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        width = 0.8 / max(len(series), 1)
+        for k, (label, values) in enumerate(series.items()):
+            xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
+            shown = [(x, v) for x, v in zip(xs, values) if v is not None]
+            bars = ax.bar([x for x, _ in shown], [v for _, v in shown], width, label=label)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_title(panel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
