@@ -125,22 +125,26 @@ def decode_generation(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[in
     return cut_at_stop(tokenizer.decode(token_ids, skip_special_tokens=True), stop)
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of `text` as the model reads it: with the tokenizer's BOS if it adds one, but
-    never a second one in front of a text that already starts with it (a rendered chat template)."""
-    bos = tokenizer.bos_token
-    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
-
-
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
-    """Prompt token ids as the model reads them (`encode`)."""
-    return [encode(tokenizer, p) for p in prompts]
+    """Prompt token ids as the model reads them: with the tokenizer's BOS if it adds one, but never
+    a second one in front of a text that already starts with it (a rendered chat template).
+    Encoded in one batched call per case (the fast tokenizers' batch path)."""
+    bos = tokenizer.bos_token
+    has_bos = [bool(bos) and p.startswith(bos) for p in prompts]
+    encoded: list[list[int]] = [[] for _ in prompts]
+    for starts_with_bos in (False, True):
+        indices = [i for i, flag in enumerate(has_bos) if flag == starts_with_bos]
+        if indices:
+            ids = tokenizer([prompts[i] for i in indices], add_special_tokens=not starts_with_bos)["input_ids"]
+            for i, row in zip(indices, ids):
+                encoded[i] = list(row)
+    return encoded
 
 
-def split_context_continuation(
-    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
-) -> tuple[list[int], list[int]]:
-    """Token ids of context and continuation, tokenized jointly as the model would read them.
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], continuations: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids of each (context, continuation) pair, tokenized jointly as the model reads them.
 
     As in lm-evaluation-harness: trailing spaces of the context move to the continuation (a
     tokenizer attaches a space to the word after it), the joint text is encoded once and the
@@ -149,16 +153,13 @@ def split_context_continuation(
     answer spelled one character per line), and the continuation is scored without it, as ORT does.
     An empty context is replaced by the BOS (else EOS) token so the first token has a prediction.
     """
-    spaces = len(context) - len(context.rstrip(" "))
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    context_ids = encode(tokenizer, context)
-    whole_ids = encode(tokenizer, context + continuation)
-    continuation_ids = whole_ids[len(context_ids) :]
-    if not context_ids:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        context_ids = [prefix]
-    return list(context_ids), list(continuation_ids)
+    if len(prompts) != len(continuations):
+        raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+    contexts = [p.rstrip(" ") for p in prompts]
+    context_ids = encode_prompts(tokenizer, contexts)
+    whole_ids = encode_prompts(tokenizer, [p + c for p, c in zip(prompts, continuations)])
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [(context or [prefix], whole[len(context) :]) for context, whole in zip(context_ids, whole_ids)]
 
 
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
@@ -179,15 +180,6 @@ def chat_wrap(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
     )
-
-
-def tokenize_pairs(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], continuations: Sequence[str]
-) -> list[tuple[list[int], list[int]]]:
-    """`split_context_continuation` for each (prompt, continuation) pair."""
-    if len(prompts) != len(continuations):
-        raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
-    return [split_context_continuation(tokenizer, p, c) for p, c in zip(prompts, continuations)]
 
 
 class HFBackend(Backend):
@@ -269,23 +261,31 @@ class HFBackend(Backend):
         def run_batch(indices: list[int]) -> None:
             batch = pad_batch([sequences[i] for i in indices], self.tokenizer.pad_token_id, "right")
             width = batch["input_ids"].shape[1]
+            # Right padding under a causal mask: no real token attends to a pad after it, so the
+            # pads need no attention mask and the model takes its plain causal path.
+            inputs = {"input_ids": batch["input_ids"].to(self.model.device)}
             # Only positions from the shortest context on predict continuation tokens.
             first_needed = min(len(pairs[i][0]) for i in indices) - 1
             extra = {"logits_to_keep": width - first_needed} if self._keeps_logits else {}
-            logits = self.model(**self._to_device(batch), **extra).logits
+            logits = self.model(**inputs, **extra).logits
             offset = width - logits.shape[1]
+            # Every continuation token of the batch at once: its row, the position predicting it.
+            rows, steps, tokens, lengths = [], [], [], []
             for row, i in enumerate(indices):
                 context, continuation = pairs[i]
-                start = len(context) - 1 - offset
-                step_logits = logits[row, start : start + len(continuation)].float()
-                logprobs = step_logits.log_softmax(-1)
-                targets = torch.as_tensor(continuation, device=logits.device, dtype=torch.long)
-                chosen = logprobs.gather(-1, targets[:, None])[:, 0]
-                results[i] = ContinuationScore(
-                    token_ids=continuation,
-                    logprobs=chosen.tolist(),
-                    greedy=bool((step_logits.argmax(-1) == targets).all()),
-                )
+                rows += [row] * len(continuation)
+                steps += range(len(context) - 1 - offset, len(context) - 1 - offset + len(continuation))
+                tokens += continuation
+                lengths.append(len(continuation))
+            step_logits = logits[torch.as_tensor(rows), torch.as_tensor(steps)].float()
+            targets = torch.as_tensor(tokens, device=logits.device)
+            chosen = step_logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0].tolist()
+            top = (step_logits.argmax(-1) == targets).tolist()
+            start = 0
+            for i, length in zip(indices, lengths):
+                end = start + length
+                results[i] = ContinuationScore(pairs[i][1], chosen[start:end], all(top[start:end]))
+                start = end
 
         self._batched([len(s) for s in sequences], run_batch, progress)
         return results

@@ -183,3 +183,20 @@ def test_a_script_without_a_main_guard_can_use_the_backend(micro_model, tmp_path
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("['") and len(result.stdout.splitlines()) == 1
+
+
+def test_eval_ort_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_path):
+    """`llmkit eval ort --backend vllm` scores every probe as the HF backend does, and a run on
+    one backend is a valid baseline for the other (the same probes)."""
+    target = next(e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30)
+    common = ("eval", "ort", "-m", micro_model, "--probes", micro_world, "--targets", target)
+    hf = run_llmkit(*common, "-o", tmp_path / "hf")
+    assert hf.returncode == 0, hf.stderr
+    vllm = run_llmkit(*common, "--backend", "vllm", "-o", tmp_path / "vllm", "--baseline", tmp_path / "hf")
+    assert vllm.returncode == 0, vllm.stderr
+    hf_samples, vllm_samples = read_records(tmp_path / "hf" / "samples.jsonl"), read_records(tmp_path / "vllm" / "samples.jsonl")
+    assert [s["prompt"] for s in vllm_samples] == [s["prompt"] for s in hf_samples] and len(hf_samples) > 100
+    assert max(abs(a["prob"] - b["prob"]) for a, b in zip(hf_samples, vllm_samples)) < 1e-4
+    assert sum(a["correct"] == b["correct"] for a, b in zip(hf_samples, vllm_samples)) >= 0.99 * len(hf_samples)
+    drops = json.loads((tmp_path / "vllm" / "results.json").read_text())["metrics"]["drop"]["forget"]
+    assert all(abs(d) < 1e-3 for d in drops.values())
