@@ -255,7 +255,7 @@ def score_probes(
     ORT's own `test_prediction_prob` scores the answer tokenized on its own (`tok(" " + answer)`
     minus its first token) against logits of the prompt and answer tokenized together; where the
     two tokenizations differ it scores the wrong tokens. Here the answer is the tail of the joint
-    tokenization (`split_context_continuation`), the tokens the model actually reads.
+    tokenization (`tokenize_pairs`), the tokens the model actually reads.
     """
     requests = list(dict.fromkeys(zip(prompts, (p.continuation for p in probes))))
     scored = backend.score([prompt for prompt, _ in requests], [cont for _, cont in requests], progress)
@@ -279,19 +279,24 @@ def summarize(samples: Sequence[Mapping[str, Any]], forms: Sequence[str]) -> tup
     """(metrics, per_target). Per target, role and form: mean `prob` and `exact_match` over its
     probes; the metrics average those over the targets that have such probes (ORT's summary),
     None where no target has any."""
-    per_target: dict[str, Any] = {}
-    for target in dict.fromkeys(s["target"] for s in samples):
-        per_target[target] = {}
-        for role in ROLES:
-            per_target[target][role] = {}
-            for form in forms:
-                mine = [s for s in samples if s["target"] == target and s["role"] == role and s["form"] == form]
-                if mine:
-                    per_target[target][role][form] = {
-                        "prob": _mean([s["prob"] for s in mine]),
-                        "exact_match": _mean([float(s["correct"]) for s in mine]),
-                        "num_probes": len(mine),
-                    }
+    groups: dict[str, dict[str, dict[str, list[Mapping[str, Any]]]]] = {}
+    for s in samples:
+        groups.setdefault(s["target"], {role: {} for role in ROLES})[s["role"]].setdefault(s["form"], []).append(s)
+    per_target = {
+        target: {
+            role: {
+                form: {
+                    "prob": _mean([s["prob"] for s in mine]),
+                    "exact_match": _mean([float(s["correct"]) for s in mine]),
+                    "num_probes": len(mine),
+                }
+                for form in forms
+                if (mine := by_role[role].get(form))
+            }
+            for role in ROLES
+        }
+        for target, by_role in groups.items()
+    }
     metrics = {
         role: {
             form: {

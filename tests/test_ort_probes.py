@@ -93,6 +93,7 @@ def test_world_probes_forget_the_targets_facts_and_keep_their_buckets(micro_worl
         ({"forget_level2": [{"query": "Who?", "level": "2"}]}, "record 0 has no 'answer'"),
         ({"forget_mcp": [probe("Q\nA. x\nB. y", "C", "X")]}, "multiple-choice answer 'C' is not one of its options (A, B)"),
         ({"forget_level1": {"query": "x"}}, "holds a JSON dict; ORT probe files are JSON lists"),
+        ({"forget_tf": [probe("X is a chef.", "Yes", "X", "true or false", "4")]}, "true/false answer 'Yes' is neither True nor False"),
     ],
 )
 def test_bad_ort_probes(tmp_path, files, message):
