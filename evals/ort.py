@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedTokenizerBase
+
 from llmkit.data import read_records
 from llmkit.evals.common import probe_digest
 from llmkit.evals.plots import grouped_bars
@@ -233,7 +235,7 @@ def limit_probes(probes: Sequence[Probe], limit: int) -> list[Probe]:
     return kept
 
 
-def probe_prompts(probes: Sequence[Probe], tokenizer: Any, chat: bool) -> list[str]:
+def probe_prompts(probes: Sequence[Probe], tokenizer: PreTrainedTokenizerBase, chat: bool) -> list[str]:
     """The text each probe's answer is scored after: its content, chat-wrapped when `chat`, then its cue."""
     return [(chat_wrap(tokenizer, p.content) if chat else p.content) + p.cue for p in probes]
 

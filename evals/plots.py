@@ -1,5 +1,6 @@
-"""Plots every evaluation writes with `--plot`: PNG bytes, drawn headless (matplotlib's Agg), so
-they go into a run directory with the rest of its results in one atomic write."""
+"""Plots every evaluation writes with `--plot`: PNG bytes, drawn headless on a bare matplotlib
+`Figure` (no pyplot, so a caller's backend and open figures are left alone), so they go into a
+run directory with the rest of its results in one atomic write."""
 
 from __future__ import annotations
 
@@ -17,12 +18,10 @@ def grouped_bars(
     """One panel per entry of `panels` (panel title -> series label -> one value per category),
     side by side; each category a group of bars, one per series, its value printed above it.
     A missing value (None) leaves its bar out."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
+    figure = Figure(figsize=(5 * len(panels), 4))
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)
     for ax, (panel, series) in zip(axes[0], panels.items()):
         width = 0.8 / max(len(series), 1)
         for k, (label, values) in enumerate(series.items()):
@@ -41,5 +40,4 @@ def grouped_bars(
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
     return buffer.getvalue()

@@ -35,7 +35,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
-from llmkit.batching import length_sorted_batches, pad_batch
+from llmkit.batching import pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
@@ -61,8 +61,6 @@ class ROCRConfig:
     contexts: Sequence[str] = field(default_factory=lambda: [f"{s} {{}}.".strip() for s in CONTEXT_STARTERS])
     """Templates with one "{}" for the subject, each read after chat wrapping, then "Answer:"."""
     chat: bool = False
-    subject_token: str = "last"
-    """Where keys and values are read: the subject's "last" token (the paper, ROME, MEMIT) or "first"."""
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -119,7 +117,7 @@ def corpus_batches(
         pending.append(ids)
         budget -= len(ids)
         if len(pending) == batch_size or budget <= 0:
-            yield [pending[i] for i in next(length_sorted_batches([len(p) for p in pending], len(pending)))]
+            yield pending
             pending = []
         if budget <= 0:
             return
@@ -146,17 +144,14 @@ def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: f
 
 
 def subject_prompt(
-    tokenizer: PreTrainedTokenizerBase, template: str, subject: str, chat: bool, cue: str = "Answer:",
-    subject_token: str = "last",
+    tokenizer: PreTrainedTokenizerBase, template: str, subject: str, chat: bool, cue: str = "Answer:"
 ) -> tuple[str, int]:
     """One context template filled with `subject` (chat-wrapped when `chat`, then `cue`), and the
-    index of the subject's last (or first) token in it."""
+    index of the subject's last token in it (ROME's and MEMIT's "subject_last")."""
     content = template.format(subject)
     rendered = chat_wrap(tokenizer, content) if chat else content
-    start = rendered.index(content) + template.index("{}")
-    if subject_token == "first":
-        return rendered + cue, len(encode_prompts(tokenizer, [rendered[:start].rstrip(" ")])[0])
-    return rendered + cue, len(encode_prompts(tokenizer, [rendered[: start + len(subject)]])[0]) - 1
+    end = rendered.index(content) + template.index("{}") + len(subject)
+    return rendered + cue, len(encode_prompts(tokenizer, [rendered[:end]])[0]) - 1
 
 
 @torch.inference_mode()
@@ -203,10 +198,9 @@ def redirect(
     """Edit `model` in place so that `target` is represented as `redirect_to`; the layer edits made.
     `c_prev` (layer -> Σ kkᵀ of earlier targets) is updated for the next target."""
     last = config.layers[-1]
-    where = config.subject_token
-    z = read_at(model, tokenizer, "resid_out", last, [subject_prompt(tokenizer, config.contexts[0], redirect_to, config.chat, subject_token=where)])[0]
-    contexts = [subject_prompt(tokenizer, c, target, config.chat, subject_token=where) for c in config.contexts]
-    bare = [subject_prompt(tokenizer, "{}.", target, chat=False, cue="", subject_token=where)]
+    z = read_at(model, tokenizer, "resid_out", last, [subject_prompt(tokenizer, config.contexts[0], redirect_to, config.chat)])[0]
+    contexts = [subject_prompt(tokenizer, c, target, config.chat) for c in config.contexts]
+    bare = [subject_prompt(tokenizer, "{}.", target, chat=False, cue="")]
     edits = []
     for i, layer in enumerate(config.layers):
         key = read_at(model, tokenizer, "mlp_key", layer, contexts).mean(0)
