@@ -7,7 +7,7 @@ import os
 import typer
 
 from llmkit import __version__
-from llmkit.commands import evaluate, generate, model, quickstart, world
+from llmkit.commands import evaluate, generate, model, quickstart, unlearn, world
 
 app = typer.Typer(
     name="llmkit",
@@ -20,6 +20,7 @@ app.command("quickstart")(quickstart.quickstart)
 app.add_typer(world.app, name="world")
 app.command("generate")(generate.generate)
 app.add_typer(model.app, name="model")
+app.add_typer(unlearn.app, name="unlearn")
 app.add_typer(evaluate.app, name="eval")
 
 

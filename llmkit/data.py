@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,30 @@ def read_records(
     for where, record in numbered:
         _validate(source, where, record, required or {})
     return [record for _, record in numbered]
+
+
+def read_texts(source: str | Path, field: str = "text") -> Iterator[str]:
+    """The texts of a corpus, streamed where the format allows: a .txt file gives one text per
+    non-empty line, JSONL the `field` of each line (read lazily, so a corpus larger than memory
+    works); any other source `read_records` reads gives each record's `field`."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() in (".txt", ".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                if path.suffix.lower() == ".txt":
+                    yield line.rstrip("\n")
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise BadInputError(f"{path} line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+                _validate(str(path), f"line {number}", record, {field: str})
+                yield record[field]
+        return
+    for record in read_records(source, required={field: str}):
+        yield record[field]
 
 
 def _validate(source: str, where: str, record: Any, required: Mapping[str, type | tuple[type, ...]]) -> None:

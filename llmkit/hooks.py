@@ -74,6 +74,10 @@ class _MaskTracker:
         self.mask = kwargs.get("attention_mask")
 
 
+class StopForward(Exception):
+    """Raised by a `capture(..., stop=True)` hook once the deepest requested layer is recorded."""
+
+
 class Captured(dict):
     """layer -> activation of the most recent forward pass."""
 
@@ -83,10 +87,12 @@ class Captured(dict):
 
 @contextmanager
 def capture(
-    model: nn.Module, point: str, layers: Sequence[int], *, position: str = "all"
+    model: nn.Module, point: str, layers: Sequence[int], *, position: str = "all", stop: bool = False
 ) -> Iterator[Captured]:
     """Record `point` at `layers`: (batch, seq, dim) for position="all", (batch, dim) for "last"
-    (each sequence's last real token)."""
+    (each sequence's last real token). With `stop`, the forward pass ends as soon as the deepest
+    of `layers` is recorded (baukit's `stop=True`): the layers above it and the LM head are never
+    computed, so the model call must be the last statement of the `with` block."""
     _check_point(point)
     if position not in ("all", "last"):
         raise BadInputError(f"unknown position {position!r}; choose 'all' or 'last'")
@@ -105,6 +111,8 @@ def capture(
                     index = last_token_index(tracker.mask, activation.shape[1]).to(activation.device)
                 activation = activation[rows, index]
             captured[layer] = activation
+            if stop and layer == max(layers):
+                raise StopForward
 
         return record
 
@@ -114,7 +122,10 @@ def capture(
         stack.callback(mask_handle.remove)
         for layer in layers:
             stack.enter_context(_hook_point(model, point, layer, recorder(layer)))
-        yield captured
+        try:
+            yield captured
+        except StopForward:
+            pass
 
 
 @contextmanager

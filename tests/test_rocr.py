@@ -5,8 +5,22 @@ import torch
 
 from conftest import FAMILIES
 from llmkit import arch
-from llmkit.methods.rocr import ROCRConfig, corpus_batches, default_layers, key_second_moment, preservation_matrix, redirect
-from llmkit.models import load_model
+from llmkit.errors import BadInputError
+from llmkit.methods.rocr import (
+    ROCRConfig,
+    StatisticsCorpus,
+    corpus_batches,
+    default_layers,
+    edit_tensors,
+    key_second_moment,
+    key_statistics,
+    original_weights,
+    preservation_matrix,
+    redirect,
+    revert,
+    statistics_key,
+)
+from llmkit.models import load_model, model_fingerprint
 from tiny import CORPUS
 
 TARGET, REDIRECT = "Alice", "Bob"
@@ -83,5 +97,65 @@ def test_a_second_target_accumulates_the_first_ones_keys(llama_dir):
 
 
 def test_default_layers_scale_the_papers_choice():
-    assert default_layers(32) == [4, 5, 6] and default_layers(16) == [2, 3, 4] and default_layers(4) == [0, 1, 2]
-    assert default_layers(2) == [0, 1]
+    assert default_layers(32) == [4, 5, 6] and default_layers(16) == [2, 3] and default_layers(12) == [1, 2]
+    assert default_layers(4) == [0] and default_layers(1) == [0]
+
+
+# --- key statistics: streamed, cached, refused from another model ------------------------------
+
+
+def test_statistics_are_cached_and_a_second_edit_runs_no_forward_pass(llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    corpus = StatisticsCorpus("tiny", lambda: CORPUS, 10_000, batch_size=4, max_length=64)
+    fingerprint = model_fingerprint(model)
+    first, record = key_statistics(model, tokenizer, corpus, [0, 1], fingerprint, tmp_path)
+    assert record["cached_layers"] == [] and record["tokens"] > 50
+
+    def no_forward(*args):
+        raise AssertionError("a forward pass ran although the statistics were cached")
+
+    handle = model.register_forward_pre_hook(no_forward)
+    try:
+        second, record = key_statistics(model, tokenizer, corpus, [0, 1], fingerprint, tmp_path)
+    finally:
+        handle.remove()
+    assert record["cached_layers"] == [0, 1]
+    assert all(torch.equal(first[layer], second[layer]) for layer in (0, 1))
+    # A different token budget is a different key: computed afresh.
+    shorter = StatisticsCorpus("tiny", lambda: CORPUS, 40, batch_size=4, max_length=64)
+    assert key_statistics(model, tokenizer, shorter, [0], fingerprint, tmp_path)[1]["cached_layers"] == []
+
+
+def test_a_statistics_cache_from_another_model_is_refused(llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    corpus = StatisticsCorpus("tiny", lambda: CORPUS, 10_000, batch_size=4, max_length=64)
+    _, record = key_statistics(model, tokenizer, corpus, [0], model_fingerprint(model), tmp_path)
+    # The file lands where another model's statistics would be looked up.
+    cached = tmp_path / f"{record['keys'][0]}.safetensors"
+    other = statistics_key("0123456789abcdef", 0, record["corpus_digest"], record["tokens"])
+    cached.rename(tmp_path / f"{other}.safetensors")
+    with pytest.raises(BadInputError, match="was computed on model .* not this model"):
+        key_statistics(model, tokenizer, corpus, [0], "0123456789abcdef", tmp_path)
+
+
+def test_statistics_stop_the_forward_pass_at_the_deepest_layer_asked_for(llama_dir):
+    """Layer 0's statistics never run layer 1 or the LM head."""
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    ran = []
+    handles = [module.register_forward_pre_hook(lambda *args, name=name: ran.append(name))
+               for name, module in (("layer 1", arch.block_module(model, 1)), ("lm_head", model.lm_head))]
+    stats, tokens = key_second_moment(model, corpus_batches(tokenizer, CORPUS, 10_000, 4, 64), [0], tokenizer.pad_token_id)
+    for handle in handles:
+        handle.remove()
+    assert ran == [] and tokens > 50 and stats[0].shape == (128, 128)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_revert_puts_every_familys_weights_back_bit_for_bit(family, model_dirs):
+    model, tokenizer, _, projectors, _ = fitted(model_dirs[family], "none", layers=(0,))
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    originals = original_weights(model, [0])
+    edits = redirect(model, tokenizer, TARGET, REDIRECT, ROCRConfig(layers=[0]), projectors)
+    tensors = edit_tensors(originals, [edits])
+    assert revert(model, tensors) == [0]
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())

@@ -28,9 +28,17 @@ row 0).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -39,6 +47,8 @@ from llmkit.batching import pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
+from llmkit.results import staged_directory
+from llmkit.models import model_fingerprint
 
 # The released code's six context starters; each becomes "<starter> {}." (chat-wrapped when the
 # tokenizer has a chat template) followed by "Answer:".
@@ -47,6 +57,7 @@ CONTEXT_STARTERS = (
     "Tell me about", "Write something about",
 )
 PRESERVE_MODES = ("nullspace", "covariance", "none")
+SUBJECT_TOKENS = ("last", "first")
 
 
 @dataclass
@@ -61,14 +72,17 @@ class ROCRConfig:
     contexts: Sequence[str] = field(default_factory=lambda: [f"{s} {{}}.".strip() for s in CONTEXT_STARTERS])
     """Templates with one "{}" for the subject, each read after chat wrapping, then "Answer:"."""
     chat: bool = False
+    subject_token: str = "last"
+    """Where keys and values are read: the subject's "last" token (ROME's and the paper's
+    `subject_last`) or its "first" (ROME's `subject_first`)."""
 
 
 def default_layers(num_layers: int) -> list[int]:
-    """The paper edits layers 4–6 of Llama-3-8B's 32: early-middle layers, where the MLPs recall a
-    subject's attributes. Scaled to any depth: the three layers from 12.5% of the depth on
-    (clipped to the model), e.g. 4–6 of 32, 2–4 of 16, 0–2 of 4."""
-    first = round(num_layers * 4 / 32)
-    return list(range(first, min(first + 3, num_layers)))
+    """The paper edits layers 4–6 of Llama-3-8B's 32: early layers, where the MLPs recall a
+    subject's attributes. Scaled to any depth: layers ⌊4n/32⌋ to ⌊6n/32⌋, e.g. 4–6 of 32, 2–3 of
+    16, 1–2 of 12, and layer 0 alone of 4, which is also what worked best on the world model (one
+    layer: 75% QA drop; layers 0–1: 56%; 0–2: 24%)."""
+    return list(range(num_layers * 4 // 32, num_layers * 6 // 32 + 1))
 
 
 # --- key statistics ----------------------------------------------------------------------------
@@ -84,13 +98,14 @@ def key_second_moment(
 ) -> tuple[dict[int, torch.Tensor], int]:
     """Σ_l = E[k kᵀ] of `mlp_key` over every real token, batch by batch: each batch's kᵀk in the
     model's precision (at least float32), summed in float64, so memory is m×m per layer whatever
-    the corpus size. Returns (Σ per layer, tokens counted)."""
+    the corpus size. The forward pass stops at the deepest layer asked for. Returns (Σ per layer,
+    tokens counted)."""
     sums: dict[int, torch.Tensor] = {}
     count = 0
     for sequences in token_batches:
         batch = pad_batch(sequences, pad_token_id, "right")
         mask = batch["attention_mask"].bool().to(model.device)
-        with capture(model, "mlp_key", layers) as keys:
+        with capture(model, "mlp_key", layers, stop=True) as keys:
             model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
         for layer in layers:
             k = keys[layer][mask]
@@ -125,6 +140,91 @@ def corpus_batches(
         yield pending
 
 
+@dataclass
+class StatisticsCorpus:
+    """The text the key statistics are read from, re-readable (`texts()` streams it afresh)."""
+
+    name: str
+    texts: Callable[[], Iterable[str]]
+    max_tokens: int
+    batch_size: int = 16
+    max_length: int = 1024
+
+    def batches(self, tokenizer: PreTrainedTokenizerBase) -> Iterable[list[list[int]]]:
+        return corpus_batches(tokenizer, self.texts(), self.max_tokens, self.batch_size, self.max_length)
+
+
+def corpus_digest(corpus: StatisticsCorpus, tokenizer: PreTrainedTokenizerBase) -> tuple[str, int]:
+    """sha256 of the exact token ids the statistics read, and their number (a tokenizer pass,
+    no forward pass): the cache key changes with the text, the token budget or the tokenizer."""
+    sha, count = hashlib.sha256(), 0
+    for sequences in corpus.batches(tokenizer):
+        for ids in sequences:
+            sha.update(struct.pack(f"<{len(ids)}q", *ids))
+            count += len(ids)
+    if count == 0:
+        raise BadInputError(f"the statistics corpus {corpus.name} has no text; pass a corpus with text")
+    return sha.hexdigest()[:16], count
+
+
+def statistics_key(fingerprint: str, layer: int, digest: str, tokens: int) -> str:
+    return f"{fingerprint}-layer{layer}-{digest}-{tokens}"
+
+
+def key_statistics(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: StatisticsCorpus,
+    layers: Sequence[int],
+    fingerprint: str,
+    cache_dir: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    """Σ_l for each layer: read from `cache_dir` where an earlier run computed it (keyed by model
+    fingerprint, layer, corpus digest and token count), the rest in one streamed pass and cached.
+    Returns (Σ per layer, a record of keys, tokens, cached layers and seconds)."""
+    started = time.perf_counter()
+    digest, tokens = corpus_digest(corpus, tokenizer)
+    keys = {layer: statistics_key(fingerprint, layer, digest, tokens) for layer in layers}
+    stats = {}
+    for layer in layers:
+        path = cache_dir / f"{keys[layer]}.safetensors" if cache_dir else None
+        if path is not None and path.is_file():
+            stats[layer] = load_statistics(path, fingerprint, layer)
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        computed, _ = key_second_moment(model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress)
+        stats.update(computed)
+        if cache_dir:
+            for layer in missing:
+                save_statistics(cache_dir / f"{keys[layer]}.safetensors", computed[layer], fingerprint, layer, digest, tokens)
+    record = {
+        "corpus": corpus.name, "corpus_digest": digest, "tokens": tokens, "keys": keys,
+        "cached_layers": [layer for layer in layers if layer not in missing], "seconds": time.perf_counter() - started,
+    }
+    return stats, record
+
+
+def save_statistics(path: Path, second_moment: torch.Tensor, fingerprint: str, layer: int, digest: str, tokens: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    metadata = {"fingerprint": fingerprint, "layer": str(layer), "corpus_digest": digest, "tokens": str(tokens)}
+    safetensors.torch.save_file({"second_moment": second_moment.cpu().contiguous()}, str(staging), metadata=metadata)
+    staging.replace(path)
+
+
+def load_statistics(path: Path, fingerprint: str, layer: int) -> torch.Tensor:
+    """A cached Σ, refused when it was computed on another model or layer."""
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("fingerprint") != fingerprint or metadata.get("layer") != str(layer):
+            raise BadInputError(
+                f"statistics cache {path} was computed on model {metadata.get('fingerprint')} layer "
+                f"{metadata.get('layer')}, not this model ({fingerprint}) layer {layer}; delete it to recompute"
+            )
+        return handle.get_tensor("second_moment")
+
+
 def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: float) -> torch.Tensor:
     """P: the null-space projector U₀U₀ᵀ (eigenvectors of Σ with eigenvalue < threshold), Σ⁻¹
     (ROME's covariance), or the identity."""
@@ -144,14 +244,17 @@ def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: f
 
 
 def subject_prompt(
-    tokenizer: PreTrainedTokenizerBase, template: str, subject: str, chat: bool, cue: str = "Answer:"
+    tokenizer: PreTrainedTokenizerBase, template: str, subject: str, chat: bool, token: str = "last", cue: str = "Answer:"
 ) -> tuple[str, int]:
     """One context template filled with `subject` (chat-wrapped when `chat`, then `cue`), and the
-    index of the subject's last token in it (ROME's and MEMIT's "subject_last")."""
+    index of the subject's last or first token in it (ROME's `subject_last` / `subject_first`)."""
     content = template.format(subject)
     rendered = chat_wrap(tokenizer, content) if chat else content
-    end = rendered.index(content) + template.index("{}") + len(subject)
-    return rendered + cue, len(encode_prompts(tokenizer, [rendered[:end]])[0]) - 1
+    start = rendered.index(content) + template.index("{}")
+    if token == "last":
+        return rendered + cue, len(encode_prompts(tokenizer, [rendered[: start + len(subject)]])[0]) - 1
+    # The space before the subject belongs to its first token, so the prefix is encoded without it.
+    return rendered + cue, len(encode_prompts(tokenizer, [rendered[:start].rstrip(" ")])[0])
 
 
 @torch.inference_mode()
@@ -166,16 +269,22 @@ def read_at(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, point: s
     return torch.stack(rows).double()
 
 
-def rank_one_update(residual: torch.Tensor, key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: torch.Tensor | None) -> torch.Tensor:
-    """ΔW (d×m). With no earlier edit: r (Pk)ᵀ / (λ + kᵀPk); with C_prev, AlphaEdit's
-    r kᵀP ((kkᵀ + C_prev)P + λI)⁻¹, solved (as the code does: X = (P(kkᵀ + C_prev) + λI)⁻¹ P k rᵀ,
-    ΔW = Xᵀ) rather than inverted."""
+def update_row(key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: torch.Tensor | None) -> torch.Tensor:
+    """u with ΔW = r uᵀ: Pk / (λ + kᵀPk) with no earlier edit (Sherman–Morrison); with C_prev,
+    u = (P(kkᵀ + C_prev) + λI)⁻¹ P k, the transpose of AlphaEdit's kᵀP((kkᵀ + C_prev)P + λI)⁻¹,
+    solved rather than inverted as the released code does."""
     pk = projector @ key
     if c_prev is None:
-        return torch.outer(residual, pk) / (lam + key @ pk)
+        return pk / (lam + key @ pk)
     m = key.shape[0]
     system = projector @ (torch.outer(key, key) + c_prev) + lam * torch.eye(m, dtype=key.dtype, device=key.device)
-    return torch.linalg.solve(system, torch.outer(pk, residual)).T
+    return torch.linalg.solve(system, pk)
+
+
+def rank_one_update(residual: torch.Tensor, key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: torch.Tensor | None) -> torch.Tensor:
+    """ΔW (d×m). With no earlier edit: r (Pk)ᵀ / (λ + kᵀPk); with C_prev, AlphaEdit's
+    r kᵀP ((kkᵀ + C_prev)P + λI)⁻¹. Rank one either way."""
+    return torch.outer(residual, update_row(key, projector, lam, c_prev))
 
 
 @dataclass
@@ -183,7 +292,12 @@ class LayerEdit:
     layer: int
     key: torch.Tensor
     residual: torch.Tensor
-    delta: torch.Tensor
+    row: torch.Tensor
+    """ΔW = residual rowᵀ."""
+
+    @property
+    def delta(self) -> torch.Tensor:
+        return torch.outer(self.residual, self.row)
 
 
 def redirect(
@@ -198,20 +312,163 @@ def redirect(
     """Edit `model` in place so that `target` is represented as `redirect_to`; the layer edits made.
     `c_prev` (layer -> Σ kkᵀ of earlier targets) is updated for the next target."""
     last = config.layers[-1]
-    z = read_at(model, tokenizer, "resid_out", last, [subject_prompt(tokenizer, config.contexts[0], redirect_to, config.chat)])[0]
-    contexts = [subject_prompt(tokenizer, c, target, config.chat) for c in config.contexts]
-    bare = [subject_prompt(tokenizer, "{}.", target, chat=False, cue="")]
+    target_prompts = [subject_prompt(tokenizer, c, target, config.chat, config.subject_token) for c in config.contexts]
+    redirect_prompts = [subject_prompt(tokenizer, c, redirect_to, config.chat, config.subject_token) for c in config.contexts]
+    z = read_at(model, tokenizer, "resid_out", last, redirect_prompts).mean(0)
     edits = []
     for i, layer in enumerate(config.layers):
-        key = read_at(model, tokenizer, "mlp_key", layer, contexts).mean(0)
-        h_cur = read_at(model, tokenizer, "resid_out", last, bare)[0]
+        key = read_at(model, tokenizer, "mlp_key", layer, target_prompts).mean(0)
+        h_cur = read_at(model, tokenizer, "resid_out", last, target_prompts).mean(0)
         residual = (z - h_cur) / (len(config.layers) - i)
         projector = projectors[layer].to(key.device)
-        delta = rank_one_update(residual, key, projector, config.lam, c_prev.get(layer) if c_prev else None)
+        edit = LayerEdit(layer, key, residual, update_row(key, projector, config.lam, c_prev.get(layer) if c_prev else None))
         with torch.no_grad():
             weight = arch.mlp_out_weight(model, layer)
-            weight += delta.to(weight.dtype)
-        edits.append(LayerEdit(layer, key, residual, delta))
+            weight += edit.delta.to(weight.dtype)
+        edits.append(edit)
         if c_prev is not None:
             c_prev[layer] = c_prev.get(layer, torch.zeros_like(projector)) + torch.outer(key, key)
     return edits
+
+
+# --- the whole run: statistics, projectors, one redirection per target -----------------------
+
+# Tuned on llmkit's world models (4 layers, d = 192, m = 512), measured on 5 form-demo entities of
+# exposure ≥ 10: their 4 layers carry a name's identity on its first token (editing at the last
+# token moved the QA probability by 9%, at the first by 75%), and the keys there lie in Σ's
+# high-variance directions, so the paper's absolute threshold 2e-2 leaves them outside the null
+# space (a 0.1% drop); 1.0 keeps 483 of 512 directions and the 74% drop.
+WORLD_MODEL_SETTINGS = {"subject_token": "first", "nullspace_threshold": 1.0}
+
+
+@dataclass
+class Request:
+    target: str
+    redirect: str
+
+
+def check_request(tokenizer: PreTrainedTokenizerBase, request: Request) -> None:
+    for role, name in (("target", request.target), ("redirect", request.redirect)):
+        if not name.strip():
+            raise BadInputError(f"the {role} is empty; name the concept, e.g. --{role} 'Stephen King'")
+        if not tokenizer(name, add_special_tokens=False)["input_ids"]:
+            raise BadInputError(f"the tokenizer turns the {role} {name!r} into no tokens; name it with text the model reads")
+    if request.target.strip() == request.redirect.strip():
+        raise BadInputError(f"the target and the redirect are both {request.target!r}; redirect to another concept")
+
+
+def projectors_for(
+    second_moments: dict[int, torch.Tensor] | None, config: ROCRConfig, layers: Sequence[int], m: int, device: torch.device
+) -> dict[int, torch.Tensor]:
+    """P per layer, in float64 on the model's device (on the CPU for MPS, which has no float64)."""
+    device = torch.device("cpu") if device.type == "mps" else device
+    if second_moments is None:
+        return {layer: torch.eye(m, dtype=torch.float64, device=device) for layer in layers}
+    return {
+        layer: preservation_matrix(second_moments[layer].to(device), config.preserve, config.nullspace_threshold)
+        for layer in layers
+    }
+
+
+def unlearn(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[Request],
+    config: ROCRConfig,
+    corpus: StatisticsCorpus | None,
+    cache_dir: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[list[LayerEdit]], dict[str, Any]]:
+    """ROCR on `model`, in place: key statistics (skipped for preserve="none"), projectors, then
+    each request redirected in turn with C_prev accumulating. Returns the edits per request and the
+    record `rocr.json` is made of (timings included: statistics apart from the edit)."""
+    if config.preserve not in PRESERVE_MODES:
+        raise BadInputError(f"--preserve takes {', '.join(PRESERVE_MODES)}, got {config.preserve!r}")
+    if config.subject_token not in SUBJECT_TOKENS:
+        raise BadInputError(f"--subject-token takes {', '.join(SUBJECT_TOKENS)}, got {config.subject_token!r}")
+    for request in requests:
+        check_request(tokenizer, request)
+    m = arch.mlp_out_weight(model, config.layers[0]).shape[1]
+    fingerprint = model_fingerprint(model)
+    statistics, second_moments = None, None
+    if config.preserve != "none":
+        if corpus is None:
+            raise BadInputError(f"--preserve {config.preserve} needs key statistics: pass --stats-corpus (text, JSONL or a dataset)")
+        second_moments, statistics = key_statistics(model, tokenizer, corpus, config.layers, fingerprint, cache_dir, progress)
+    started = time.perf_counter()
+    projectors = projectors_for(second_moments, config, config.layers, m, model.device)
+    projector_s = time.perf_counter() - started
+    c_prev: dict[int, torch.Tensor] = {}
+    edits = [redirect(model, tokenizer, r.target, r.redirect, config, projectors, c_prev) for r in requests]
+    edit_s = time.perf_counter() - started - projector_s
+    record = {
+        "method": "rocr",
+        "requests": [{"target": r.target, "redirect": r.redirect} for r in requests],
+        "config": {**asdict(config), "layers": list(config.layers), "contexts": list(config.contexts)},
+        "statistics": statistics,
+        "original_fingerprint": fingerprint,
+        "edited_fingerprint": model_fingerprint(model),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "key_response": [
+            {"target": r.target, "layer": e.layer, "reach": float(e.row @ e.key)}
+            for r, target_edits in zip(requests, edits) for e in target_edits
+        ],
+        "timings": {
+            "statistics_s": round(statistics["seconds"], 3) if statistics else 0.0,
+            "projector_s": round(projector_s, 3),
+            "edit_s": round(edit_s, 3),
+        },
+    }
+    return edits, record
+
+
+# --- the output: factors and original weights, so an edit can be inspected and reverted -------
+
+EDIT_FILE = "rocr.json"
+WEIGHTS_FILE = "rocr_edit.safetensors"
+
+
+def edit_tensors(originals: dict[int, torch.Tensor], edits: Sequence[Sequence[LayerEdit]]) -> dict[str, torch.Tensor]:
+    """What `WEIGHTS_FILE` holds: each edited layer's original MLP output weight, stored exactly as
+    the parameter is (GPT-2's Conv1D included), and each target's factors ΔW = residual rowᵀ."""
+    tensors = {f"original.layer{layer}": weight.cpu().contiguous() for layer, weight in originals.items()}
+    for i, target_edits in enumerate(edits):
+        for edit in target_edits:
+            for name in ("key", "residual", "row"):
+                tensors[f"edit{i}.layer{edit.layer}.{name}"] = getattr(edit, name).cpu().contiguous()
+    return tensors
+
+
+def original_weights(model: PreTrainedModel, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    return {layer: arch.mlp_out_module(model, layer).weight.detach().clone() for layer in layers}
+
+
+def revert(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> list[int]:
+    """Put the original MLP output weights back, bit for bit; the layers restored."""
+    layers = sorted(int(name.removeprefix("original.layer")) for name in tensors if name.startswith("original.layer"))
+    with torch.no_grad():
+        for layer in layers:
+            weight = arch.mlp_out_module(model, layer).weight
+            weight.copy_(tensors[f"original.layer{layer}"].to(weight.device))
+    return layers
+
+
+def write_edited_model(
+    path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, record: dict[str, Any],
+    tensors: dict[str, torch.Tensor], overwrite: bool = False,
+) -> None:
+    """The edited model as an ordinary HF directory, with `rocr.json` and `rocr_edit.safetensors`
+    beside it, appearing whole or not at all."""
+    with staged_directory(path, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        safetensors.torch.save_file(tensors, str(staging / WEIGHTS_FILE))
+        (staging / EDIT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_edit(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`rocr.json` and the saved tensors of a directory `unlearn rocr` wrote."""
+    if not (path / EDIT_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise BadInputError(f"{path} is not a directory written by `llmkit unlearn rocr` (no {EDIT_FILE} and {WEIGHTS_FILE})")
+    record = json.loads((path / EDIT_FILE).read_text(encoding="utf-8"))
+    return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))

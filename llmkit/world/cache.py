@@ -7,6 +7,7 @@ Cache layout (default ~/.cache/llmkit, or $LLMKIT_CACHE):
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -74,3 +75,15 @@ def ensure_model(
     source, _ = ensure_world(cache_dir, world)
     pretrain(source, path, recipe, progress=progress)
     return path, True
+
+
+def pretraining_corpus(model_path: str | Path, cache_dir: Path | None = None) -> Path | None:
+    """The pretraining text of a world model (`pretraining.jsonl` of its world, rebuilt into the
+    cache if missing), or None when `model_path` is not a model `llmkit world pretrain` wrote."""
+    summary = Path(model_path).expanduser() / "llmkit_pretrain.json"
+    if not summary.is_file():
+        return None
+    config = json.loads(summary.read_text(encoding="utf-8"))["world"]
+    world = WorldConfig(**{**config, "exposures": tuple(config["exposures"])})
+    path, _ = ensure_world(cache_dir or default_cache_dir(), world)
+    return path / "pretraining.jsonl"

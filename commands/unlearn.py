@@ -1,0 +1,204 @@
+"""`llmkit unlearn ...`: make a model forget. `rocr` edits weights in closed form; `revert` undoes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from llmkit import arch
+from llmkit.commands._common import (
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OverwriteOpt,
+    TrustRemoteCodeOpt,
+    cli_command,
+    print_results_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
+from llmkit.data import read_texts
+from llmkit.errors import BadInputError
+from llmkit.generation import CHAT_TEMPLATE_MODES, use_chat_template
+from llmkit.methods import rocr
+from llmkit.models import load_model, model_fingerprint
+from llmkit.results import check_output_path, staged_directory
+from llmkit.world.cache import default_cache_dir, pretraining_corpus
+
+app = typer.Typer(help="Make a model forget a concept.", no_args_is_help=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")]
+
+
+def parse_layers(text: str | None, num_layers: int) -> list[int]:
+    """'4,5,6' or '4-6' -> [4, 5, 6]; None -> the default rule. Contiguous and in range."""
+    if text is None:
+        return rocr.default_layers(num_layers)
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            layers = list(range(first, last + 1))
+        else:
+            layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BadInputError(f"--layers takes comma-separated layer numbers or a range like 4-6, got {text!r}") from None
+    if not layers or any(not 0 <= layer < num_layers for layer in layers):
+        raise BadInputError(f"--layers {text}: the model has layers 0..{num_layers - 1}")
+    if layers != list(range(layers[0], layers[0] + len(layers))):
+        raise BadInputError(f"--layers {text}: edited layers must be contiguous and increasing, e.g. 4,5,6")
+    return layers
+
+
+def pair_requests(targets: list[str], redirects: list[str]) -> list[rocr.Request]:
+    if not targets or not redirects:
+        raise BadInputError("name what to forget with --target and where to send it with --redirect")
+    if len(redirects) not in (1, len(targets)):
+        raise BadInputError(f"give one --redirect for all targets or one per target; got {len(targets)} targets and {len(redirects)} redirects")
+    return [rocr.Request(t, redirects[0] if len(redirects) == 1 else r) for t, r in zip(targets, redirects * len(targets))]
+
+
+def read_contexts(path: Path | None) -> list[str] | None:
+    """Context templates, one per line, each with exactly one '{}' for the subject."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise BadInputError(f"--contexts file {path} does not exist")
+    contexts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    bad = [c for c in contexts if c.count("{}") != 1]
+    if not contexts or bad:
+        raise BadInputError(f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'")
+    return contexts
+
+
+def statistics_corpus(source: str | None, model: str, tokens: int, max_length: int) -> rocr.StatisticsCorpus | None:
+    """The named corpus, or a world model's own pretraining text; None when there is neither."""
+    if source is None:
+        world_text = pretraining_corpus(model)
+        if world_text is None:
+            return None
+        source = str(world_text)
+    elif source != "-" and not Path(source).expanduser().exists() and Path(source).suffix:
+        raise BadInputError(f"--stats-corpus {source} does not exist")
+    return rocr.StatisticsCorpus(source, lambda: read_texts(source), tokens, max_length=max_length)
+
+
+def edit_table(record: dict[str, Any]) -> Table:
+    table = Table(title="ROCR: rank-one concept redirection", title_justify="left")
+    for column in ("target", "redirect", "layer", "reach s/(λ+s)"):
+        table.add_column(column, justify="right" if column in ("layer", "reach s/(λ+s)") else "left")
+    redirects = {r["target"]: r["redirect"] for r in record["requests"]}
+    for row in record["key_response"]:
+        table.add_row(row["target"], redirects[row["target"]], str(row["layer"]), f"{row['reach']:.3f}")
+    timings = record["timings"]
+    table.caption = (
+        f"statistics {timings['statistics_s']:.1f} s, projectors {timings['projector_s']:.1f} s, "
+        f"edit {timings['edit_s']:.2f} s"
+    )
+    return table
+
+
+@app.command("rocr")
+@cli_command
+def rocr_command(
+    model: ModelOpt,
+    out: OutOpt,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Concept to forget (repeatable: edited one after another).")],
+    redirect: Annotated[list[str], typer.Option("--redirect", "-r", help="Harmless concept the target is redirected to (one for all targets, or one per target).")],
+    layers: Annotated[Optional[str], typer.Option(help="Edited layers, contiguous: '4,5,6' or '4-6' [default: the paper's 4-6 of 32, scaled to the depth].")] = None,
+    lam: Annotated[float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")] = 1.0,
+    preserve: Annotated[str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(rocr.PRESERVE_MODES)}.")] = "nullspace",
+    nullspace_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues of E[kkᵀ] below this span the null space [default: 2e-2 (the paper's); 1.0 on llmkit world models].")] = None,
+    subject_token: Annotated[str, typer.Option(help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last).")] = "auto",
+    stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset [default: a world model's pretraining text].")] = None,
+    stats_tokens: Annotated[int, typer.Option(help="Tokens of the corpus to read.")] = 1_000_000,
+    stats_cache: Annotated[Optional[Path], typer.Option(help="Where key statistics are cached [default: $LLMKIT_CACHE/rocr-stats].")] = None,
+    contexts: Annotated[Optional[Path], typer.Option(help="Context templates, one per line with '{}' for the subject [default: the paper's six].")] = None,
+    chat_template: Annotated[str, typer.Option(help=f"Wrap contexts in the chat template: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Forget a concept without training: redirect it to another with a rank-one edit per layer.
+
+    ROCR (LLM Unlearning Should Be Form-Independent) reads the target's MLP keys and the redirect's
+    residual stream, and adds ΔW = r (Pk)ᵀ / (λ + kᵀPk) to each edited layer's MLP output matrix,
+    P protecting the keys of a statistics corpus. Writes the edited model, rocr.json and the
+    edit's factors with the original weights (rocr_edit.safetensors): `llmkit unlearn revert`
+    restores the original exactly. Key statistics are cached and reused.
+    """
+    requests = pair_requests(target, redirect)
+    check_output_path(out, overwrite)
+    context_templates = read_contexts(contexts)
+    if stats_tokens < 1:
+        raise BadInputError(f"--stats-tokens must be at least 1, got {stats_tokens}")
+    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    num_layers = len(arch.decoder_layers(hf_model))
+    world_model = pretraining_corpus(model) is not None
+    settings = rocr.WORLD_MODEL_SETTINGS if world_model else {}
+    config = rocr.ROCRConfig(
+        layers=parse_layers(layers, num_layers),
+        lam=lam,
+        preserve=preserve,
+        nullspace_threshold=nullspace_threshold if nullspace_threshold is not None else settings.get("nullspace_threshold", 2e-2),
+        chat=use_chat_template(chat_template, tokenizer),
+        subject_token=settings.get("subject_token", "last") if subject_token == "auto" else subject_token,
+        **({"contexts": context_templates} if context_templates else {}),
+    )
+    max_length = min(getattr(hf_model.config, "max_position_embeddings", None) or 1024, 1024)
+    corpus = statistics_corpus(stats_corpus, model, stats_tokens, max_length) if preserve != "none" else None
+    originals = rocr.original_weights(hf_model, config.layers)
+    cache_dir = stats_cache.expanduser() if stats_cache else default_cache_dir() / "rocr-stats"
+    with progress_bar("ROCR: key statistics", stats_tokens) as progress:
+        counted = [0]
+
+        def advance(tokens: int) -> None:
+            counted[0] += tokens
+            progress(counted[0], stats_tokens)
+
+        edits, record = rocr.unlearn(hf_model, tokenizer, requests, config, corpus, cache_dir, advance)
+    record["model"] = model
+    statistics = record["statistics"]
+    if statistics and statistics["cached_layers"]:
+        stderr.print(f"key statistics for layers {statistics['cached_layers']} reused from the cache ({cache_dir})", highlight=False, soft_wrap=True)
+    rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), overwrite)
+    if json:
+        print_results_json(record)
+        return
+    stdout.print(edit_table(record))
+    stdout.print(f"edited model: {out}")
+
+
+@app.command("revert")
+@cli_command
+def revert_command(
+    edited: Annotated[Path, typer.Argument(help="A directory `llmkit unlearn rocr` wrote.")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Restore the model ROCR edited, bit for bit, from the original weights saved beside the edit."""
+    check_output_path(out, overwrite)
+    record, tensors = rocr.read_edit(edited)
+    model, tokenizer = load_model(str(edited), dtype=record["dtype"], device="cpu")
+    found = model_fingerprint(model)
+    if found != record["edited_fingerprint"]:
+        raise BadInputError(
+            f"{edited} does not hold the model ROCR wrote (fingerprint {found}, expected "
+            f"{record['edited_fingerprint']}); its weights changed after the edit, so reverting would not restore the original"
+        )
+    rocr.revert(model, tensors)
+    if model_fingerprint(model) != record["original_fingerprint"]:
+        raise BadInputError(f"{edited}: the saved original weights do not give back the original model; {rocr.WEIGHTS_FILE} is damaged")
+    with staged_directory(out, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    stdout.print(f"original model restored to {out} (layers {', '.join(map(str, record['config']['layers']))})")
