@@ -80,6 +80,20 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], 
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
+@contextmanager
+def counting_progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """`progress_bar` for work reported in increments: yields `advance(amount)`."""
+    with progress_bar(description, total) as progress:
+        done = 0
+
+        def advance(amount: int) -> None:
+            nonlocal done
+            done += amount
+            progress(done, total)
+
+        yield advance
+
+
 def print_results_json(results: dict[str, Any]) -> None:
     sys.stdout.write(dumps_results(results))
 

@@ -11,23 +11,26 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from llmkit import arch
 from llmkit.commands._common import (
     DebugOpt,
     JsonOpt,
     OutputPathOpt,
     OverwriteOpt,
     cli_command,
+    counting_progress_bar,
     print_results_json,
     progress_bar,
     stderr,
     stdout,
 )
 from llmkit.commands.evaluate import ort_table
-from llmkit.data import read_records
+from llmkit.data import read_records, read_texts
 from llmkit.evals.knowledge import evaluate_knowledge
-from llmkit.evals.ort import evaluate_ort, form_demo_entities, load_world_probes, probe_prompts
+from llmkit.evals.ort import evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
 from llmkit.evals.skills import evaluate_skills
-from llmkit.generation import load_backend
+from llmkit.generation import Backend, GenerationParams, load_backend
+from llmkit.methods import rocr
 from llmkit.results import check_output_path, make_results, write_run
 from llmkit.world.cache import PRESETS, default_cache_dir, ensure_model, ensure_world, preset
 from llmkit.world.forms import FORMS
@@ -54,6 +57,56 @@ def _skills_table(metrics: dict[str, Any]) -> Table:
     table.add_column("accuracy", justify="right")
     for skill, value in metrics["accuracy"].items():
         table.add_row(skill, _percent(value))
+    return table
+
+
+def _rocr_stage(
+    backend: Backend, world_dir: Path, target: dict[str, Any], baseline: dict[str, Any], cache: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """ROCR on the ORT target, in memory: edit, score every form again against the unedited
+    run, ask three questions about the target, then revert. Statistics come from (and go to) the
+    cache, so only the first run pays for them."""
+    model, tokenizer = backend.model, backend.tokenizer
+    redirect_to = redirect_entity(read_records(world_dir / "entities.jsonl"), target)
+    config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
+    corpus = rocr.StatisticsCorpus(str(world_dir / "pretraining.jsonl"), lambda: read_texts(world_dir / "pretraining.jsonl"), 200_000, max_length=128)
+    asked = [p for p in read_records(world_dir / "probes.jsonl") if p["entity_id"] == target["id"] and p["form"] == "qa"][:3]
+    questions = [p["prompt"] for p in asked]
+    params = GenerationParams(max_new_tokens=12, stop=("\n",))
+    answers_before = [g.texts[0].strip() for g in backend.generate(questions, params)]
+    originals = rocr.original_weights(model, config.layers)
+    with counting_progress_bar("ROCR: key statistics", corpus.max_tokens) as advance:
+        edits, record = rocr.unlearn(
+            model, tokenizer, [rocr.Request(target["name"], redirect_to["name"])], config, corpus, cache / "rocr-stats", advance
+        )
+    try:
+        probes = load_world_probes(world_dir, [target["name"]])
+        with progress_bar("ROCR: scoring every form after the edit", len(probes)) as progress:
+            metrics, _, samples = evaluate_ort(backend, probes, probe_prompts(probes, tokenizer, chat=False), FORMS, baseline, progress)
+        answers_after = [g.texts[0].strip() for g in backend.generate(questions, params)]
+    finally:
+        rocr.revert(model, rocr.edit_tensors(originals, edits))
+    answers = [
+        {"question": p["prompt"].split("\n")[0], "before": b, "after": a, "redirect_value": redirect_to[p["attribute"]]}
+        for p, b, a in zip(asked, answers_before, answers_after)
+    ]
+    result = {
+        "target": target["name"], "redirect": redirect_to["name"], "layers": list(config.layers),
+        "timings": record["timings"], "statistics_cached": bool(record["statistics"]["cached_layers"]),
+        "ort": metrics, "answers": answers,
+    }
+    return result, [{"task": "rocr", **s} for s in samples]
+
+
+def _answers_table(stage: dict[str, Any]) -> Table:
+    table = Table(title=f"ROCR: asked about {stage['target']}, redirected to {stage['redirect']}", title_justify="left")
+    for column in ("question", "before", "after", f"{stage['redirect']}'s"):
+        table.add_column(column)
+    for row in stage["answers"]:
+        table.add_row(row["question"], row["before"], row["after"], row["redirect_value"])
+    timings = stage["timings"]
+    cached = " (cached)" if stage["statistics_cached"] else ""
+    table.caption = f"statistics {timings['statistics_s']:.1f} s{cached}, edit {timings['edit_s']:.2f} s; the model is reverted afterwards"
     return table
 
 
@@ -98,11 +151,13 @@ def quickstart(
     with progress_bar("testing skills", len(skill_items)) as progress:
         skills, skill_samples = evaluate_skills(backend, skill_items, progress)
     # ORT on the most exposed form-demo entity: the model knows its facts in every form.
-    target = form_demo_entities(read_records(world_dir / "entities.jsonl"))[0]["name"]
+    target_entity = form_demo_entities(read_records(world_dir / "entities.jsonl"))[0]
+    target = target_entity["name"]
     ort_probes = load_world_probes(world_dir, [target])
     with progress_bar("ORT: scoring every form", len(ort_probes)) as progress:
         prompts = probe_prompts(ort_probes, backend.tokenizer, chat=False)
         ort, _, ort_samples = evaluate_ort(backend, ort_probes, prompts, FORMS, progress=progress)
+    rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, target_entity, ort, cache)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
@@ -112,8 +167,9 @@ def quickstart(
         [{"task": "knowledge", **s} for s in knowledge_samples]
         + [{"task": "skills", **s} for s in skill_samples]
         + [{"task": "ort", **s} for s in ort_samples]
+        + rocr_samples
     )
-    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort},
+    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage},
                            wall_time_s=time.perf_counter() - started, num_samples=len(samples))
     write_run(output, results, samples, overwrite=overwrite)
     if json:
@@ -122,4 +178,6 @@ def quickstart(
     stdout.print(_knowledge_table(knowledge))
     stdout.print(_skills_table(skills))
     stdout.print(ort_table(ort, f"ORT: is {target} known in every form? (neighbours: the rest of its exposure bucket)"))
+    stdout.print(ort_table(rocr_stage["ort"], f"ROCR: {target} redirected to {rocr_stage['redirect']}, every form against the unedited model"))
+    stdout.print(_answers_table(rocr_stage))
     stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")

@@ -18,8 +18,8 @@ from llmkit.commands._common import (
     OverwriteOpt,
     TrustRemoteCodeOpt,
     cli_command,
+    counting_progress_bar,
     print_results_json,
-    progress_bar,
     stderr,
     stdout,
 )
@@ -83,7 +83,9 @@ def statistics_corpus(source: str | None, model: str, tokens: int, max_length: i
         if world_text is None:
             return None
         source = str(world_text)
-    elif source != "-" and not Path(source).expanduser().exists() and Path(source).suffix:
+    elif source == "-":
+        raise BadInputError("--stats-corpus is read twice (digest, then statistics), so it cannot be stdin; save it to a file")
+    elif not Path(source).expanduser().exists() and Path(source).suffix:
         raise BadInputError(f"--stats-corpus {source} does not exist")
     return rocr.StatisticsCorpus(source, lambda: read_texts(source), tokens, max_length=max_length)
 
@@ -157,13 +159,7 @@ def rocr_command(
     corpus = statistics_corpus(stats_corpus, model, stats_tokens, max_length) if preserve != "none" else None
     originals = rocr.original_weights(hf_model, config.layers)
     cache_dir = stats_cache.expanduser() if stats_cache else default_cache_dir() / "rocr-stats"
-    with progress_bar("ROCR: key statistics", stats_tokens) as progress:
-        counted = [0]
-
-        def advance(tokens: int) -> None:
-            counted[0] += tokens
-            progress(counted[0], stats_tokens)
-
+    with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:
         edits, record = rocr.unlearn(hf_model, tokenizer, requests, config, corpus, cache_dir, advance)
     record["model"] = model
     statistics = record["statistics"]

@@ -183,6 +183,17 @@ def form_demo_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[st
     return sorted((e for e in entities if e.get("form_demo")), key=lambda e: -e["exposure"])
 
 
+def redirect_entity(entities: Sequence[Mapping[str, Any]], target: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A harmless concept to redirect `target` to: the most exposed other entity that is neither a
+    form-demo entity (those are the targets) nor married to the target (its facts name the target)."""
+    candidates = [
+        e for e in entities
+        if not e.get("form_demo") and e["id"] != target["id"] and target["name"] not in (e.get("spouse"), e["name"])
+        and e["name"] != target.get("spouse")
+    ]
+    return max(candidates, key=lambda e: e["exposure"])
+
+
 def load_probes(path: str | Path, targets: Sequence[str] | None, forms: Sequence[str] = FORMS) -> list[Probe]:
     """Probes from a world directory (it has probes.jsonl; --targets required) or an ORT folder."""
     path = Path(path).expanduser()

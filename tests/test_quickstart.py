@@ -59,10 +59,17 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     ort = printed["metrics"]["ort"]
     assert {s["target"] for s in samples if s["task"] == "ort"} == {target}
     assert ort["forget"]["qa"]["prob"] > 0.5 and set(ort["forget"]) == {"qa", "cloze", "mc", "tf", "char"}
+    # The ROCR stage: the same target redirected; its QA answers lose probability, the
+    # neighbours barely move, and the edit is reverted (the ORT stage above ran first).
+    stage = printed["metrics"]["rocr"]
+    assert stage["target"] == target and stage["redirect"] != target and len(stage["answers"]) == 3
+    assert stage["ort"]["drop"]["forget"]["qa"] > 0.1 and abs(stage["ort"]["drop"]["neighbor"]["qa"]) < 0.1
+    assert {s["target"] for s in samples if s["task"] == "rocr"} == {target}
 
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
     assert f"ORT: is {target} known in every form?" in table.stdout
+    assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
 
 
 def test_quickstart_bad_input(world_cache, tmp_path):

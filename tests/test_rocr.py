@@ -120,7 +120,7 @@ def test_statistics_are_cached_and_a_second_edit_runs_no_forward_pass(llama_dir,
     finally:
         handle.remove()
     assert record["cached_layers"] == [0, 1]
-    assert all(torch.equal(first[layer], second[layer]) for layer in (0, 1))
+    assert all(torch.equal(first[layer], second[layer]) for layer in (0, 1)) and record["tokens"] > 50
     # A different token budget is a different key: computed afresh.
     shorter = StatisticsCorpus("tiny", lambda: CORPUS, 40, batch_size=4, max_length=64)
     assert key_statistics(model, tokenizer, shorter, [0], fingerprint, tmp_path)[1]["cached_layers"] == []
@@ -132,7 +132,7 @@ def test_a_statistics_cache_from_another_model_is_refused(llama_dir, tmp_path):
     _, record = key_statistics(model, tokenizer, corpus, [0], model_fingerprint(model), tmp_path)
     # The file lands where another model's statistics would be looked up.
     cached = tmp_path / f"{record['keys'][0]}.safetensors"
-    other = statistics_key("0123456789abcdef", 0, record["corpus_digest"], record["tokens"])
+    other = statistics_key("0123456789abcdef", 0, record["corpus_digest"], corpus.max_tokens)
     cached.rename(tmp_path / f"{other}.safetensors")
     with pytest.raises(BadInputError, match="was computed on model .* not this model"):
         key_statistics(model, tokenizer, corpus, [0], "0123456789abcdef", tmp_path)

@@ -3,27 +3,32 @@ closed-form edit of the MLP output matrices of a few layers that redirects the m
 representation of a target concept to a harmless other one, so every form of question about the
 target reaches the other concept instead.
 
-As released (AlphaEdit's null-space-projected, MEMIT-style multi-layer update, with one request):
+The released algorithm (AlphaEdit's null-space-projected, MEMIT-style multi-layer update, with one
+request), with the differences listed below:
 
-    z      = resid_out_{L*}(redirect)                  value: the redirect's residual stream at the
-                                                       last edited layer L*, one forward pass
+    z      = mean_c resid_out_{L*}(c(redirect))        value: the redirect's residual stream at the
+                                                       last edited layer L*, no optimisation
     for i, l in enumerate(layers):                     recomputed after each earlier layer's edit
-        k_l    = mean_c mlp_key_l(c(target))           key: over the context templates
-        h_cur  = resid_out_{L*}("{target}.")           the target's current value (bare prompt)
+        k_l    = mean_c mlp_key_l(c(target))           key: over the context templates c
+        h_cur  = mean_c resid_out_{L*}(c(target))      the target's current value
         r_l    = (z − h_cur) / (len(layers) − i)       MEMIT's residual spreading
         ΔW_l   = r_l (P_l k_l)ᵀ / (λ + k_lᵀ P_l k_l)   the rank-one update (Sherman–Morrison form of
                                                        AlphaEdit's solve with an empty edit cache)
 
-P_l preserves other knowledge: with `preserve="nullspace"` the projector onto the eigenvectors of
-the key second moment Σ_l = E[k kᵀ] whose eigenvalues are below the threshold (so ΔW_l k ≈ 0 for
-keys the corpus holds); with "covariance" ROME's C⁻¹ (P_l = Σ_l⁻¹); with "none" the identity.
-Several targets are edited one after another, as AlphaEdit does: C_prev accumulates k kᵀ of the
-earlier edits, and the update becomes AlphaEdit's ΔW = r kᵀP ((k kᵀ + C_prev)P + λI)⁻¹.
+everything read at the subject's last token (or first, `subject_token`). P_l preserves other
+knowledge: with `preserve="nullspace"` the projector onto the eigenvectors of the key second
+moment Σ_l = E[k kᵀ] whose eigenvalues are below the threshold (so ΔW_l k ≈ 0 for keys the corpus
+holds); with "covariance" ROME's C⁻¹ (P_l = Σ_l⁻¹); with "none" the identity. Several targets are
+edited one after another, as AlphaEdit does: C_prev accumulates k kᵀ of the earlier edits, and the
+update becomes AlphaEdit's ΔW = r kᵀP ((k kᵀ + C_prev)P + λI)⁻¹.
 
-Differences from the released code, on purpose: the redirect's value and the target's keys are
-read with one BOS (the code's chat-wrapped prompts are tokenized with a second BOS), and decoder
-layers that return a bare tensor are read correctly (the code's `cur_out[0]` would take batch
-row 0).
+Differences from the released code, on purpose:
+- z and h_cur are read in the same contexts as the keys, averaged. The code reads z from the first
+  context only and h_cur from the bare prompt "{}." without a chat template, so r = z − h_cur also
+  holds the difference between two prompt layouts, which the edit then writes into the target;
+- prompts are read with one BOS (the code's chat-wrapped prompts are tokenized with a second);
+- decoder layers that return a bare tensor are read correctly (the code's `cur_out[0]` would take
+  batch row 0).
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ def key_second_moment(
         if progress:
             progress(tokens)
     if count == 0:
-        raise BadInputError("the statistics corpus has no tokens; pass a corpus with text")
+        raise BadInputError("the statistics corpus has no text; pass a corpus with text")
     return {layer: s / count for layer, s in sums.items()}, count
 
 
@@ -154,21 +159,28 @@ class StatisticsCorpus:
         return corpus_batches(tokenizer, self.texts(), self.max_tokens, self.batch_size, self.max_length)
 
 
-def corpus_digest(corpus: StatisticsCorpus, tokenizer: PreTrainedTokenizerBase) -> tuple[str, int]:
-    """sha256 of the exact token ids the statistics read, and their number (a tokenizer pass,
-    no forward pass): the cache key changes with the text, the token budget or the tokenizer."""
-    sha, count = hashlib.sha256(), 0
-    for sequences in corpus.batches(tokenizer):
-        for ids in sequences:
-            sha.update(struct.pack(f"<{len(ids)}q", *ids))
-            count += len(ids)
-    if count == 0:
-        raise BadInputError(f"the statistics corpus {corpus.name} has no text; pass a corpus with text")
-    return sha.hexdigest()[:16], count
+def corpus_digest(corpus: StatisticsCorpus, tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of what fixes the tokens the statistics read: for a corpus file, its bytes with the
+    tokenizer's definition and the truncation (milliseconds, no tokenizer pass); for a dataset,
+    the token ids themselves. With the token budget in the key, a changed text, tokenizer or
+    budget is a different cache entry."""
+    sha = hashlib.sha256(f"{corpus.max_length};".encode())
+    path = Path(corpus.name).expanduser()
+    if path.is_file():
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        sha.update((backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))).encode())
+    else:
+        for sequences in corpus.batches(tokenizer):
+            for ids in sequences:
+                sha.update(struct.pack(f"<{len(ids)}q", *ids))
+    return sha.hexdigest()[:16]
 
 
-def statistics_key(fingerprint: str, layer: int, digest: str, tokens: int) -> str:
-    return f"{fingerprint}-layer{layer}-{digest}-{tokens}"
+def statistics_key(fingerprint: str, layer: int, digest: str, max_tokens: int) -> str:
+    return f"{fingerprint}-layer{layer}-{digest}-{max_tokens}"
 
 
 def key_statistics(
@@ -181,19 +193,19 @@ def key_statistics(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """Σ_l for each layer: read from `cache_dir` where an earlier run computed it (keyed by model
-    fingerprint, layer, corpus digest and token count), the rest in one streamed pass and cached.
-    Returns (Σ per layer, a record of keys, tokens, cached layers and seconds)."""
+    fingerprint, layer, corpus digest and token budget), the rest in one streamed pass and cached.
+    Returns (Σ per layer, a record of keys, tokens read, cached layers and seconds)."""
     started = time.perf_counter()
-    digest, tokens = corpus_digest(corpus, tokenizer)
-    keys = {layer: statistics_key(fingerprint, layer, digest, tokens) for layer in layers}
-    stats = {}
+    digest = corpus_digest(corpus, tokenizer)
+    keys = {layer: statistics_key(fingerprint, layer, digest, corpus.max_tokens) for layer in layers}
+    stats, tokens = {}, 0
     for layer in layers:
         path = cache_dir / f"{keys[layer]}.safetensors" if cache_dir else None
         if path is not None and path.is_file():
-            stats[layer] = load_statistics(path, fingerprint, layer)
+            stats[layer], tokens = load_statistics(path, fingerprint, layer)
     missing = [layer for layer in layers if layer not in stats]
     if missing:
-        computed, _ = key_second_moment(model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress)
+        computed, tokens = key_second_moment(model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress)
         stats.update(computed)
         if cache_dir:
             for layer in missing:
@@ -213,8 +225,8 @@ def save_statistics(path: Path, second_moment: torch.Tensor, fingerprint: str, l
     staging.replace(path)
 
 
-def load_statistics(path: Path, fingerprint: str, layer: int) -> torch.Tensor:
-    """A cached Σ, refused when it was computed on another model or layer."""
+def load_statistics(path: Path, fingerprint: str, layer: int) -> tuple[torch.Tensor, int]:
+    """A cached Σ and the tokens it was read from, refused when computed on another model or layer."""
     with safetensors.safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         if metadata.get("fingerprint") != fingerprint or metadata.get("layer") != str(layer):
@@ -222,7 +234,7 @@ def load_statistics(path: Path, fingerprint: str, layer: int) -> torch.Tensor:
                 f"statistics cache {path} was computed on model {metadata.get('fingerprint')} layer "
                 f"{metadata.get('layer')}, not this model ({fingerprint}) layer {layer}; delete it to recompute"
             )
-        return handle.get_tensor("second_moment")
+        return handle.get_tensor("second_moment"), int(metadata["tokens"])
 
 
 def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: float) -> torch.Tensor:
