@@ -38,6 +38,7 @@ import json
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,15 +271,18 @@ def subject_prompt(
 
 
 @torch.inference_mode()
-def read_at(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, point: str, layer: int, prompts: Sequence[tuple[str, int]]) -> torch.Tensor:
-    """`point` at `layer`, at the given token of each prompt: (len(prompts), dim)."""
-    rows = []
-    for text, index in prompts:
-        ids = torch.tensor(encode_prompts(tokenizer, [text]), device=model.device)
-        with capture(model, point, [layer]) as acts:
-            model(input_ids=ids)
-        rows.append(acts[layer][0, index])
-    return torch.stack(rows).double()
+def read_at(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[str, int]], reads: Sequence[tuple[str, int]]
+) -> list[torch.Tensor]:
+    """Each (point, layer) of `reads` at the given token of each prompt, all from one batched
+    forward pass (right-padded, so a position sees what it would alone): (len(prompts), dim) each."""
+    batch = pad_batch(encode_prompts(tokenizer, [text for text, _ in prompts]), tokenizer.pad_token_id, "right")
+    rows = torch.arange(len(prompts))
+    positions = torch.tensor([index for _, index in prompts])
+    with ExitStack() as stack:
+        captured = [stack.enter_context(capture(model, point, [layer])) for point, layer in reads]
+        model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
+    return [acts[layer][rows, positions].double() for acts, (_, layer) in zip(captured, reads)]
 
 
 def update_row(key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: torch.Tensor | None) -> torch.Tensor:
@@ -326,11 +330,12 @@ def redirect(
     last = config.layers[-1]
     target_prompts = [subject_prompt(tokenizer, c, target, config.chat, config.subject_token) for c in config.contexts]
     redirect_prompts = [subject_prompt(tokenizer, c, redirect_to, config.chat, config.subject_token) for c in config.contexts]
-    z = read_at(model, tokenizer, "resid_out", last, redirect_prompts).mean(0)
+    [z] = read_at(model, tokenizer, redirect_prompts, [("resid_out", last)])
+    z = z.mean(0)
     edits = []
     for i, layer in enumerate(config.layers):
-        key = read_at(model, tokenizer, "mlp_key", layer, target_prompts).mean(0)
-        h_cur = read_at(model, tokenizer, "resid_out", last, target_prompts).mean(0)
+        keys, values = read_at(model, tokenizer, target_prompts, [("mlp_key", layer), ("resid_out", last)])
+        key, h_cur = keys.mean(0), values.mean(0)
         residual = (z - h_cur) / (len(config.layers) - i)
         projector = projectors[layer].to(key.device)
         edit = LayerEdit(layer, key, residual, update_row(key, projector, config.lam, c_prev.get(layer) if c_prev else None))
