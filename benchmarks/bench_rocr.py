@@ -51,7 +51,7 @@ def qa_probability(backend: HFBackend, probes) -> float:
 def gradient_ascent_seconds(model_dir: Path, world_dir: Path, target: dict, goal: float, max_steps: int, lr: float) -> tuple[float, int, float]:
     """Seconds of Trainer steps (evaluation excluded) until the QA probability is ≤ goal."""
     from datasets import Dataset
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
     backend = HFBackend(model, tokenizer)
@@ -76,8 +76,6 @@ def gradient_ascent_seconds(model_dir: Path, world_dir: Path, target: dict, goal
             if self.last <= goal:
                 self.reached = state.global_step
                 control.should_training_stop = True
-
-    from transformers import DataCollatorForLanguageModeling
 
     stopper = StopAtGoal()
     out = tempfile.mkdtemp()
@@ -183,7 +181,7 @@ def part_big_model(cache: Path, tokens: int) -> None:
         stats, record = rocr.key_statistics(model, tokenizer, corpus, rconfig.layers, model_fingerprint(model), Path(stats_dir))
         stats_s = time.perf_counter() - started
     started = time.perf_counter()
-    projectors = rocr.projectors_for(stats, rconfig, rconfig.layers, 4096, model.device)
+    projectors = rocr.projectors_for(stats, rconfig, 4096, model.device)
     projector_s = time.perf_counter() - started
     started = time.perf_counter()
     rocr.redirect(model, tokenizer, "Fon Deigeind", "Sadrei Dretei", rconfig, projectors, {})
@@ -205,7 +203,6 @@ def main() -> None:
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cache = args.cache_dir or default_cache_dir()
-    torch.set_grad_enabled(True)
     if args.memory_child:
         memory_child(args.memory_child, cache)
         return

@@ -27,7 +27,7 @@ from llmkit.commands._common import (
 from llmkit.commands.evaluate import ort_table
 from llmkit.data import read_records, read_texts
 from llmkit.evals.knowledge import evaluate_knowledge
-from llmkit.evals.ort import evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
+from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
 from llmkit.evals.skills import evaluate_skills
 from llmkit.generation import Backend, GenerationParams, load_backend
 from llmkit.methods import rocr
@@ -61,16 +61,17 @@ def _skills_table(metrics: dict[str, Any]) -> Table:
 
 
 def _rocr_stage(
-    backend: Backend, world_dir: Path, target: dict[str, Any], baseline: dict[str, Any], cache: Path
+    backend: Backend, world_dir: Path, entities: list[dict[str, Any]], facts_in_forms: list[dict[str, Any]],
+    target: dict[str, Any], ort_probes: list[Probe], ort_prompts: list[str], baseline: dict[str, Any], cache: Path,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """ROCR on the ORT target, in memory: edit, score every form again against the unedited
-    run, ask three questions about the target, then revert. Statistics come from (and go to) the
-    cache, so only the first run pays for them."""
+    """ROCR on the ORT target, in memory: edit, score the ORT stage's probes again against its
+    unedited run, ask three questions about the target, then revert. Statistics come from (and
+    go to) the cache, so only the first run pays for them."""
     model, tokenizer = backend.model, backend.tokenizer
-    redirect_to = redirect_entity(read_records(world_dir / "entities.jsonl"), target)
+    redirect_to = redirect_entity(entities, target)
     config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
     corpus = rocr.StatisticsCorpus(str(world_dir / "pretraining.jsonl"), lambda: read_texts(world_dir / "pretraining.jsonl"), 200_000, max_length=128)
-    asked = [p for p in read_records(world_dir / "probes.jsonl") if p["entity_id"] == target["id"] and p["form"] == "qa"][:3]
+    asked = [p for p in facts_in_forms if p["entity_id"] == target["id"] and p["form"] == "qa"][:3]
     questions = [p["prompt"] for p in asked]
     params = GenerationParams(max_new_tokens=12, stop=("\n",))
     answers_before = [g.texts[0].strip() for g in backend.generate(questions, params)]
@@ -80,9 +81,8 @@ def _rocr_stage(
             model, tokenizer, [rocr.Request(target["name"], redirect_to["name"])], config, corpus, cache / "rocr-stats", advance
         )
     try:
-        probes = load_world_probes(world_dir, [target["name"]])
-        with progress_bar("ROCR: scoring every form after the edit", len(probes)) as progress:
-            metrics, _, samples = evaluate_ort(backend, probes, probe_prompts(probes, tokenizer, chat=False), FORMS, baseline, progress)
+        with progress_bar("ROCR: scoring every form after the edit", len(ort_probes)) as progress:
+            metrics, _, samples = evaluate_ort(backend, ort_probes, ort_prompts, FORMS, baseline, progress)
         answers_after = [g.texts[0].strip() for g in backend.generate(questions, params)]
     finally:
         rocr.revert(model, rocr.edit_tensors(originals, edits))
@@ -151,13 +151,14 @@ def quickstart(
     with progress_bar("testing skills", len(skill_items)) as progress:
         skills, skill_samples = evaluate_skills(backend, skill_items, progress)
     # ORT on the most exposed form-demo entity: the model knows its facts in every form.
-    target_entity = form_demo_entities(read_records(world_dir / "entities.jsonl"))[0]
+    entities = read_records(world_dir / "entities.jsonl")
+    target_entity = form_demo_entities(entities)[0]
     target = target_entity["name"]
     ort_probes = load_world_probes(world_dir, [target])
     with progress_bar("ORT: scoring every form", len(ort_probes)) as progress:
         prompts = probe_prompts(ort_probes, backend.tokenizer, chat=False)
         ort, _, ort_samples = evaluate_ort(backend, ort_probes, prompts, FORMS, progress=progress)
-    rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, target_entity, ort, cache)
+    rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, entities, probes, target_entity, ort_probes, prompts, ort, cache)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),

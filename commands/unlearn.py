@@ -60,7 +60,9 @@ def pair_requests(targets: list[str], redirects: list[str]) -> list[rocr.Request
         raise BadInputError("name what to forget with --target and where to send it with --redirect")
     if len(redirects) not in (1, len(targets)):
         raise BadInputError(f"give one --redirect for all targets or one per target; got {len(targets)} targets and {len(redirects)} redirects")
-    return [rocr.Request(t, redirects[0] if len(redirects) == 1 else r) for t, r in zip(targets, redirects * len(targets))]
+    if len(redirects) == 1:
+        redirects = redirects * len(targets)
+    return [rocr.Request(t, r) for t, r in zip(targets, redirects)]
 
 
 def read_contexts(path: Path | None) -> list[str] | None:
@@ -76,14 +78,11 @@ def read_contexts(path: Path | None) -> list[str] | None:
     return contexts
 
 
-def statistics_corpus(source: str | None, model: str, tokens: int, max_length: int) -> rocr.StatisticsCorpus | None:
-    """The named corpus, or a world model's own pretraining text; None when there is neither."""
+def statistics_corpus(source: str | None, tokens: int, max_length: int) -> rocr.StatisticsCorpus | None:
+    """The corpus the key statistics are read from, or None when none is named."""
     if source is None:
-        world_text = pretraining_corpus(model)
-        if world_text is None:
-            return None
-        source = str(world_text)
-    elif source == "-":
+        return None
+    if source == "-":
         raise BadInputError("--stats-corpus is read twice (digest, then statistics), so it cannot be stdin; save it to a file")
     elif not Path(source).expanduser().exists() and Path(source).suffix:
         raise BadInputError(f"--stats-corpus {source} does not exist")
@@ -117,7 +116,7 @@ def rocr_command(
     preserve: Annotated[str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(rocr.PRESERVE_MODES)}.")] = "nullspace",
     nullspace_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues of E[kkᵀ] below this span the null space [default: 2e-2 (the paper's); 1.0 on llmkit world models].")] = None,
     subject_token: Annotated[str, typer.Option(help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last).")] = "auto",
-    stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset [default: a world model's pretraining text].")] = None,
+    stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset [default: a world model's pretraining text; required otherwise unless --preserve none].")] = None,
     stats_tokens: Annotated[int, typer.Option(help="Tokens of the corpus to read.")] = 1_000_000,
     stats_cache: Annotated[Optional[Path], typer.Option(help="Where key statistics are cached [default: $LLMKIT_CACHE/rocr-stats].")] = None,
     contexts: Annotated[Optional[Path], typer.Option(help="Context templates, one per line with '{}' for the subject [default: the paper's six].")] = None,
@@ -144,8 +143,8 @@ def rocr_command(
         raise BadInputError(f"--stats-tokens must be at least 1, got {stats_tokens}")
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     num_layers = len(arch.decoder_layers(hf_model))
-    world_model = pretraining_corpus(model) is not None
-    settings = rocr.WORLD_MODEL_SETTINGS if world_model else {}
+    world_text = pretraining_corpus(model)
+    settings = rocr.WORLD_MODEL_SETTINGS if world_text else {}
     config = rocr.ROCRConfig(
         layers=parse_layers(layers, num_layers),
         lam=lam,
@@ -156,7 +155,8 @@ def rocr_command(
         **({"contexts": context_templates} if context_templates else {}),
     )
     max_length = min(getattr(hf_model.config, "max_position_embeddings", None) or 1024, 1024)
-    corpus = statistics_corpus(stats_corpus, model, stats_tokens, max_length) if preserve != "none" else None
+    source = stats_corpus or (str(world_text) if world_text else None)
+    corpus = statistics_corpus(source, stats_tokens, max_length) if preserve != "none" else None
     originals = rocr.original_weights(hf_model, config.layers)
     cache_dir = stats_cache.expanduser() if stats_cache else default_cache_dir() / "rocr-stats"
     with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:

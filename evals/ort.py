@@ -188,8 +188,8 @@ def redirect_entity(entities: Sequence[Mapping[str, Any]], target: Mapping[str, 
     form-demo entity (those are the targets) nor married to the target (its facts name the target)."""
     candidates = [
         e for e in entities
-        if not e.get("form_demo") and e["id"] != target["id"] and target["name"] not in (e.get("spouse"), e["name"])
-        and e["name"] != target.get("spouse")
+        if not e.get("form_demo") and e["id"] != target["id"]
+        and target["name"] != e.get("spouse") and e["name"] != target.get("spouse")
     ]
     return max(candidates, key=lambda e: e["exposure"])
 

@@ -58,19 +58,14 @@ def read_texts(source: str | Path, field: str = "text") -> Iterator[str]:
     non-empty line, JSONL the `field` of each line (read lazily, so a corpus larger than memory
     works); any other source `read_records` reads gives each record's `field`."""
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() in (".txt", ".jsonl", ".ndjson"):
+    if path.is_file() and path.suffix.lower() == ".txt":
         with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                if path.suffix.lower() == ".txt":
-                    yield line.rstrip("\n")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise BadInputError(f"{path} line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
-                _validate(str(path), f"line {number}", record, {field: str})
+            yield from (line.rstrip("\n") for line in handle if line.strip())
+        return
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as handle:
+            for where, record in _iter_jsonl(handle, str(path)):
+                _validate(str(path), where, record, {field: str})
                 yield record[field]
         return
     for record in read_records(source, required={field: str}):
@@ -92,15 +87,17 @@ def _validate(source: str, where: str, record: Any, required: Mapping[str, type 
 
 
 def _parse_jsonl(lines: Iterable[str], name: str) -> list[tuple[str, Any]]:
-    records = []
+    return list(_iter_jsonl(lines, name))
+
+
+def _iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", json.loads(line)))
+            yield f"line {number}", json.loads(line)
         except json.JSONDecodeError as err:
             raise BadInputError(f"{name} line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
-    return records
 
 
 def _read_file(path: Path) -> list[tuple[str, Any]]:

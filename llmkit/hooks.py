@@ -16,7 +16,7 @@ padding both work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 
 import torch
 from torch import nn
@@ -122,10 +122,8 @@ def capture(
         stack.callback(mask_handle.remove)
         for layer in layers:
             stack.enter_context(_hook_point(model, point, layer, recorder(layer)))
-        try:
+        with suppress(StopForward):
             yield captured
-        except StopForward:
-            pass
 
 
 @contextmanager

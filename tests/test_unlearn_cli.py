@@ -72,6 +72,8 @@ def test_revert_refuses_a_model_that_is_not_the_edited_one(llama_dir, corpus_fil
     safetensors.torch.save_file(weights, edited / "model.safetensors", metadata={"format": "pt"})
     out = tmp_path / "restored"
     assert_bad_input(llmkit("unlearn", "revert", edited, "--out", out), "does not hold the model ROCR wrote", out)
+    (edited / "rocr.json").write_text('{"method": "rocr"}')
+    assert_bad_input(llmkit("unlearn", "revert", edited, "--out", out), "rocr.json is damaged", out)
 
 
 def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_world, world_cache, tmp_path, monkeypatch):
@@ -134,6 +136,7 @@ def dropping_tokenizer_dir(llama_dir, tmp_path):
     ("no corpus", ["--target", "Alice", "--redirect", "Bob", "--stats-corpus", "MISSING.txt"], "does not exist"),
     ("family", ["--target", "Alice", "--redirect", "Bob"], "model family 'opt' is not supported"),
     ("preserve", ["--target", "Alice", "--redirect", "Bob", "--preserve", "rome"], "--preserve takes nullspace"),
+    ("lambda", ["--target", "Alice", "--redirect", "Bob", "--lambda", "-1"], "--lambda must be at least 0"),
     ("redirects", ["--target", "Alice", "--target", "Carol", "--target", "Dan", "--redirect", "Bob", "--redirect", "Eve"], "one per target"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(case, args, message, dropping_tokenizer_dir, opt_dir, corpus_file, tmp_path):

@@ -297,19 +297,13 @@ def update_row(key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: t
     return torch.linalg.solve(system, pk)
 
 
-def rank_one_update(residual: torch.Tensor, key: torch.Tensor, projector: torch.Tensor, lam: float, c_prev: torch.Tensor | None) -> torch.Tensor:
-    """ΔW (d×m). With no earlier edit: r (Pk)ᵀ / (λ + kᵀPk); with C_prev, AlphaEdit's
-    r kᵀP ((kkᵀ + C_prev)P + λI)⁻¹. Rank one either way."""
-    return torch.outer(residual, update_row(key, projector, lam, c_prev))
-
-
 @dataclass
 class LayerEdit:
     layer: int
     key: torch.Tensor
     residual: torch.Tensor
     row: torch.Tensor
-    """ΔW = residual rowᵀ."""
+    """ΔW = residual rowᵀ (`update_row`): the rank-one update."""
 
     @property
     def delta(self) -> torch.Tensor:
@@ -375,15 +369,15 @@ def check_request(tokenizer: PreTrainedTokenizerBase, request: Request) -> None:
 
 
 def projectors_for(
-    second_moments: dict[int, torch.Tensor] | None, config: ROCRConfig, layers: Sequence[int], m: int, device: torch.device
+    second_moments: dict[int, torch.Tensor] | None, config: ROCRConfig, m: int, device: torch.device
 ) -> dict[int, torch.Tensor]:
     """P per layer, in float64 on the model's device (on the CPU for MPS, which has no float64)."""
     device = torch.device("cpu") if device.type == "mps" else device
     if second_moments is None:
-        return {layer: torch.eye(m, dtype=torch.float64, device=device) for layer in layers}
+        return {layer: torch.eye(m, dtype=torch.float64, device=device) for layer in config.layers}
     return {
         layer: preservation_matrix(second_moments[layer].to(device), config.preserve, config.nullspace_threshold)
-        for layer in layers
+        for layer in config.layers
     }
 
 
@@ -401,6 +395,8 @@ def unlearn(
     record `rocr.json` is made of (timings included: statistics apart from the edit)."""
     if config.preserve not in PRESERVE_MODES:
         raise BadInputError(f"--preserve takes {', '.join(PRESERVE_MODES)}, got {config.preserve!r}")
+    if config.lam < 0:
+        raise BadInputError(f"--lambda must be at least 0, got {config.lam}")
     if config.subject_token not in SUBJECT_TOKENS:
         raise BadInputError(f"--subject-token takes {', '.join(SUBJECT_TOKENS)}, got {config.subject_token!r}")
     for request in requests:
@@ -413,7 +409,7 @@ def unlearn(
             raise BadInputError(f"--preserve {config.preserve} needs key statistics: pass --stats-corpus (text, JSONL or a dataset)")
         second_moments, statistics = key_statistics(model, tokenizer, corpus, config.layers, fingerprint, cache_dir, progress)
     started = time.perf_counter()
-    projectors = projectors_for(second_moments, config, config.layers, m, model.device)
+    projectors = projectors_for(second_moments, config, m, model.device)
     projector_s = time.perf_counter() - started
     c_prev: dict[int, torch.Tensor] = {}
     edits = [redirect(model, tokenizer, r.target, r.redirect, config, projectors, c_prev) for r in requests]
@@ -487,5 +483,10 @@ def read_edit(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`rocr.json` and the saved tensors of a directory `unlearn rocr` wrote."""
     if not (path / EDIT_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise BadInputError(f"{path} is not a directory written by `llmkit unlearn rocr` (no {EDIT_FILE} and {WEIGHTS_FILE})")
-    record = json.loads((path / EDIT_FILE).read_text(encoding="utf-8"))
+    try:
+        record = json.loads((path / EDIT_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not {"edited_fingerprint", "original_fingerprint", "dtype", "config"} <= record.keys():
+        raise BadInputError(f"{path / EDIT_FILE} is damaged (not the JSON `llmkit unlearn rocr` writes); it cannot be reverted")
     return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))

@@ -7,13 +7,12 @@ Cache layout (default ~/.cache/llmkit, or $LLMKIT_CACHE):
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from llmkit.errors import BadInputError
-from llmkit.world.generator import WorldConfig, build_world, write_world
+from llmkit.world.generator import WorldConfig, build_world, load_world_config, write_world
 from llmkit.world.pretrain import PretrainConfig, config_digest, pretrain, recipe_id
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
@@ -83,7 +82,6 @@ def pretraining_corpus(model_path: str | Path, cache_dir: Path | None = None) ->
     summary = Path(model_path).expanduser() / "llmkit_pretrain.json"
     if not summary.is_file():
         return None
-    config = json.loads(summary.read_text(encoding="utf-8"))["world"]
-    world = WorldConfig(**{**config, "exposures": tuple(config["exposures"])})
+    world = load_world_config(summary, "world", "pretrain the model again with `llmkit world pretrain`")
     path, _ = ensure_world(cache_dir or default_cache_dir(), world)
     return path / "pretraining.jsonl"

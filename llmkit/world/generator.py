@@ -407,8 +407,14 @@ def read_world_config(world_dir: str | Path) -> WorldConfig:
     path = Path(world_dir).expanduser() / "world.json"
     if not path.is_file():
         raise BadInputError(f"{world_dir} is not a world directory (no world.json); create one with `llmkit world build`")
+    return load_world_config(path, "config", "rebuild the world with `llmkit world build`")
+
+
+def load_world_config(path: Path, key: str, fix: str) -> WorldConfig:
+    """The world configuration stored under `key` of the JSON file `path`, or one line saying
+    the file is not valid and how to `fix` it."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))["config"]
+        config = json.loads(path.read_text(encoding="utf-8"))[key]
         return WorldConfig(**{**config, "exposures": tuple(config["exposures"])})
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise BadInputError(f"{path} is not a valid world.json; rebuild the world with `llmkit world build`") from None
+        raise BadInputError(f"{path} is not a valid {path.name}; {fix}") from None
