@@ -1,7 +1,13 @@
-"""`llmkit unlearn ...`: make a model forget. `rocr` edits weights in closed form; `revert` undoes it."""
+"""`llmkit unlearn ...`: make a model forget. `rocr` edits weights in closed form and `revert`
+undoes it; `ga`, `graddiff`, `npo`, `simnpo`, `kl`, `rt`, `dpo` and `task-vector` train."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -19,20 +25,24 @@ from llmkit.commands._common import (
     TrustRemoteCodeOpt,
     cli_command,
     counting_progress_bar,
+    key_value_table,
     print_results_json,
+    progress_bar,
     stderr,
     stdout,
 )
-from llmkit.data import read_texts
+from llmkit.data import dumps_jsonl, read_records, read_texts
 from llmkit.errors import BadInputError
 from llmkit.generation import CHAT_TEMPLATE_MODES, use_chat_template
-from llmkit.methods import rocr
+from llmkit.methods import gradient, rocr
 from llmkit.models import load_model, model_fingerprint
-from llmkit.results import check_output_path, staged_directory
+from llmkit.results import check_output_path, dumps_results, staged_directory
+from llmkit.training import add_lora, remove_checkpoints, save_trained, training_dtype
 from llmkit.world.cache import default_cache_dir, pretraining_corpus
 
 app = typer.Typer(help="Make a model forget a concept.", no_args_is_help=True)
 
+RECORD_FILE = "unlearn.json"
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")]
 
 
@@ -198,3 +208,136 @@ def revert_command(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     stdout.print(f"original model restored to {out} (layers {', '.join(map(str, record['config']['layers']))})")
+
+
+# ---- the gradient baselines ------------------------------------------------------------------------
+
+GRADIENT_HELP = {
+    "ga": "Gradient ascent on the forget data: L = −NLL_f.",
+    "graddiff": "Gradient difference: L = −NLL_f + α·NLL_r (needs --retain).",
+    "npo": "Negative preference optimisation: L = −(2/β)·E log σ(−β·log π_θ/π_ref) on the forget data [+ α·NLL_r with --retain].",
+    "simnpo": "SimNPO, NPO without the reference: L = −(2/β)·E log σ(−(β/|y|)·log π_θ − γ) [+ α·NLL_r with --retain].",
+    "kl": "Gradient ascent with a KL anchor: L = −NLL_f + α·KL(π_ref ‖ π_θ) on the retain data (needs --retain).",
+    "rt": "Rejection tuning: fine-tune the forget questions onto refusals (ORT's 99 \"I don't know\" answers, cycled).",
+    "dpo": "DPO (TRL's DPOTrainer): the refusal preferred over the true answer of each forget question.",
+    "task-vector": "Task-vector negation: fine-tune on the forget data, then θ − α·(θ_ft − θ).",
+}
+METHOD_OPTIONS = {
+    "alpha": ("graddiff", "npo", "simnpo", "kl", "task-vector"),
+    "beta": ("npo", "simnpo", "dpo"),
+    "gamma": ("simnpo",),
+    "retain": ("graddiff", "npo", "simnpo", "kl"),
+}
+DEFAULT_BETA = {"simnpo": 4.5}
+"""NPO's and DPO's β = 0.1 (their papers); SimNPO's 4.5 (OpenUnlearning's TOFU setting)."""
+
+
+def read_data(path: Path | None) -> list[dict[str, Any]] | None:
+    return None if path is None else read_records(path)
+
+
+def data_digest(records: list[dict[str, Any]] | None) -> str | None:
+    if records is None:
+        return None
+    return hashlib.sha256(dumps_jsonl(records).encode()).hexdigest()[:16]
+
+
+def parse_lora_targets(text: Optional[str]) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def gradient_command(method: str) -> Any:
+    def command(
+        model: ModelOpt,
+        forget: Annotated[Path, typer.Option(help="What to forget: JSONL (or any data format) with 'text' passages or 'prompt' + 'answer' questions (loss on the answer only).")],
+        out: Annotated[Path, typer.Option("--out", help="Where the unlearned model goes: an HF model directory, or a peft adapter with --lora.")],
+        retain: Annotated[Optional[Path], typer.Option(help="What to keep, same formats; each forget example is paired with one, round robin.")] = None,
+        alpha: Annotated[float, typer.Option(help="α: weight of the retain term (task-vector: how far to step back).")] = 1.0,
+        beta: Annotated[Optional[float], typer.Option(help="β: inverse temperature [default: 0.1; SimNPO 4.5].")] = None,
+        gamma: Annotated[float, typer.Option(help="γ: SimNPO's margin.")] = 0.0,
+        lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory.")] = False,
+        lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8,
+        lora_target: Annotated[Optional[str], typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj) [default: peft's choice for the family].")] = None,
+        epochs: Annotated[float, typer.Option(help="Passes over the forget data.")] = 5.0,
+        lr: Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW).")] = 1e-5,
+        batch_size: Annotated[int, typer.Option(help="Forget examples per step and process.")] = 8,
+        max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps (overrides --epochs).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and pairing.")] = 0,
+        save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")] = 100,
+        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints go [default: OUT.checkpoints beside --out]; removed when the run finishes.")] = None,
+        dtype: DtypeOpt = "auto",
+        trust_remote_code: TrustRemoteCodeOpt = False,
+        overwrite: OverwriteOpt = False,
+        json: JsonOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        check_output_path(out, overwrite)
+        forget_records, retain_records = read_data(forget), read_data(retain)
+        beta = beta if beta is not None else DEFAULT_BETA.get(method, 0.1)
+        gradient.check_request(method, forget_records, retain_records, alpha=alpha, beta=beta)
+        checkpoints = checkpoint_dir or out.parent / f"{out.name}.checkpoints"
+        budget = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed, "save_steps": save_steps}
+        hyper = {"alpha": alpha, "beta": beta, "gamma": gamma}
+        settings = {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]}
+        lora_settings = {"rank": lora_rank, "targets": parse_lora_targets(lora_target)} if lora else None
+        run = {
+            "method": method, "model": model, "forget_digest": data_digest(forget_records), "retain_digest": data_digest(retain_records),
+            "budget": budget, "settings": settings, "lora": lora_settings,
+        }
+        started = time.perf_counter()
+        hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
+        original = model_fingerprint(hf_model)
+        if lora:
+            hf_model = add_lora(hf_model, lora_rank, lora_settings["targets"])
+        trainable = sum(p.numel() for p in hf_model.parameters() if p.requires_grad)
+        main = is_main_process()
+        with progress_bar(f"unlearn {method}", 1) if main else nullcontext(None) as progress:
+            trainer = gradient.unlearn(
+                hf_model, tokenizer, method, forget_records, retain_records, checkpoints, budget,
+                alpha=alpha, beta=beta, gamma=gamma, run=run, progress=progress,
+            )
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        record = {
+            **run, "forget": str(forget), "retain": str(retain) if retain else None,
+            "forget_records": len(forget_records), "retain_records": len(retain_records) if retain_records else None,
+            "original_fingerprint": original, "trainable_parameters": trainable, "steps": trainer.state.global_step,
+            "processes": trainer.args.world_size, "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None, "train_time_s": round(time.perf_counter() - started, 2),
+        }
+        if main:
+            with staged_directory(out, overwrite=overwrite) as staging:
+                save_trained(trainer.model, tokenizer, staging, model)
+                (staging / RECORD_FILE).write_text(dumps_results(record), encoding="utf-8")
+            remove_checkpoints(trainer)
+        trainer.accelerator.wait_for_everyone()
+        if not main:
+            return
+        if json:
+            print_results_json(record)
+            return
+        stdout.print(key_value_table(f"unlearn {method}", {
+            "forget records": record["forget_records"], "steps": record["steps"], "trainable parameters": trainable,
+            "loss": f"{record['first_loss']:.4g} → {record['final_loss']:.4g}" if losses else "-",
+            "time": f"{record['train_time_s']:.1f} s",
+        }))
+        stdout.print(f"{'adapter' if lora else 'model'}: {out}")
+
+    parameters = [
+        p for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name not in METHOD_OPTIONS or method in METHOD_OPTIONS[p.name]
+    ]
+    command.__signature__ = inspect.Signature(parameters)
+    command.__doc__ = (
+        f"{GRADIENT_HELP[method]}\n\nTrains through transformers' Trainer (resumable; `accelerate launch` / `torchrun` "
+        "scale it out) and writes an HF model directory, or with --lora a peft adapter that every --model loads."
+    )
+    return cli_command(command)
+
+
+for _method in gradient.METHODS:
+    app.command(_method)(gradient_command(_method))

@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit.batching import length_sorted_batches, pad_batch
 from llmkit.errors import BadInputError, first_line
-from llmkit.models import check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
+from llmkit.models import adapter_base, check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total), counting prompts (or scored pairs), as work finishes."""
@@ -523,6 +523,8 @@ def load_backend(
         return HFBackend(hf_model, tokenizer, batch_size=batch_size)
     if backend == "vllm":
         check_model_path(model)
+        if adapter_base(model) is not None:
+            raise BadInputError(f"{model} is a peft adapter, which the vllm backend does not load; use --backend hf (it merges the adapter into its base)")
         return VLLMBackend(
             model, dtype=dtype, device=device, seed=seed, trust_remote_code=trust_remote_code, revision=revision
         )

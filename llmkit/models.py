@@ -9,9 +9,11 @@ token gets one, so batching works for every model.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -59,14 +61,33 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(name_or_path: str) -> str | None:
+    """The base model a peft adapter directory was trained on, or None for anything else."""
+    config = Path(name_or_path).expanduser() / ADAPTER_CONFIG
+    if not config.is_file() or (config.parent / "config.json").is_file():
+        return None
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{config} is not valid JSON ({err.msg}); the adapter directory is damaged") from None
+    if not base:
+        raise BadInputError(f"{config} names no base_model_name_or_path; cannot tell which model the adapter belongs to")
+    return base
+
+
 def check_model_path(name_or_path: str) -> None:
     """Fail early, with a useful message, on paths that cannot be a model."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if adapter_base(name_or_path):
+            return
         if not (path / "config.json").is_file():
             raise BadInputError(
                 f"{name_or_path} is not a model directory (no config.json in it); "
-                "pass a directory written by save_pretrained, or a hub id"
+                "pass a directory written by save_pretrained, a peft adapter directory, or a hub id"
             )
         return
     if path.exists():
@@ -84,17 +105,39 @@ def load_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load `(model, tokenizer)` in eval mode on the resolved device and dtype."""
+    """Load `(model, tokenizer)` in eval mode on the resolved device and dtype. A peft adapter
+    directory is loaded on the base model its adapter_config.json names and merged into it."""
     check_model_path(name_or_path)
+    base = adapter_base(name_or_path)
+    if base is not None:
+        return _load_adapter(name_or_path, base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     tokenizer = load_tokenizer(name_or_path, **common)
     with loading_errors(name_or_path, trust_remote_code):
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, device_map=str(torch_device), **common
+            # No device map on CPU: Trainer then moves a model it trains to its own device.
+            name_or_path, dtype=torch_dtype, device_map=None if torch_device.type == "cpu" else str(torch_device), **common
         )
     set_pad_token(model, tokenizer)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_adapter(path: str, base: str, **options: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from peft import PeftModel
+
+    if adapter_base(base) is not None:
+        raise BadInputError(f"{path}: its base {base} is itself an adapter; merge it first")
+    model, tokenizer = load_model(base, **options)
+    try:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise BadInputError(f"cannot load adapter {path} on {base}: {first_line(err)}") from err
+    if any(Path(path, name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        tokenizer = load_tokenizer(path, trust_remote_code=options.get("trust_remote_code", False))
+        set_pad_token(model, tokenizer)
     model.eval()
     return model, tokenizer
 

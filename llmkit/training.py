@@ -1,12 +1,30 @@
-"""The one place that builds a transformers Trainer for llmkit's training commands."""
+"""The one place that builds a transformers Trainer for llmkit's training commands: its arguments,
+LoRA through peft, checkpoints that a run resumes from, and the trained model's output directory.
+
+Everything trains through `build_trainer`, so `accelerate launch` and `torchrun` scale any command
+out unchanged: Trainer places the model (one GPU per process, or the CPU with gloo) and shards
+the batches; only the main process writes the output (`is_main_process`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers import default_data_collator
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from llmkit.errors import BadInputError, first_line
+
+RUN_FILE = "llmkit_run.json"
 
 
 class _ReportProgress(TrainerCallback):
@@ -19,23 +37,148 @@ class _ReportProgress(TrainerCallback):
         self.progress(state.global_step, state.max_steps)
 
 
+def training_dtype(dtype: str) -> str:
+    """`auto` for training: bfloat16 on a GPU that has it, else float32 (float16 weights without a
+    loss scaler underflow)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def training_arguments(
+    checkpoint_dir: str | Path,
+    *,
+    epochs: float = 1.0,
+    learning_rate: float = 1e-5,
+    batch_size: int = 8,
+    max_steps: int | None = None,
+    seed: int = 0,
+    save_steps: int = 100,
+    args_class: type[TrainingArguments] = TrainingArguments,
+    **extra: Any,
+) -> TrainingArguments:
+    """TrainingArguments with llmkit's defaults: a constant learning rate, no weight decay, one
+    checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm and no
+    reporting integrations, and every dataset column passed to the loss (methods read their own)."""
+    for name, value in (("epochs", epochs), ("learning rate", learning_rate), ("batch size", batch_size)):
+        if value <= 0:
+            raise BadInputError(f"the {name} must be positive, got {value}")
+    if max_steps is not None and max_steps < 1:
+        raise BadInputError(f"--max-steps must be at least 1, got {max_steps}")
+    if save_steps < 1:
+        raise BadInputError(f"--save-steps must be at least 1, got {save_steps}")
+    return args_class(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=epochs,
+        max_steps=max_steps or -1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        bf16=False,
+        fp16=False,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **extra,
+    )
+
+
+def add_lora(model: PreTrainedModel, rank: int = 8, targets: Sequence[str] | None = None, alpha: float | None = None) -> PeftModel:
+    """Wrap `model` in a LoRA adapter (rank r, scale α/r with α = 2r by default, as LLaMA-Factory);
+    only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama)."""
+    if rank < 1:
+        raise BadInputError(f"--lora-rank must be at least 1, got {rank}")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
+        target_modules=list(targets) if targets else None, task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise BadInputError(
+            f"--lora-target: {first_line(err)}; this model's linear modules are {', '.join(linear)}"
+        ) from None
+
+
 def build_trainer(
     model: PreTrainedModel,
     train_dataset: Dataset,
     args: TrainingArguments,
     *,
+    trainer_class: type[Trainer] = Trainer,
     data_collator: Callable | None = None,
     progress: Callable[[int, int], None] | None = None,
+    **trainer_kwargs: Any,
 ) -> Trainer:
-    """A Trainer with llmkit's defaults: pre-padded examples, progress reported to the caller
-    instead of tqdm. `accelerate launch` / `torchrun` scale it out unchanged."""
-    trainer = Trainer(
+    """A `trainer_class` (Trainer, a subclass overriding `compute_loss`, or one of TRL's) with
+    llmkit's defaults: progress reported to the caller instead of tqdm, nothing printed."""
+    if data_collator is not None or "processing_class" not in trainer_kwargs:
+        trainer_kwargs["data_collator"] = data_collator or default_data_collator
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=data_collator or default_data_collator,
         callbacks=[_ReportProgress(progress)] if progress else None,
+        **trainer_kwargs,
     )
     # With tqdm off, Trainer prints every log dict to stdout; the library must not print.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | None:
+    """The checkpoint to resume from, if `checkpoint_dir` holds one of this same run (`run` is its
+    configuration); checkpoints of another run are bad input, not silently resumed."""
+    record = checkpoint_dir / RUN_FILE
+    if not record.is_file():
+        if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
+            raise BadInputError(f"{checkpoint_dir} exists and is not an llmkit checkpoint directory; choose another --checkpoint-dir")
+        return None
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    if saved != json.loads(json.dumps(run, default=str)):
+        changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != json.loads(json.dumps(run.get(k), default=str)))
+        raise BadInputError(
+            f"{checkpoint_dir} holds checkpoints of a different run (changed: {', '.join(changed)}); "
+            "delete it to start over, or pass another --checkpoint-dir"
+        )
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
+    """Train, resuming from the newest checkpoint of this same run if there is one; returns it."""
+    checkpoint_dir = Path(trainer.args.output_dir)
+    resume_from = check_checkpoints(checkpoint_dir, run)
+    if trainer.is_world_process_zero():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+    trainer.train(resume_from_checkpoint=resume_from)
+    return resume_from
+
+
+def save_trained(
+    model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, directory: Path, base_model: str
+) -> None:
+    """Write the trained model as an HF model directory, or a LoRA model as a peft adapter whose
+    `base_model_name_or_path` names the base (absolute when it is a local directory), so that
+    every `--model` loads the adapter on its base."""
+    if isinstance(model, PeftModel):
+        local = Path(base_model).expanduser()
+        model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.is_dir() else base_model
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def remove_checkpoints(trainer: Trainer) -> None:
+    """Drop the checkpoints of a run that finished (its output now holds the result)."""
+    if trainer.is_world_process_zero():
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)

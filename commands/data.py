@@ -1,0 +1,44 @@
+"""`llmkit data ...`: build the data sets methods learn from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmkit.commands._common import DebugOpt, OverwriteOpt, cli_command, stdout
+from llmkit.data import dumps_jsonl
+from llmkit.results import check_output_path, staged_directory
+from llmkit.world.forget_set import FORGET_FORMS, forget_set
+
+app = typer.Typer(help="Build the data sets methods learn from.", no_args_is_help=True)
+
+
+@app.command("forget-set")
+@cli_command
+def forget_set_command(
+    world: Annotated[Path, typer.Option(help="A world directory (llmkit world build).")],
+    target: Annotated[str, typer.Option(help="The entity to forget: its name or id.")],
+    out: Annotated[Path, typer.Option(help="Directory for forget.jsonl, retain.jsonl and forget_set.json.")],
+    form: Annotated[str, typer.Option(help=f"Form of the facts: {', '.join(FORGET_FORMS)} (bio: biography sentences as 'text').")] = "qa",
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """A target's facts in one form (forget.jsonl) and other known entities' facts in the same
+    form (retain.jsonl), ready for `llmkit unlearn ga|graddiff|npo|... --forget --retain`.
+
+    Retain entities come from outside the target's exposure bucket where the world has known
+    entities there, so ORT's neighbours (that bucket) stay unseen by training.
+    """
+    check_output_path(out, overwrite)
+    forget, retain, summary = forget_set(world, target, form)
+    with staged_directory(out, overwrite=overwrite) as staging:
+        (staging / "forget.jsonl").write_text(dumps_jsonl(forget), encoding="utf-8")
+        (staging / "retain.jsonl").write_text(dumps_jsonl(retain), encoding="utf-8")
+        (staging / "forget_set.json").write_text(json.dumps({"world": str(world), **summary}, indent=2) + "\n", encoding="utf-8")
+    stdout.print(
+        f"{summary['forget_records']} {form} records about {summary['target']} (exposure {summary['exposure']}) in "
+        f"{out / 'forget.jsonl'}; {summary['retain_records']} about {len(summary['retain_entities'])} other entities in {out / 'retain.jsonl'}"
+    )

@@ -1,0 +1,324 @@
+"""Gradient unlearning baselines, each a transformers Trainer that overrides one method, `compute_loss`.
+
+With forget data D_f, retain data D_r, the model π_θ and the frozen reference π_ref (the model
+before unlearning), and NLL the mean token negative log-likelihood of the answer tokens:
+
+    GA        L = −NLL_f                                                    (gradient ascent)
+    GradDiff  L = −NLL_f + α·NLL_r                                          (gradient difference)
+    NPO       L = −(2/β)·E_f[log σ(−β·(log π_θ(y|x) − log π_ref(y|x)))] [+ α·NLL_r]
+    SimNPO    L = −(2/β)·E_f[log σ(−(β/|y|)·log π_θ(y|x) − γ)]         [+ α·NLL_r]
+    KL        L = −NLL_f + α·E_r[KL(π_ref ‖ π_θ)] per retain answer token
+    RT        L = NLL of the forget questions answered with refusals     (rejection tuning)
+    DPO       TRL's DPOTrainer: the refusal preferred over the true answer, reference π_ref
+
+log π(y|x) is the answer's summed log-probability (NPO, Zhang et al. 2024; SimNPO, Fan et al.
+2024, normalises by the answer length |y| and drops the reference). NPO and SimNPO add the
+retain term only when retain data is given, as OpenUnlearning's do. Deliberate differences from
+the code the references describe: KL is a true KL on retain answer tokens (RESTOR's `KL_FT` is a
+cross-entropy, which differs by the entropy of π_θ, and OpenUnlearning's averages over padding);
+NPO's log-ratio is per sequence, as in the paper (RESTOR's takes the ratio of batch means).
+
+The reference is kept once and frozen: a copy of the model, or, when the model is a LoRA
+(peft) model, the base model itself with the adapter disabled — no second copy in memory.
+
+Data: records with `text` (the loss covers every token) or `prompt` + `answer` (the loss covers
+the answer tokens only; prompt and " " + answer are tokenized jointly, as every llmkit scorer does).
+Each forget example is paired with one retain example, round robin over a seeded shuffle.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+from llmkit.errors import BadInputError
+from llmkit.generation import encode_prompts, tokenize_pairs
+from llmkit.methods import task_vector
+from llmkit.training import build_trainer, train, training_arguments
+
+METHODS = ("ga", "graddiff", "npo", "simnpo", "kl", "rt", "dpo", "task-vector")
+LOSSES = ("sft", "ga", "graddiff", "npo", "simnpo", "kl")
+"""`sft` is plain fine-tuning: RT's loss on refusals, task vector's on the forget data."""
+RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional"}
+QUESTIONS_ONLY = ("rt", "dpo")
+IGNORE = -100
+REFUSALS_FILE = Path(__file__).with_name("refusals.txt")
+"""ORT's 99 "I don't know" answers (generation/idontknow.jsonl; MIT, © 2025 Xiaotian Ye)."""
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """α weighs the retain term; β is NPO's / SimNPO's inverse temperature; γ SimNPO's margin."""
+
+    loss: str
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise BadInputError(f"unknown unlearning loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.beta <= 0:
+            raise BadInputError(f"--beta must be positive, got {self.beta}")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def check_request(
+    method: str, forget: Sequence[Mapping[str, Any]], retain: Sequence[Mapping[str, Any]] | None,
+    *, alpha: float = 1.0, beta: float = 0.1,
+) -> None:
+    """The data and settings suit `method`; one line naming the problem otherwise."""
+    if method not in METHODS:
+        raise BadInputError(f"unknown unlearning method {method!r}; choose one of {', '.join(METHODS)}")
+    if beta <= 0:
+        raise BadInputError(f"--beta must be positive, got {beta}")
+    if alpha < 0:
+        raise BadInputError(f"--alpha must be non-negative, got {alpha}")
+    check_records(forget, "the forget set", qa_only=method in QUESTIONS_ONLY)
+    use = RETAIN_USE.get(method)
+    if retain is None and use == "required":
+        raise BadInputError(f"{method} needs retain data (what to keep); pass --retain")
+    if retain is not None and use is None:
+        raise BadInputError(f"{method} uses no retain data; drop --retain (graddiff, kl, npo and simnpo use one)")
+    if retain is not None:
+        check_records(retain, "the retain set")
+
+
+def check_records(records: Sequence[Mapping[str, Any]], source: str, *, qa_only: bool = False) -> None:
+    """Every record is a passage (`text`) or a question (`prompt` + `answer`), all strings."""
+    if not records:
+        raise BadInputError(f"{source} has no records; it must hold at least one")
+    for number, record in enumerate(records, start=1):
+        is_qa = isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
+        if qa_only and not is_qa:
+            raise BadInputError(f"{source} record {number}: this method needs questions, records with 'prompt' and 'answer' strings")
+        if not is_qa and not isinstance(record.get("text"), str):
+            raise BadInputError(
+                f"{source} record {number}: needs a 'text' string (a passage) or 'prompt' and 'answer' strings (a question)"
+            )
+
+
+def read_refusals() -> list[str]:
+    return [line.strip() for line in REFUSALS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def refusal_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str]) -> list[dict[str, str]]:
+    """RT's data: each forget question answered with a refusal, cycled in order."""
+    return [{"prompt": r["prompt"], "answer": refusals[i % len(refusals)]} for i, r in enumerate(forget)]
+
+
+def preference_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str]) -> list[dict[str, str]]:
+    """DPO's pairs: the refusal chosen over the true answer."""
+    return [
+        {"prompt": r["prompt"], "chosen": " " + refusals[i % len(refusals)], "rejected": " " + r["answer"].strip()}
+        for i, r in enumerate(forget)
+    ]
+
+
+def encode_records(tokenizer: PreTrainedTokenizerBase, records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[int]]]:
+    """`input_ids` and `labels` per record: labels are the input ids, with the prompt of a
+    question masked (IGNORE) so the loss covers its answer only."""
+    encoded: list[dict[str, list[int]] | None] = [None] * len(records)
+    questions = [i for i, r in enumerate(records) if "prompt" in r and "answer" in r]
+    pairs = tokenize_pairs(tokenizer, [records[i]["prompt"] for i in questions], [" " + records[i]["answer"].strip() for i in questions])
+    for i, (context, answer) in zip(questions, pairs):
+        encoded[i] = {"input_ids": context + answer, "labels": [IGNORE] * len(context) + answer}
+    passages = [i for i in range(len(records)) if encoded[i] is None]
+    for i, ids in zip(passages, encode_prompts(tokenizer, [records[i]["text"] for i in passages])):
+        encoded[i] = {"input_ids": ids, "labels": list(ids)}
+    return encoded  # type: ignore[return-value]
+
+
+def unlearning_dataset(
+    tokenizer: PreTrainedTokenizerBase,
+    forget: Sequence[Mapping[str, Any]],
+    retain: Sequence[Mapping[str, Any]] | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """One row per forget example, with a retain example beside it (`retain_input_ids`,
+    `retain_labels`) when retain data is given."""
+    rows = encode_records(tokenizer, forget)
+    if retain:
+        retained = encode_records(tokenizer, retain)
+        random.Random(seed).shuffle(retained)
+        for i, row in enumerate(rows):
+            pair = retained[i % len(retained)]
+            row["retain_input_ids"], row["retain_labels"] = pair["input_ids"], pair["labels"]
+    return Dataset.from_list(rows)
+
+
+class PadCollator:
+    """Right-pads `input_ids`/`labels` (and their `retain_` twins) to the longest in the batch,
+    adding the attention masks."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self._pad([r["input_ids"] for r in rows], [r["labels"] for r in rows], "")
+        if "retain_input_ids" in rows[0]:
+            batch.update(self._pad([r["retain_input_ids"] for r in rows], [r["retain_labels"] for r in rows], "retain_"))
+        return batch
+
+    def _pad(self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], prefix: str) -> dict[str, torch.Tensor]:
+        width = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long)
+        label_ids = torch.full((len(ids), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, (row, row_labels) in enumerate(zip(ids, labels)):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            label_ids[i, : len(row)] = torch.tensor(row_labels)
+            mask[i, : len(row)] = 1
+        return {f"{prefix}input_ids": input_ids, f"{prefix}attention_mask": mask, f"{prefix}labels": label_ids}
+
+
+# ---- losses -------------------------------------------------------------------------------------
+
+
+def answer_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the summed log-probability of its labelled tokens, and how many there are."""
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (token * mask).sum(-1), mask.sum(-1)
+
+
+def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over all labelled tokens of the batch (HF's `outputs.loss`)."""
+    summed, counts = answer_log_probs(logits, labels)
+    return -summed.sum() / counts.sum().clamp(min=1)
+
+
+def npo_loss(log_prob: torch.Tensor, reference_log_prob: torch.Tensor, beta: float) -> torch.Tensor:
+    """−(2/β)·mean log σ(−β·(log π_θ(y|x) − log π_ref(y|x)))."""
+    return -(2 / beta) * F.logsigmoid(-beta * (log_prob - reference_log_prob)).mean()
+
+
+def simnpo_loss(log_prob: torch.Tensor, length: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """−(2/β)·mean log σ(−(β/|y|)·log π_θ(y|x) − γ)."""
+    return -(2 / beta) * F.logsigmoid(-beta * log_prob / length.clamp(min=1) - gamma).mean()
+
+
+def reference_kl(logits: torch.Tensor, reference_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) of the next-token distributions, averaged over the labelled positions."""
+    mask = labels[:, 1:] != IGNORE
+    log_p = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    log_ref = torch.log_softmax(reference_logits[:, :-1].float(), dim=-1)
+    per_position = (log_ref.exp() * (log_ref - log_p)).sum(-1)
+    return (per_position * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ---- the trainer ----------------------------------------------------------------------------------
+
+
+def frozen_reference(model: PreTrainedModel | PeftModel) -> PreTrainedModel | None:
+    """The frozen π_ref: None for a LoRA model (its base with the adapter disabled is π_ref),
+    otherwise a copy of the model as it is now."""
+    if isinstance(model, PeftModel):
+        return None
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+class UnlearningTrainer(Trainer):
+    """Trainer whose loss is one of `LOSS_METHODS`; everything else is transformers' own."""
+
+    def __init__(self, *args: Any, unlearning: GradientConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unlearning = unlearning
+        self.reference = frozen_reference(self.model) if unlearning.loss in ("npo", "kl") else None
+        if self.reference is not None:
+            self.reference.to(self.args.device)
+
+    def reference_logits(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.reference is not None:
+                return self.reference(input_ids=input_ids, attention_mask=attention_mask).logits
+            peft_model = self.accelerator.unwrap_model(model)
+            with peft_model.disable_adapter():
+                return peft_model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        method, config = self.unlearning.loss, self.unlearning
+        forget = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        labels = inputs["labels"]
+        if method == "sft":
+            loss = mean_nll(forget.logits, labels)
+        elif method in ("ga", "graddiff", "kl"):
+            loss = -mean_nll(forget.logits, labels)
+        elif method == "npo":
+            log_prob, _ = answer_log_probs(forget.logits, labels)
+            reference_log_prob, _ = answer_log_probs(self.reference_logits(model, inputs["input_ids"], inputs["attention_mask"]), labels)
+            loss = npo_loss(log_prob, reference_log_prob, config.beta)
+        else:
+            log_prob, length = answer_log_probs(forget.logits, labels)
+            loss = simnpo_loss(log_prob, length, config.beta, config.gamma)
+        if "retain_input_ids" in inputs:
+            retain_ids, retain_mask, retain_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+            retain = model(input_ids=retain_ids, attention_mask=retain_mask)
+            if method == "kl":
+                loss = loss + config.alpha * reference_kl(retain.logits, self.reference_logits(model, retain_ids, retain_mask), retain_labels)
+            else:
+                loss = loss + config.alpha * mean_nll(retain.logits, retain_labels)
+        return (loss, forget) if return_outputs else loss
+
+
+# ---- a whole run --------------------------------------------------------------------------------
+
+
+def unlearn(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    method: str,
+    forget: Sequence[Mapping[str, Any]],
+    retain: Sequence[Mapping[str, Any]] | None,
+    checkpoint_dir: str | Path,
+    budget: Mapping[str, Any],
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.1,
+    gamma: float = 0.0,
+    run: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Trainer:
+    """Unlearn `forget` with `method`, training in place through `llmkit.training`; `budget` holds
+    `training_arguments`' epochs, learning_rate, batch_size, max_steps, seed and save_steps.
+    Resumes from `checkpoint_dir` when it holds checkpoints of this same `run`. Returns the trainer
+    (its model is the unlearned one)."""
+    check_request(method, forget, retain, alpha=alpha, beta=beta)
+    seed = budget.get("seed", 0)
+    original = task_vector.snapshot(model) if method == "task-vector" else None
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = training_arguments(checkpoint_dir, args_class=DPOConfig, beta=beta, **budget)
+        trainer = build_trainer(
+            model, Dataset.from_list(preference_records(forget, read_refusals())), args, trainer_class=DPOTrainer,
+            progress=progress, processing_class=tokenizer, ref_model=frozen_reference(model),
+        )
+    else:
+        loss = {"rt": "sft", "task-vector": "sft"}.get(method, method)
+        data = refusal_records(forget, read_refusals()) if method == "rt" else forget
+        trainer = build_trainer(
+            model, unlearning_dataset(tokenizer, data, retain, seed), training_arguments(checkpoint_dir, **budget),
+            trainer_class=UnlearningTrainer, data_collator=PadCollator(tokenizer.pad_token_id), progress=progress,
+            unlearning=GradientConfig(loss, alpha=alpha, beta=beta, gamma=gamma),
+        )
+    train(trainer, run or {"method": method})
+    if method == "task-vector":
+        task_vector.negate(model, original, alpha)
+    return trainer
