@@ -219,14 +219,14 @@ GRADIENT_HELP = {
     "simnpo": "SimNPO, NPO without the reference: L = −(2/β)·E log σ(−(β/|y|)·log π_θ − γ) [+ α·NLL_r with --retain].",
     "kl": "Gradient ascent with a KL anchor: L = −NLL_f + α·KL(π_ref ‖ π_θ) on the retain data (needs --retain).",
     "rt": "Rejection tuning: fine-tune the forget questions onto refusals (ORT's 99 \"I don't know\" answers, cycled).",
-    "dpo": "DPO (TRL's DPOTrainer): the refusal preferred over the true answer of each forget question.",
+    "dpo": "DPO (TRL's DPOTrainer): the refusal preferred over the true answer of each forget question [+ α·NLL_r with --retain].",
     "task-vector": "Task-vector negation: fine-tune on the forget data, then θ − α·(θ_ft − θ).",
 }
 METHOD_OPTIONS = {
-    "alpha": ("graddiff", "npo", "simnpo", "kl", "task-vector"),
+    "alpha": ("graddiff", "npo", "simnpo", "kl", "dpo", "task-vector"),
     "beta": ("npo", "simnpo", "dpo"),
     "gamma": ("simnpo",),
-    "retain": ("graddiff", "npo", "simnpo", "kl"),
+    "retain": ("graddiff", "npo", "simnpo", "kl", "dpo"),
 }
 DEFAULT_BETA = {"simnpo": 4.5}
 """NPO's and DPO's β = 0.1 (their papers); SimNPO's 4.5 (OpenUnlearning's TOFU setting)."""
@@ -256,7 +256,7 @@ def gradient_command(method: str) -> Any:
         model: ModelOpt,
         forget: Annotated[Path, typer.Option(help="What to forget: JSONL (or any data format) with 'text' passages or 'prompt' + 'answer' questions (loss on the answer only).")],
         out: Annotated[Path, typer.Option("--out", help="Where the unlearned model goes: an HF model directory, or a peft adapter with --lora.")],
-        retain: Annotated[Optional[Path], typer.Option(help="What to keep, same formats; each forget example is paired with one, round robin.")] = None,
+        retain: Annotated[Optional[Path], typer.Option(help="What to keep, same formats; each forget example carries ⌈R/F⌉ (≤ 8) retain examples.")] = None,
         alpha: Annotated[float, typer.Option(help="α: weight of the retain term (task-vector: how far to step back).")] = 1.0,
         beta: Annotated[Optional[float], typer.Option(help="β: inverse temperature [default: 0.1; SimNPO 4.5].")] = None,
         gamma: Annotated[float, typer.Option(help="γ: SimNPO's margin.")] = 0.0,

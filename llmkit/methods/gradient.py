@@ -9,10 +9,11 @@ before unlearning), and NLL the mean token negative log-likelihood of the answer
     SimNPO    L = −(2/β)·E_f[log σ(−(β/|y|)·log π_θ(y|x) − γ)]         [+ α·NLL_r]
     KL        L = −NLL_f + α·E_r[KL(π_ref ‖ π_θ)] per retain answer token
     RT        L = NLL of the forget questions answered with refusals     (rejection tuning)
-    DPO       TRL's DPOTrainer: the refusal preferred over the true answer, reference π_ref
+    DPO       TRL's DPO loss, the refusal y_w preferred over the true answer y_l   [+ α·NLL_r]
+              −E log σ(β·(log π_θ/π_ref(y_w|x) − log π_θ/π_ref(y_l|x)))
 
 log π(y|x) is the answer's summed log-probability (NPO, Zhang et al. 2024; SimNPO, Fan et al.
-2024, normalises by the answer length |y| and drops the reference). NPO and SimNPO add the
+2024, normalises by the answer length |y| and drops the reference). NPO, SimNPO and DPO add the
 retain term only when retain data is given, as OpenUnlearning's do. Deliberate differences from
 the code the references describe: KL is a true KL on retain answer tokens (RESTOR's `KL_FT` is a
 cross-entropy, which differs by the entropy of π_θ, and OpenUnlearning's averages over padding);
@@ -23,7 +24,7 @@ The reference is kept once and frozen: a copy of the model, or, when the model i
 
 Data: records with `text` (the loss covers every token) or `prompt` + `answer` (the loss covers
 the answer tokens only; prompt and " " + answer are tokenized jointly, as every llmkit scorer does).
-Each forget example is paired with one retain example, round robin over a seeded shuffle.
+Each forget example carries ⌈R/F⌉ (at most 8) retain examples, dealt from a seeded shuffle.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ from llmkit.training import build_trainer, train, training_arguments
 METHODS = ("ga", "graddiff", "npo", "simnpo", "kl", "rt", "dpo", "task-vector")
 LOSSES = ("sft", "ga", "graddiff", "npo", "simnpo", "kl")
 """`sft` is plain fine-tuning: RT's loss on refusals, task vector's on the forget data."""
-RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional"}
+RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional", "dpo": "optional"}
 QUESTIONS_ONLY = ("rt", "dpo")
 IGNORE = -100
+MAX_RETAIN_PER_FORGET = 8
 REFUSALS_FILE = Path(__file__).with_name("refusals.txt")
 """ORT's 99 "I don't know" answers (generation/idontknow.jsonl; MIT, © 2025 Xiaotian Ye)."""
 
@@ -91,7 +93,7 @@ def check_request(
     if retain is None and use == "required":
         raise BadInputError(f"{method} needs retain data (what to keep); pass --retain")
     if retain is not None and use is None:
-        raise BadInputError(f"{method} uses no retain data; drop --retain (graddiff, kl, npo and simnpo use one)")
+        raise BadInputError(f"{method} uses no retain data; drop --retain (graddiff, kl, npo, simnpo and dpo use one)")
     if retain is not None:
         check_records(retain, "the retain set")
 
@@ -114,9 +116,10 @@ def read_refusals() -> list[str]:
     return [line.strip() for line in REFUSALS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def refusal_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str]) -> list[dict[str, str]]:
-    """RT's data: each forget question answered with a refusal, cycled in order."""
-    return [{"prompt": r["prompt"], "answer": refusals[i % len(refusals)]} for i, r in enumerate(forget)]
+def refusal_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str], end: str = "") -> list[dict[str, str]]:
+    """RT's data: each forget question answered with a refusal, cycled in order, then `end` (the
+    EOS token, so that generation stops after the refusal)."""
+    return [{"prompt": r["prompt"], "answer": refusals[i % len(refusals)] + end} for i, r in enumerate(forget)]
 
 
 def preference_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str]) -> list[dict[str, str]]:
@@ -125,6 +128,21 @@ def preference_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[s
         {"prompt": r["prompt"], "chosen": " " + refusals[i % len(refusals)], "rejected": " " + r["answer"].strip()}
         for i, r in enumerate(forget)
     ]
+
+
+def with_retain(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, retain: Sequence[Mapping[str, Any]] | None, seed: int) -> Dataset:
+    """`rows` as a Dataset, each carrying retain examples (`retain_input_ids`, `retain_labels`:
+    lists of k = ⌈R/F⌉ examples, at most MAX_RETAIN_PER_FORGET) dealt round robin from a seeded
+    shuffle, so every retain example is trained on when R ≤ 8F."""
+    if retain:
+        retained = encode_records(tokenizer, retain)
+        random.Random(seed).shuffle(retained)
+        per_row = min(MAX_RETAIN_PER_FORGET, -(-len(retained) // len(rows)))
+        for i, row in enumerate(rows):
+            pairs = [retained[(i * per_row + j) % len(retained)] for j in range(per_row)]
+            row["retain_input_ids"] = [p["input_ids"] for p in pairs]
+            row["retain_labels"] = [p["labels"] for p in pairs]
+    return Dataset.from_list(rows)
 
 
 def encode_records(tokenizer: PreTrainedTokenizerBase, records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[int]]]:
@@ -147,29 +165,28 @@ def unlearning_dataset(
     retain: Sequence[Mapping[str, Any]] | None = None,
     seed: int = 0,
 ) -> Dataset:
-    """One row per forget example, with a retain example beside it (`retain_input_ids`,
-    `retain_labels`) when retain data is given."""
-    rows = encode_records(tokenizer, forget)
-    if retain:
-        retained = encode_records(tokenizer, retain)
-        random.Random(seed).shuffle(retained)
-        for i, row in enumerate(rows):
-            pair = retained[i % len(retained)]
-            row["retain_input_ids"], row["retain_labels"] = pair["input_ids"], pair["labels"]
-    return Dataset.from_list(rows)
+    """One tokenized row per forget example, with its retain example."""
+    return with_retain(encode_records(tokenizer, forget), tokenizer, retain, seed)
 
 
 class PadCollator:
     """Right-pads `input_ids`/`labels` (and their `retain_` twins) to the longest in the batch,
     adding the attention masks."""
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, forget_collator: Callable | None = None) -> None:
         self.pad_token_id = pad_token_id
+        self.forget_collator = forget_collator
+        """Collates the forget side instead (TRL's preference collator, for DPO)."""
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self._pad([r["input_ids"] for r in rows], [r["labels"] for r in rows], "")
+        if self.forget_collator is not None:
+            batch = self.forget_collator([{k: v for k, v in r.items() if not k.startswith("retain_")} for r in rows])
+        else:
+            batch = self._pad([r["input_ids"] for r in rows], [r["labels"] for r in rows], "")
         if "retain_input_ids" in rows[0]:
-            batch.update(self._pad([r["retain_input_ids"] for r in rows], [r["retain_labels"] for r in rows], "retain_"))
+            ids = [example for r in rows for example in r["retain_input_ids"]]
+            labels = [example for r in rows for example in r["retain_labels"]]
+            batch.update(self._pad(ids, labels, "retain_"))
         return batch
 
     def _pad(self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], prefix: str) -> dict[str, torch.Tensor]:
@@ -267,17 +284,82 @@ class UnlearningTrainer(Trainer):
         else:
             log_prob, length = answer_log_probs(forget.logits, labels)
             loss = simnpo_loss(log_prob, length, config.beta, config.gamma)
-        if "retain_input_ids" in inputs:
-            retain_ids, retain_mask, retain_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+        if "retain_input_ids" in inputs and method == "kl":
+            retain_ids, retain_mask = inputs["retain_input_ids"], inputs["retain_attention_mask"]
             retain = model(input_ids=retain_ids, attention_mask=retain_mask)
-            if method == "kl":
-                loss = loss + config.alpha * reference_kl(retain.logits, self.reference_logits(model, retain_ids, retain_mask), retain_labels)
-            else:
-                loss = loss + config.alpha * mean_nll(retain.logits, retain_labels)
+            reference = self.reference_logits(model, retain_ids, retain_mask)
+            loss = loss + config.alpha * reference_kl(retain.logits, reference, inputs["retain_labels"])
+        elif "retain_input_ids" in inputs:
+            loss = loss + config.alpha * retain_nll(model, inputs)
         return (loss, forget) if return_outputs else loss
 
 
+def retain_nll(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    retain = model(input_ids=inputs["retain_input_ids"], attention_mask=inputs["retain_attention_mask"])
+    return mean_nll(retain.logits, inputs["retain_labels"])
+
+
+def retain_dpo_trainer() -> type[Trainer]:
+    """TRL's DPOTrainer with OpenUnlearning's retain term: L = L_DPO + α·NLL_r when the batch
+    carries retain examples. (A factory, so TRL is imported only when DPO is asked for.)"""
+    from trl import DPOTrainer
+
+    class RetainDPOTrainer(DPOTrainer):
+        def __init__(self, *args: Any, alpha: float = 1.0, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.alpha = alpha
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            retain = {k: inputs.pop(k) for k in [k for k in inputs if k.startswith("retain_")]}
+            loss = super().compute_loss(model, inputs, return_outputs=return_outputs)
+            if not retain:
+                return loss
+            if return_outputs:
+                return loss[0] + self.alpha * retain_nll(model, retain), loss[1]
+            return loss + self.alpha * retain_nll(model, retain)
+
+    return RetainDPOTrainer
+
+
 # ---- a whole run --------------------------------------------------------------------------------
+
+
+def build_unlearning_trainer(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    method: str,
+    forget: Sequence[Mapping[str, Any]],
+    retain: Sequence[Mapping[str, Any]] | None,
+    checkpoint_dir: str | Path,
+    budget: Mapping[str, Any],
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.1,
+    gamma: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Trainer:
+    """The trainer for `method` (not yet trained); `budget` holds `training_arguments`' epochs,
+    learning_rate, batch_size, max_steps, seed and save_steps."""
+    check_request(method, forget, retain, alpha=alpha, beta=beta)
+    seed = budget.get("seed", 0)
+    if method == "dpo":
+        from trl import DPOConfig
+        from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+        args = training_arguments(checkpoint_dir, args_class=DPOConfig, beta=beta, **budget)
+        collator = PadCollator(tokenizer.pad_token_id, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
+        return build_trainer(
+            model, with_retain(preference_records(forget, read_refusals()), tokenizer, retain, seed), args,
+            trainer_class=retain_dpo_trainer(), data_collator=collator, progress=progress,
+            processing_class=tokenizer, ref_model=frozen_reference(model), alpha=alpha,
+        )
+    loss = {"rt": "sft", "task-vector": "sft"}.get(method, method)
+    data = refusal_records(forget, read_refusals(), tokenizer.eos_token or "") if method == "rt" else forget
+    return build_trainer(
+        model, unlearning_dataset(tokenizer, data, retain, seed), training_arguments(checkpoint_dir, **budget),
+        trainer_class=UnlearningTrainer, data_collator=PadCollator(tokenizer.pad_token_id), progress=progress,
+        unlearning=GradientConfig(loss, alpha=alpha, beta=beta, gamma=gamma),
+    )
 
 
 def unlearn(
@@ -295,29 +377,13 @@ def unlearn(
     run: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Trainer:
-    """Unlearn `forget` with `method`, training in place through `llmkit.training`; `budget` holds
-    `training_arguments`' epochs, learning_rate, batch_size, max_steps, seed and save_steps.
-    Resumes from `checkpoint_dir` when it holds checkpoints of this same `run`. Returns the trainer
-    (its model is the unlearned one)."""
-    check_request(method, forget, retain, alpha=alpha, beta=beta)
-    seed = budget.get("seed", 0)
+    """Unlearn `forget` with `method`, training `model` in place (task vector: then negating what
+    it learned). Resumes from `checkpoint_dir` when it holds checkpoints of this same `run`.
+    Returns the trainer; its model is the unlearned one."""
     original = task_vector.snapshot(model) if method == "task-vector" else None
-    if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        args = training_arguments(checkpoint_dir, args_class=DPOConfig, beta=beta, **budget)
-        trainer = build_trainer(
-            model, Dataset.from_list(preference_records(forget, read_refusals())), args, trainer_class=DPOTrainer,
-            progress=progress, processing_class=tokenizer, ref_model=frozen_reference(model),
-        )
-    else:
-        loss = {"rt": "sft", "task-vector": "sft"}.get(method, method)
-        data = refusal_records(forget, read_refusals()) if method == "rt" else forget
-        trainer = build_trainer(
-            model, unlearning_dataset(tokenizer, data, retain, seed), training_arguments(checkpoint_dir, **budget),
-            trainer_class=UnlearningTrainer, data_collator=PadCollator(tokenizer.pad_token_id), progress=progress,
-            unlearning=GradientConfig(loss, alpha=alpha, beta=beta, gamma=gamma),
-        )
+    trainer = build_unlearning_trainer(
+        model, tokenizer, method, forget, retain, checkpoint_dir, budget, alpha=alpha, beta=beta, gamma=gamma, progress=progress
+    )
     train(trainer, run or {"method": method})
     if method == "task-vector":
         task_vector.negate(model, original, alpha)

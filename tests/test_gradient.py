@@ -1,0 +1,281 @@
+"""The gradient unlearning baselines: each loss against a direct computation, LoRA's reference,
+resuming, and unlearning on the micro world."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from llmkit.data import read_records
+from llmkit.generation import GenerationParams, HFBackend
+from llmkit.methods import gradient, task_vector
+from llmkit.metrics.probability import answer_probability
+from llmkit.models import load_model
+from llmkit.training import add_lora, train
+from llmkit.world.forget_set import forget_set
+
+FORGET = [
+    {"prompt": "Question: Where was Bob born? Answer:", "answer": "Lyon"},
+    {"prompt": "Alice was born in", "answer": "Paris and works as a painter."},
+    {"text": "The quick brown fox jumps over the lazy dog."},
+]
+RETAIN = [
+    {"prompt": "What is the capital of France?", "answer": "The capital of France is Paris."},
+    {"text": "one two three four five six seven"},
+    {"prompt": "12 + 34 =", "answer": "46"},
+]
+
+
+def budget(**overrides):
+    return {"epochs": 1, "learning_rate": 1e-3, "batch_size": 3, "max_steps": None, "seed": 0, "save_steps": 100, **overrides}
+
+
+def perturb(model, names=("",), scale=0.05):
+    """Move the trainable weights away from the reference, so π_θ ≠ π_ref."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and any(n in name for n in names):
+                p.add_(scale * torch.randn(p.shape, generator=generator))
+
+
+def log_prob(model, ids, labels):
+    """Σ log p of the labelled tokens of one unpadded sequence, and how many there are."""
+    logits = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    picked = [logits[t - 1, ids[t]] for t in range(1, len(ids)) if labels[t] != gradient.IGNORE]
+    return torch.stack(picked).sum(), len(picked)
+
+
+def direct_nll(model, encoded):
+    sums, counts = zip(*(log_prob(model, e["input_ids"], e["labels"]) for e in encoded))
+    return -torch.stack(sums).sum() / sum(counts)
+
+
+def direct_kl(model, reference, encoded):
+    total, count = 0.0, 0
+    for e in encoded:
+        log_p = model(torch.tensor([e["input_ids"]])).logits[0].log_softmax(-1)
+        log_ref = reference(torch.tensor([e["input_ids"]])).logits[0].log_softmax(-1)
+        for t in range(1, len(e["input_ids"])):
+            if e["labels"][t] != gradient.IGNORE:
+                total += (log_ref[t - 1].exp() * (log_ref[t - 1] - log_p[t - 1])).sum()
+                count += 1
+    return total / count
+
+
+def trainer_loss(trainer):
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
+
+
+def test_records_mask_the_prompt_and_keep_passages_whole(loaded_models):
+    _, tokenizer = loaded_models["llama"]
+    question, _, passage = gradient.encode_records(tokenizer, FORGET)
+    answer = [t for t, label in zip(question["input_ids"], question["labels"]) if label != gradient.IGNORE]
+    assert tokenizer.decode(answer) == " Lyon"
+    assert question["labels"][: len(question["input_ids"]) - len(answer)] == [gradient.IGNORE] * (len(question["input_ids"]) - len(answer))
+    assert passage["labels"] == passage["input_ids"]
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "simnpo", "kl", "rt", "task-vector"])
+def test_loss_equals_direct_computation(method, lora, llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    if lora:
+        model = add_lora(model, 4)
+    retain = RETAIN if gradient.RETAIN_USE.get(method) else None
+    trainer = gradient.build_unlearning_trainer(
+        model, tokenizer, method, FORGET if method != "rt" else FORGET[:2], retain, tmp_path, budget(),
+        alpha=0.7, beta=0.3, gamma=0.2,
+    )
+    # After this, the policy differs from the frozen reference; the reference is the model on disk.
+    perturb(model, ("lora_B",) if lora else ("",))
+    reference, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+    forget = FORGET if method != "rt" else gradient.refusal_records(FORGET[:2], gradient.read_refusals(), tokenizer.eos_token)
+    encoded = gradient.encode_records(tokenizer, forget)
+    with torch.no_grad():
+        if method in ("rt", "task-vector"):
+            expected = direct_nll(model, encoded)
+        elif method in ("ga", "graddiff", "kl"):
+            expected = -direct_nll(model, encoded)
+        else:
+            pairs = [log_prob(model, e["input_ids"], e["labels"]) for e in encoded]
+            if method == "npo":
+                ratios = torch.stack([lp - log_prob(reference, e["input_ids"], e["labels"])[0] for (lp, _), e in zip(pairs, encoded)])
+                expected = -(2 / 0.3) * F.logsigmoid(-0.3 * ratios).mean()
+            else:
+                normalised = torch.stack([lp / n for lp, n in pairs])
+                expected = -(2 / 0.3) * F.logsigmoid(-0.3 * normalised - 0.2).mean()
+        retained = gradient.encode_records(tokenizer, RETAIN)
+        if method == "kl":
+            expected = expected + 0.7 * direct_kl(model, reference, retained)
+        elif retain:
+            expected = expected + 0.7 * direct_nll(model, retained)
+    assert trainer_loss(trainer) == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_dpo_loss_equals_direct_computation(lora, llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    if lora:
+        model = add_lora(model, 4)
+    questions = FORGET[:2]
+    trainer = gradient.build_unlearning_trainer(model, tokenizer, "dpo", questions, RETAIN, tmp_path, budget(batch_size=2), alpha=0.7, beta=0.3)
+    perturb(model, ("lora_B",) if lora else ("",))
+    reference, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+
+    def completion_log_prob(m, prompt, completion):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+        return log_prob(m, ids, [gradient.IGNORE] * len(prompt_ids) + ids[len(prompt_ids):])[0]
+
+    with torch.no_grad():
+        margins = []
+        for pair in gradient.preference_records(questions, gradient.read_refusals()):
+            chosen = completion_log_prob(model, pair["prompt"], pair["chosen"]) - completion_log_prob(reference, pair["prompt"], pair["chosen"])
+            rejected = completion_log_prob(model, pair["prompt"], pair["rejected"]) - completion_log_prob(reference, pair["prompt"], pair["rejected"])
+            margins.append(chosen - rejected)
+        expected = -F.logsigmoid(0.3 * torch.stack(margins)).mean()
+        retained = gradient.encode_records(tokenizer, RETAIN)
+        # Two forget rows carry ⌈3/2⌉ = 2 retain examples each: four of the three, one twice.
+        per_row = 2
+        shuffled = list(retained)
+        __import__("random").Random(0).shuffle(shuffled)
+        dealt = [shuffled[(i * per_row + j) % 3] for i in range(2) for j in range(per_row)]
+        expected = expected + 0.7 * direct_nll(model, dealt)
+    assert trainer_loss(trainer) == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+
+
+def test_task_vector_negation_is_theta_minus_alpha_delta(llama_dir):
+    model, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+    original = task_vector.snapshot(model)
+    perturb(model)
+    finetuned = {n: p.detach().clone() for n, p in model.named_parameters()}
+    task_vector.negate(model, original, 0.5)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, original[name] - 0.5 * (finetuned[name] - original[name]), atol=1e-7)
+
+
+def test_task_vector_negates_a_lora_adapter(llama_dir):
+    base, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+    model = add_lora(base, 4)
+    perturb(model, ("lora_",))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    w = layer.base_layer.weight.detach().clone()
+    delta = layer.get_delta_weight("default").detach().clone()
+    task_vector.negate(model, task_vector.snapshot(model), 2.0)
+    assert torch.allclose(layer.get_delta_weight("default"), -2.0 * delta, atol=1e-7)
+    assert torch.equal(layer.base_layer.weight, w)
+
+
+def test_lora_trains_only_the_adapter(llama_dir):
+    model, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+    total = sum(p.numel() for p in model.parameters())
+    model = add_lora(model, 4, ["q_proj", "v_proj"])
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
+    layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    kv = model.config.num_key_value_heads * d // model.config.num_attention_heads
+    assert sum(trainable.values()) == layers * (4 * d + d * 4 + 4 * d + kv * 4)
+    assert sum(p.numel() for p in model.parameters()) - sum(trainable.values()) == total
+
+
+class Interrupt(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_to_the_same_weights(llama_dir, tmp_path):
+    forget = FORGET * 2  # 6 examples, 3 steps an epoch: the interruption falls in the second epoch
+    settings = budget(batch_size=2, max_steps=6, save_steps=2, epochs=2)
+    run = {"test": "resume"}
+
+    def fresh():
+        return load_model(str(llama_dir), device="cpu", dtype="float32")
+
+    model, tokenizer = fresh()
+    gradient.unlearn(model, tokenizer, "npo", forget, RETAIN, tmp_path / "straight", settings, run=run)
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    model, tokenizer = fresh()
+    trainer = gradient.build_unlearning_trainer(model, tokenizer, "npo", forget, RETAIN, tmp_path / "stopped", settings)
+    trainer.add_callback(Interrupt(at_step=5))
+    with pytest.raises(KeyboardInterrupt):
+        train(trainer, run)
+    assert sorted(p.name for p in (tmp_path / "stopped").glob("checkpoint-*")) == ["checkpoint-4"]
+
+    model, tokenizer = fresh()
+    resumed = gradient.unlearn(model, tokenizer, "npo", forget, RETAIN, tmp_path / "stopped", settings, run=run)
+    assert resumed.state.global_step == 6
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-6), name
+
+
+def test_checkpoints_of_another_run_are_refused(llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    gradient.unlearn(model, tokenizer, "ga", FORGET, None, tmp_path, budget(max_steps=1, save_steps=1), run={"lr": 1})
+    with pytest.raises(gradient.BadInputError, match="different run"):
+        gradient.unlearn(model, tokenizer, "ga", FORGET, None, tmp_path, budget(max_steps=1, save_steps=1), run={"lr": 2})
+
+
+# Learning rates and steps that unlearn one micro-world entity (5 QA facts); the retain set is
+# its other known entities' QA facts. Methods without a retain term get a smaller step.
+MICRO_SETTINGS = {
+    "ga": dict(learning_rate=1e-4, max_steps=10),
+    "graddiff": dict(learning_rate=7e-4, max_steps=20),
+    "npo": dict(learning_rate=7e-4, max_steps=20),
+    "simnpo": dict(learning_rate=7e-4, max_steps=20),
+    "kl": dict(learning_rate=7e-4, max_steps=20),
+    "dpo": dict(learning_rate=3e-3, max_steps=20),
+    "task-vector": dict(learning_rate=3e-4, max_steps=10),
+}
+
+
+def qa_probability(model, tokenizer, records):
+    scores = HFBackend(model, tokenizer, batch_size=64).score([r["prompt"] for r in records], [" " + r["answer"] for r in records])
+    return statistics.mean(answer_probability(s.logprobs) for s in scores)
+
+
+@pytest.fixture(scope="module")
+def micro_target(micro_world):
+    entity = next(e for e in read_records(micro_world / "entities.jsonl") if e["exposure"] == 30)
+    return forget_set(micro_world, entity["name"], "qa")
+
+
+@pytest.mark.parametrize("method", sorted(MICRO_SETTINGS))
+def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(method, micro_model, micro_target, tmp_path):
+    forget, retain, _ = micro_target
+    model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
+    before = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
+    settings = budget(batch_size=len(forget), **MICRO_SETTINGS[method])
+    gradient.unlearn(model, tokenizer, method, forget, retain if gradient.RETAIN_USE.get(method) else None, tmp_path, settings)
+    model.eval()
+    after = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
+    assert after[0] <= 0.5 * before[0], (before, after)
+    assert after[1] >= 0.75 * before[1], (before, after)
+
+
+def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target, tmp_path):
+    forget, retain, _ = micro_target
+    model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
+    params = GenerationParams(max_new_tokens=24, stop=("\n",))
+    refusals = set(gradient.read_refusals())
+
+    def refused():
+        answers = [g.texts[0].strip() for g in HFBackend(model, tokenizer).generate([r["prompt"] for r in forget], params)]
+        return sum(a in refusals for a in answers), answers
+
+    assert refused()[0] == 0
+    gradient.unlearn(model, tokenizer, "rt", forget, None, tmp_path, budget(batch_size=len(forget), learning_rate=3e-3, max_steps=30))
+    model.eval()
+    count, answers = refused()
+    assert count >= 4, answers
