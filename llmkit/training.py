@@ -88,6 +88,8 @@ def training_arguments(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Without an accelerator, say so: only then does Trainer run torchrun's processes as DDP over gloo.
+        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         **extra,
     )
 
