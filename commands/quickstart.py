@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -29,10 +31,11 @@ from llmkit.data import read_records, read_texts
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
 from llmkit.evals.skills import evaluate_skills
-from llmkit.generation import Backend, GenerationParams, load_backend
-from llmkit.methods import rocr
+from llmkit.generation import Backend, GenerationParams, HFBackend, load_backend
+from llmkit.methods import gradient, rocr
 from llmkit.results import check_output_path, make_results, write_run
 from llmkit.world.cache import PRESETS, default_cache_dir, ensure_model, ensure_world, preset
+from llmkit.world.forget_set import forget_set
 from llmkit.world.forms import FORMS
 
 
@@ -98,6 +101,52 @@ def _rocr_stage(
     return result, [{"task": "rocr", **s} for s in samples]
 
 
+# NPO's budget on each preset's model: the same as docs/ort_comparison.sh on the default one.
+NPO_BUDGET = {
+    "default": {"learning_rate": 3e-5, "max_steps": 20},
+    "micro": {"learning_rate": 7e-4, "max_steps": 20},
+}
+
+
+def _npo_stage(
+    backend: HFBackend, world_dir: Path, target: dict[str, Any], ort_probes: list[Probe], ort_prompts: list[str],
+    baseline: dict[str, Any], preset_name: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """NPO on the ORT target's QA facts (other known entities' QA facts retained), trained on a
+    copy of the model, then every form scored against the unedited run."""
+    forget, retain, summary = forget_set(world_dir, target["name"], "qa")
+    model = copy.deepcopy(backend.model)
+    budget = {"epochs": 1, "batch_size": len(forget), "seed": 0, "save_steps": 1000, **NPO_BUDGET[preset_name]}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch, progress_bar("NPO: unlearning the QA form", budget["max_steps"]) as progress:
+        gradient.unlearn(model, backend.tokenizer, "npo", forget, retain, scratch, budget, progress=progress)
+    train_s = time.perf_counter() - started
+    model.eval()
+    with progress_bar("NPO: scoring every form after training", len(ort_probes)) as progress:
+        metrics, _, samples = evaluate_ort(HFBackend(model, backend.tokenizer), ort_probes, ort_prompts, FORMS, baseline, progress)
+    result = {
+        "target": target["name"], "forget_records": len(forget), "retain_records": len(retain), **budget,
+        "train_s": round(train_s, 2), "ort": metrics,
+    }
+    return result, [{"task": "npo", **s} for s in samples]
+
+
+def _comparison_table(rocr_stage: dict[str, Any], npo_stage: dict[str, Any]) -> Table:
+    table = Table(title=f"Unlearning {rocr_stage['target']}: relative drop of the answer probability by form", title_justify="left")
+    table.add_column("form")
+    for column in ("ROCR forget", "NPO forget", "ROCR neighbours", "NPO neighbours"):
+        table.add_column(column, justify="right")
+    for form in rocr_stage["ort"]["drop"]["forget"]:
+        drops = [stage["ort"]["drop"][role][form] for role in ("forget", "neighbor") for stage in (rocr_stage, npo_stage)]
+        table.add_row(form, *(_percent(d) for d in drops))
+    table.caption = (
+        f"ROCR: a rank-one edit from the name alone ({rocr_stage['timings']['edit_s']:.2f} s). NPO: {npo_stage['max_steps']} steps "
+        f"on the QA form only ({npo_stage['train_s']:.1f} s). Form gap: ROCR {_percent(rocr_stage['ort']['form_gap'])}, "
+        f"NPO {_percent(npo_stage['ort']['form_gap'])}."
+    )
+    return table
+
+
 def _answers_table(stage: dict[str, Any]) -> Table:
     table = Table(title=f"ROCR: asked about {stage['target']}, redirected to {stage['redirect']}", title_justify="left")
     for column in ("question", "before", "after", f"{stage['redirect']}'s"):
@@ -125,7 +174,9 @@ def quickstart(
 
     The report shows greedy exact match on every fact by exposure (how often pretraining stated it)
     and probe form, next to what guessing would score, accuracy on each skill's test items, and the
-    ORT table (llmkit eval ort) for one entity the model knows in every form.
+    ORT table (llmkit eval ort) for one entity the model knows in every form; then that entity
+    unlearned two ways, ROCR (a rank-one edit, reverted afterwards) and NPO (trained on its QA
+    facts only, on a copy), each scored in every form.
 
     Cold, this takes a few minutes on a laptop CPU; afterwards the world and model come from the
     cache. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
@@ -159,6 +210,7 @@ def quickstart(
         prompts = probe_prompts(ort_probes, backend.tokenizer, chat=False)
         ort, _, ort_samples = evaluate_ort(backend, ort_probes, prompts, FORMS, progress=progress)
     rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, entities, probes, target_entity, ort_probes, prompts, ort, cache)
+    npo_stage, npo_samples = _npo_stage(backend, world_dir, target_entity, ort_probes, prompts, ort, preset_name)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
@@ -169,8 +221,9 @@ def quickstart(
         + [{"task": "skills", **s} for s in skill_samples]
         + [{"task": "ort", **s} for s in ort_samples]
         + rocr_samples
+        + npo_samples
     )
-    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage},
+    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage, "npo": npo_stage},
                            wall_time_s=time.perf_counter() - started, num_samples=len(samples))
     write_run(output, results, samples, overwrite=overwrite)
     if json:
@@ -181,4 +234,5 @@ def quickstart(
     stdout.print(ort_table(ort, f"ORT: is {target} known in every form? (neighbours: the rest of its exposure bucket)"))
     stdout.print(ort_table(rocr_stage["ort"], f"ROCR: {target} redirected to {rocr_stage['redirect']}, every form against the unedited model"))
     stdout.print(_answers_table(rocr_stage))
+    stdout.print(_comparison_table(rocr_stage, npo_stage))
     stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")
