@@ -36,12 +36,16 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Quiet the libraries underneath: llmkit shows its own progress on stderr."""
+    import warnings
+
     import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # Renamed-argument notices from transformers (raised through TRL's configs) are not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 

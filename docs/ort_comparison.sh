@@ -49,3 +49,25 @@ print(redirect_entity(entities, next(e for e in entities if e['name'] == sys.arg
     done
     echo "done: $target" >&2
 done <<<"$targets"
+
+# The tables: mean over targets of each form's forget and neighbour probability, the relative
+# drops against the original, and the form gap (largest minus smallest forget drop).
+python - "$out" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+forms = ("qa", "cloze", "mc", "tf", "char")
+methods = ("original", "rocr", "ga", "graddiff", "npo", "simnpo", "kl", "rt", "dpo", "task-vector")
+runs = {m: [json.loads(p.read_text())["metrics"] for p in sorted(Path(sys.argv[1]).glob(f"*/ort-{m}/results.json"))] for m in methods}
+mean = lambda xs: statistics.mean(xs) if xs else float("nan")
+print(f"targets: {len(runs['original'])}\n")
+for title, key in (("forget probability", "forget"), ("neighbour probability", "neighbor")):
+    print(f"| {title} | " + " | ".join(forms) + " |\n|---|" + "---:|" * len(forms))
+    for m in methods:
+        print(f"| {m} | " + " | ".join(f"{mean([r[key][f]['prob'] for r in runs[m]]):.3f}" for f in forms) + " |")
+    print()
+print("| relative drop vs original | " + " | ".join(f"forget {f}" for f in forms) + " | neighbour (mean of forms) | form gap |\n|---|" + "---:|" * (len(forms) + 2))
+for m in methods[1:]:
+    forget = [f"{100 * mean([r['drop']['forget'][f] for r in runs[m]]):.0f}%" for f in forms]
+    neighbour = mean([mean([r["drop"]["neighbor"][f] for f in forms]) for r in runs[m]])
+    print(f"| {m} | " + " | ".join(forget) + f" | {100 * neighbour:.1f}% | {100 * mean([r['form_gap'] for r in runs[m]]):.0f}% |")
+PY

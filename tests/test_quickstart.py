@@ -65,9 +65,15 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     assert stage["target"] == target and stage["redirect"] != target and len(stage["answers"]) == 3
     assert stage["ort"]["drop"]["forget"]["qa"] > 0.1 and abs(stage["ort"]["drop"]["neighbor"]["qa"]) < 0.1
     assert {s["target"] for s in samples if s["task"] == "rocr"} == {target}
+    # The NPO stage: the same target, trained on its QA facts only, on a copy of the model.
+    npo = printed["metrics"]["npo"]
+    assert npo["target"] == target and npo["forget_records"] == 5
+    assert npo["ort"]["drop"]["forget"]["qa"] > 0.5
+    assert {s["target"] for s in samples if s["task"] == "npo"} == {target}
 
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
+    assert "NPO forget" in table.stdout
     assert f"ORT: is {target} known in every form?" in table.stdout
     assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
 

@@ -165,7 +165,7 @@ def unlearning_dataset(
     retain: Sequence[Mapping[str, Any]] | None = None,
     seed: int = 0,
 ) -> Dataset:
-    """One tokenized row per forget example, with its retain example."""
+    """One tokenized row per forget example, with its retain examples."""
     return with_retain(encode_records(tokenizer, forget), tokenizer, retain, seed)
 
 
