@@ -1,7 +1,7 @@
 """Step time of each loss-based unlearning method against plain fine-tuning (SFT) steps on the
 same batches, in the same process (paired rounds, medians).
 
-A step is Trainer's `training_step` (forward, loss, backward) over the same fixed batches of the
+A step is the trainer's `compute_loss` and its backward pass over the same fixed batches of the
 world's QA facts. The SFT baseline reads what the method reads: forget batches alone for GA, and
 forget + retain batches (NLL_f + NLL_r, two forwards) for the methods with a retain term. NPO and
 KL also pay one forward of the frozen reference, on the forget and the retain batch respectively.
@@ -48,8 +48,7 @@ def main() -> None:
         trainer = gradient.build_unlearning_trainer(
             model, tokenizer, method, forget, retain if with_retain else None, tempfile.mkdtemp(), budget
         )
-        batches = list(trainer.get_train_dataloader())
-        return lambda: [trainer.training_step(trainer.model, batch) for batch in batches]
+        return run_steps(trainer)
 
     print(f"model {model_path}: {options.batches} batches of {options.batch_size} QA facts (+ as many retain facts)")
     print(f"{'method':<10} {'sft step ms':>12} {'method step ms':>15} {'ratio':>7} {'goal':>6}")
@@ -68,8 +67,13 @@ def sft_steps(model, tokenizer, forget, retain, budget):
         gradient.training_arguments(tempfile.mkdtemp(), **budget), trainer_class=gradient.UnlearningTrainer,
         data_collator=gradient.PadCollator(tokenizer.pad_token_id), unlearning=gradient.GradientConfig("sft"),
     )
+    return run_steps(trainer)
+
+
+def run_steps(trainer):
     batches = list(trainer.get_train_dataloader())
-    return lambda: [trainer.training_step(trainer.model, batch) for batch in batches]
+    trainer.model.train()
+    return lambda: [trainer.compute_loss(trainer.model, batch).backward() for batch in batches]
 
 
 if __name__ == "__main__":
