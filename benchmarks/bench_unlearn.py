@@ -22,6 +22,7 @@ from _timing import paired
 from llmkit.data import read_records
 from llmkit.methods import gradient
 from llmkit.models import load_model
+from llmkit.training import build_trainer, training_arguments
 from llmkit.world.cache import default_cache_dir, ensure_model, ensure_world, preset
 
 GOALS = {"ga": 1.1, "graddiff": 1.1, "npo": 1.6, "simnpo": 1.6, "kl": 1.6}
@@ -62,9 +63,9 @@ def main() -> None:
 
 def sft_steps(model, tokenizer, forget, retain, budget):
     """Plain fine-tuning steps on the same batches: NLL_f (+ NLL_r when there is retain data)."""
-    trainer = gradient.build_trainer(
+    trainer = build_trainer(
         model, gradient.unlearning_dataset(tokenizer, forget, retain, 0),
-        gradient.training_arguments(tempfile.mkdtemp(), **budget), trainer_class=gradient.UnlearningTrainer,
+        training_arguments(tempfile.mkdtemp(), **budget), trainer_class=gradient.UnlearningTrainer,
         data_collator=gradient.PadCollator(tokenizer.pad_token_id), unlearning=gradient.GradientConfig("sft"),
     )
     return run_steps(trainer)

@@ -37,6 +37,16 @@ class _ReportProgress(TrainerCallback):
         self.progress(state.global_step, state.max_steps)
 
 
+class _NoFinalCheckpoint(TrainerCallback):
+    """Trainer also checkpoints the last step (model and optimizer state); llmkit writes the
+    trained model itself and drops the checkpoints, so that save is skipped unless the step is
+    a regular `save_steps` one."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+            control.should_save = False
+
+
 def training_dtype(dtype: str) -> str:
     """`auto` for training: bfloat16 on a GPU that has it, else float32 (float16 weights without a
     loss scaler underflow)."""
@@ -124,13 +134,15 @@ def build_trainer(
 ) -> Trainer:
     """A `trainer_class` (Trainer, a subclass overriding `compute_loss`, or one of TRL's) with
     llmkit's defaults: progress reported to the caller instead of tqdm, nothing printed."""
-    if data_collator is not None or "processing_class" not in trainer_kwargs:
-        trainer_kwargs["data_collator"] = data_collator or default_data_collator
+    callbacks: list[TrainerCallback] = [_NoFinalCheckpoint()]
+    if progress:
+        callbacks.append(_ReportProgress(progress))
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        callbacks=[_ReportProgress(progress)] if progress else None,
+        data_collator=data_collator or default_data_collator,
+        callbacks=callbacks,
         **trainer_kwargs,
     )
     # With tqdm off, Trainer prints every log dict to stdout; the library must not print.
@@ -146,9 +158,13 @@ def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | Non
         if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
             raise BadInputError(f"{checkpoint_dir} exists and is not an llmkit checkpoint directory; choose another --checkpoint-dir")
         return None
-    saved = json.loads(record.read_text(encoding="utf-8"))
-    if saved != json.loads(json.dumps(run, default=str)):
-        changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != json.loads(json.dumps(run.get(k), default=str)))
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise BadInputError(f"{record} is damaged (not valid JSON); delete {checkpoint_dir} to start over") from None
+    expected = json.loads(json.dumps(run, default=str))
+    if saved != expected:
+        changed = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
         raise BadInputError(
             f"{checkpoint_dir} holds checkpoints of a different run (changed: {', '.join(changed)}); "
             "delete it to start over, or pass another --checkpoint-dir"
@@ -160,6 +176,8 @@ def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
     """Train, resuming from the newest checkpoint of this same run if there is one; returns it."""
     checkpoint_dir = Path(trainer.args.output_dir)
     resume_from = check_checkpoints(checkpoint_dir, run)
+    # Every process has read the directory before the first one records this run in it.
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         (checkpoint_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@ resuming, and unlearning on the micro world."""
 
 from __future__ import annotations
 
+import random
 import statistics
 
 import pytest
@@ -145,7 +146,7 @@ def test_dpo_loss_equals_direct_computation(lora, llama_dir, tmp_path):
         # Two forget rows carry ⌈3/2⌉ = 2 retain examples each: four of the three, one twice.
         per_row = 2
         shuffled = list(retained)
-        __import__("random").Random(0).shuffle(shuffled)
+        random.Random(0).shuffle(shuffled)
         dealt = [shuffled[(i * per_row + j) % 3] for i in range(2) for j in range(per_row)]
         expected = expected + 0.7 * direct_nll(model, dealt)
     assert trainer_loss(trainer) == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
@@ -218,6 +219,12 @@ def test_interrupted_training_resumes_to_the_same_weights(llama_dir, tmp_path):
     assert resumed.state.global_step == 6
     for name, p in model.named_parameters():
         assert torch.allclose(p, expected[name], atol=1e-6), name
+
+
+def test_a_finished_run_saves_no_checkpoint_beyond_its_save_steps(llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    gradient.unlearn(model, tokenizer, "ga", FORGET, None, tmp_path, budget(batch_size=1, max_steps=3, save_steps=2))
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
 def test_checkpoints_of_another_run_are_refused(llama_dir, tmp_path):

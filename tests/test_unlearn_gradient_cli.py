@@ -99,13 +99,14 @@ def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, wo
     assert metrics["drop"]["forget"]["qa"] > 0.5
 
 
-def test_a_different_run_refuses_existing_checkpoints(llama_dir, forget_file, tmp_path):
+@pytest.mark.parametrize("recorded, message", [(json.dumps({"method": "npo"}), "different run"), ("{not json", "is damaged")])
+def test_checkpoints_of_another_run_are_bad_input(recorded, message, llama_dir, forget_file, tmp_path):
     out = tmp_path / "ga"
     checkpoints = tmp_path / "ga.checkpoints"
     checkpoints.mkdir()
-    (checkpoints / "llmkit_run.json").write_text(json.dumps({"method": "npo"}))
+    (checkpoints / "llmkit_run.json").write_text(recorded)
     result = llmkit("unlearn", "ga", "--model", llama_dir, "--forget", forget_file, "--out", out, "--max-steps", 1)
-    assert_bad_input(result, "different run", out)
+    assert_bad_input(result, message, out)
 
 
 @pytest.mark.parametrize(
@@ -158,3 +159,15 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(llama_dir, 
     assert any(not torch.equal(one[k], original[k]) for k in one)
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [("{broken", "not valid JSON"), (json.dumps({"peft_type": "LORA"}), "names no base_model_name_or_path")],
+    ids=["damaged", "no-base"],
+)
+def test_a_broken_adapter_directory_is_bad_input(config, message, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(config)
+    assert_bad_input(llmkit("model", "inspect", "-m", adapter, "--device", "cpu"), message)

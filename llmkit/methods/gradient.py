@@ -42,6 +42,7 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
+from llmkit.batching import pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.methods import task_vector
@@ -190,15 +191,12 @@ class PadCollator:
         return batch
 
     def _pad(self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], prefix: str) -> dict[str, torch.Tensor]:
-        width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long)
-        label_ids = torch.full((len(ids), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, (row, row_labels) in enumerate(zip(ids, labels)):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            label_ids[i, : len(row)] = torch.tensor(row_labels)
-            mask[i, : len(row)] = 1
-        return {f"{prefix}input_ids": input_ids, f"{prefix}attention_mask": mask, f"{prefix}labels": label_ids}
+        padded = pad_batch(ids, self.pad_token_id, "right")
+        return {
+            f"{prefix}input_ids": padded["input_ids"],
+            f"{prefix}attention_mask": padded["attention_mask"],
+            f"{prefix}labels": pad_batch(labels, IGNORE, "right")["input_ids"],
+        }
 
 
 # ---- losses -------------------------------------------------------------------------------------
@@ -252,7 +250,7 @@ def frozen_reference(model: PreTrainedModel | PeftModel) -> PreTrainedModel | No
 
 
 class UnlearningTrainer(Trainer):
-    """Trainer whose loss is one of `LOSS_METHODS`; everything else is transformers' own."""
+    """Trainer whose loss is one of `LOSSES`; everything else is transformers' own."""
 
     def __init__(self, *args: Any, unlearning: GradientConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
