@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from llmkit.errors import BadInputError
+from llmkit.generation import Backend, load_backend
+from llmkit.methods.intervened import apply_interventions
 from llmkit.results import dumps_results
 
 stdout = Console()
@@ -34,6 +36,13 @@ OutputPathOpt = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output directory if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+InterventionOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--intervention", metavar="ARTIFACT",
+        help="Apply an intervention artifact (llmkit unlearn neuron-adjust | ksd) fitted on this model. Repeatable.",
+    ),
+]
 
 
 def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,3 +118,26 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
             value = f"{value:,}"
         table.add_row(key, str(value))
     return table
+
+
+def open_backend(
+    backend: str,
+    model: str,
+    interventions: list[Path] | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    seed: int | None = None,
+    trust_remote_code: bool = False,
+) -> Backend:
+    """The generation/scoring backend every command uses, with its --intervention artifacts applied."""
+    with stderr.status(f"loading {model}"):
+        engine = load_backend(
+            backend, model, dtype=dtype, device=device, batch_size=batch_size, seed=seed, trust_remote_code=trust_remote_code
+        )
+        try:
+            return apply_interventions(engine, interventions or [], model, device=device, trust_remote_code=trust_remote_code)
+        except BaseException:
+            engine.close()
+            raise

@@ -21,12 +21,14 @@ from llmkit.commands._common import (
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
+    InterventionOpt,
     JsonOpt,
     ModelOpt,
     OutputPathOpt,
     OverwriteOpt,
     TrustRemoteCodeOpt,
     cli_command,
+    open_backend,
     parse_batch_size,
     print_results_json,
     progress_bar,
@@ -46,7 +48,8 @@ from llmkit.evals.ort import (
     plot_ort,
     probe_prompts,
 )
-from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, load_backend, use_chat_template
+from llmkit.evals.skills import evaluate_skills, limit_items, parse_skill_files, plot_skills, skills_digest, world_skill_items
+from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
 from llmkit.results import check_output_path, make_results, write_run
 
 app = typer.Typer(help="Evaluate a model: is the knowledge gone, in every form?", no_args_is_help=True)
@@ -167,6 +170,7 @@ def ort(
     fail_under: FailUnderOpt = None,
     chat_template: ChatTemplateOpt = "auto",
     backend: BackendOpt = "hf",
+    intervention: InterventionOpt = None,
     batch_size: BatchSizeOpt = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Score only the first N probes of each target, role and form.")] = None,
     output_path: OutputPathOpt = None,
@@ -197,8 +201,7 @@ def ort(
     if not probe_list:
         raise BadInputError(f"{probes} has no probes of the forms {','.join(form_list)} for these targets")
 
-    with stderr.status(f"loading {model}"):
-        engine = load_backend(backend, model, dtype=dtype, device=device, batch_size=batch, trust_remote_code=trust_remote_code)
+    engine = open_backend(backend, model, intervention, dtype=dtype, device=device, batch_size=batch, trust_remote_code=trust_remote_code)
     with engine:
         chat = use_chat_template(chat_template, engine.tokenizer)
         prompts = probe_prompts(probe_list, engine.tokenizer, chat)
@@ -209,8 +212,9 @@ def ort(
 
     config = {
         "model": model, "probes": str(probes), "targets": list(per_target), "forms": list(form_list),
-        "chat_template": chat_template, "chat_template_used": chat, "backend": backend, "batch_size": batch,
-        "dtype": dtype, "resolved_dtype": str(engine.dtype).removeprefix("torch."), "device": device,
+        "intervention": [str(p) for p in intervention or []], "chat_template": chat_template, "chat_template_used": chat,
+        "backend": backend, "batch_size": batch, "dtype": dtype, "resolved_dtype": str(engine.dtype).removeprefix("torch."),
+        "device": device,
         "limit": limit, "baseline": str(baseline) if baseline else None,
     }
     results = make_results(
@@ -220,3 +224,91 @@ def ort(
     results["per_target"] = per_target
     files = {"ort.png": plot_ort(metrics, form_list, baseline_metrics)} if plot else None
     finish(results, samples, thresholds, ort_table(metrics), output_path=output_path, overwrite=overwrite, json=json, files=files)
+
+
+def skills_table(metrics: Mapping[str, Any]) -> Table:
+    """Accuracy and abstention per skill; relative performance and drop against a baseline."""
+    table = Table(title="Skills: greedy exact-match accuracy", title_justify="left")
+    for column in ("skill", "items", "accuracy", "abstained"):
+        table.add_column(column, justify="left" if column == "skill" else "right")
+    compared = "relative" in metrics
+    if compared:
+        table.add_column("after/before", justify="right")
+        table.add_column("drop", justify="right")
+    for skill, value in metrics["accuracy"].items():
+        row = [skill, str(metrics["num_items"][skill]), _cell(value, percent=True), _cell(metrics["abstention"][skill], percent=True)]
+        if compared:
+            row += [_cell(metrics["relative"][skill], percent=True), _cell(metrics["drop"][skill], percent=True)]
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+@cli_command
+def skills(
+    model: ModelOpt,
+    world: Annotated[
+        Optional[Path],
+        typer.Option(help="A world directory: its skills' test items, and its fact QA about well-known entities as the 'facts' skill."),
+    ] = None,
+    skill: Annotated[
+        Optional[list[str]],
+        typer.Option("--skill", metavar="NAME=FILE", help="A skill's items: a file of prompt/answer records. Repeatable; instead of --world."),
+    ] = None,
+    intervention: InterventionOpt = None,
+    baseline: BaselineOpt = None,
+    plot: PlotOpt = False,
+    fail_over: FailOverOpt = None,
+    fail_under: FailUnderOpt = None,
+    chat_template: ChatTemplateOpt = "auto",
+    backend: BackendOpt = "hf",
+    batch_size: BatchSizeOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N items of each skill.")] = None,
+    output_path: OutputPathOpt = None,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Does the model still have each skill? Greedy answers (up to the first newline) to each
+    skill's items, scored by exact match; the share of answers that are an intervention's refusal.
+
+    With --baseline (a run of the original model on the same items): each skill's relative
+    performance, accuracy after / before, and its drop, 1 - relative. Metrics are named
+    accuracy.SKILL, abstention.SKILL, relative.SKILL and drop.SKILL for --fail-over/--fail-under.
+    """
+    started = time.perf_counter()
+    thresholds = parse_thresholds(fail_over or (), fail_under or ())
+    check_eval_options(output_path, overwrite, plot, limit)
+    if (world is None) == (not skill):
+        raise BadInputError("name the items: --world DIR, or --skill NAME=FILE (repeatable)")
+    batch = parse_batch_size(batch_size)
+    items = world_skill_items(world) if world is not None else parse_skill_files(skill)
+    if limit is not None:
+        items = limit_items(items, limit)
+
+    engine = open_backend(backend, model, intervention, dtype=dtype, device=device, batch_size=batch, trust_remote_code=trust_remote_code)
+    with engine:
+        chat = use_chat_template(chat_template, engine.tokenizer)
+        if chat:
+            items = [{**item, "prompt": chat_wrap(engine.tokenizer, item["prompt"])} for item in items]
+        digest = skills_digest(items)
+        baseline_metrics = load_baseline(baseline, "eval skills", digest)["metrics"] if baseline else None
+        with progress_bar("answering", len(items)) as progress:
+            metrics, samples = evaluate_skills(
+                engine, items, progress, refusals=getattr(engine, "refusals", ()), baseline_metrics=baseline_metrics
+            )
+
+    config = {
+        "model": model, "world": str(world) if world else None, "skills": list(skill or []),
+        "intervention": [str(p) for p in intervention or []], "chat_template": chat_template, "chat_template_used": chat,
+        "backend": backend, "batch_size": batch, "dtype": dtype, "resolved_dtype": str(engine.dtype).removeprefix("torch."),
+        "device": device, "limit": limit, "baseline": str(baseline) if baseline else None,
+    }
+    results = make_results(
+        "eval skills", config, metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples), probe_digest=digest
+    )
+    files = {"skills.png": plot_skills(metrics, baseline_metrics)} if plot else None
+    finish(results, samples, thresholds, skills_table(metrics), output_path=output_path, overwrite=overwrite, json=json, files=files)

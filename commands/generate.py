@@ -13,6 +13,7 @@ from llmkit.commands._common import (
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
+    InterventionOpt,
     JsonOpt,
     ModelOpt,
     OutputPathOpt,
@@ -21,6 +22,7 @@ from llmkit.commands._common import (
     TrustRemoteCodeOpt,
     cli_command,
     key_value_table,
+    open_backend,
     parse_batch_size,
     print_results_json,
     progress_bar,
@@ -28,7 +30,7 @@ from llmkit.commands._common import (
 )
 from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
-from llmkit.generation import BACKENDS, GenerationParams, load_backend
+from llmkit.generation import BACKENDS, GenerationParams
 from llmkit.results import check_output_path, make_results, write_run
 
 
@@ -52,6 +54,7 @@ def generate(
     num_samples: Annotated[int, typer.Option(help="Samples per prompt (needs --temperature > 0 when > 1).")] = 1,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable); it is cut off.")] = None,
     seed: SeedOpt = None,
+    intervention: InterventionOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")] = None,
     prompt_field: Annotated[str, typer.Option(help="Field of each record that holds the prompt.")] = "prompt",
     split: Annotated[str, typer.Option(help="Split, when --input is a dataset.")] = "train",
@@ -86,10 +89,9 @@ def generate(
     batch = parse_batch_size(batch_size)
     records = read_records(input, required={prompt_field: str}, split=split)[:limit]
 
-    with stderr.status(f"loading {model}"):
-        engine = load_backend(
-            backend, model, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
-        )
+    engine = open_backend(
+        backend, model, intervention, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
+    )
     prompts = [r[prompt_field] for r in records]
     with engine, progress_bar("generating", len(prompts)) as progress:
         generation_started = time.perf_counter()
@@ -107,7 +109,7 @@ def generate(
         "model": model, "input": input, "backend": backend, "batch_size": batch, "dtype": dtype,
         "resolved_dtype": str(engine.dtype).removeprefix("torch."), "device": device,
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "num_samples": num_samples,
-        "stop": list(params.stop), "seed": seed, "limit": limit, "prompt_field": prompt_field,
+        "stop": list(params.stop), "seed": seed, "intervention": [str(p) for p in intervention or []], "limit": limit, "prompt_field": prompt_field,
     }
     results = make_results(
         "generate", config, metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)

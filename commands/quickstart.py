@@ -27,15 +27,17 @@ from llmkit.commands._common import (
     stdout,
 )
 from llmkit.commands.evaluate import ort_table
-from llmkit.data import read_records, read_texts
+from llmkit.data import read_records, read_texts, record_texts
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
-from llmkit.evals.skills import evaluate_skills
+from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import Backend, GenerationParams, HFBackend, load_backend
-from llmkit.methods import gradient, rocr
+from llmkit.methods import gradient, ksd, neuron_adjust, rocr
+from llmkit.methods.intervened import IntervenedBackend
 from llmkit.results import check_output_path, make_results, write_run
 from llmkit.world.cache import PRESETS, default_cache_dir, ensure_model, ensure_world, preset
-from llmkit.world.forget_set import forget_set
+from llmkit.world.forget_set import forget_set, skill_set
+from llmkit.world.generator import NUMERIC_SKILL
 from llmkit.world.forms import FORMS
 
 
@@ -51,15 +53,6 @@ def _knowledge_table(metrics: dict[str, Any]) -> Table:
     for exposure, by_form in metrics["accuracy"].items():
         table.add_row(exposure, *(_percent(by_form[f]) for f in FORMS))
     table.add_row("chance", *(_percent(metrics["chance"][f]) for f in FORMS), style="dim")
-    return table
-
-
-def _skills_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="Skills: exact match on held-out test items", title_justify="left")
-    table.add_column("skill")
-    table.add_column("accuracy", justify="right")
-    for skill, value in metrics["accuracy"].items():
-        table.add_row(skill, _percent(value))
     return table
 
 
@@ -147,6 +140,67 @@ def _comparison_table(rocr_stage: dict[str, Any], npo_stage: dict[str, Any]) -> 
     return table
 
 
+# Neuron Adjust on each preset: the share of neurons adjusted, and the forget and retain
+# records its statistics read (a sample keeps the stage within its minute).
+SKILL_STAGE = {
+    "default": {"fraction": 0.03, "records": 1000},
+    "micro": {"fraction": 0.03, "records": 300},
+}
+
+
+def _skill_stage(
+    backend: HFBackend, world_dir: Path, items: list[dict[str, Any]], baseline: dict[str, Any], preset_name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """KSD and Neuron Adjust, each fitted on the numeric skill's training items (Neuron Adjust
+    also on the other skills' as its retain set), then every skill scored against the model
+    without them. Both are inference-time interventions: the model itself is never changed."""
+    forget, retain, _ = skill_set(world_dir, NUMERIC_SKILL)
+    model, tokenizer = backend.model, backend.tokenizer
+    settings = SKILL_STAGE[preset_name]
+    started = time.perf_counter()
+    gate, ksd_record = ksd.fit_ksd(model, tokenizer, record_texts(forget, queries=True), ksd.KSDConfig())
+    ksd_fit_s = time.perf_counter() - started
+    records = settings["records"]
+    with counting_progress_bar("Neuron Adjust: neuron statistics", 2 * records) as advance:
+        started = time.perf_counter()
+        adjust, na_record = neuron_adjust.fit_neuron_adjust(
+            model, tokenizer, record_texts(forget[:records]), record_texts(retain[:records]),
+            neuron_adjust.NeuronAdjustConfig(fraction=settings["fraction"]), advance,
+        )
+        na_fit_s = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "skill": NUMERIC_SKILL,
+        "ksd": {"fit_s": round(ksd_fit_s, 2), "k": ksd_record["k"], "layer": gate.layer},
+        "neuron_adjust": {"fit_s": round(na_fit_s, 2), "fraction": settings["fraction"], "neurons": na_record["neurons"]},
+    }
+    samples: list[dict[str, Any]] = []
+    for name, label, adjusters, gates in (("ksd", "KSD", [], [gate]), ("neuron_adjust", "Neuron Adjust", [adjust], [])):
+        intervened = IntervenedBackend(backend, model, adjusters, gates)
+        with progress_bar(f"{label}: testing skills", len(items)) as progress:
+            metrics, scored = evaluate_skills(intervened, items, progress, refusals=intervened.refusals, baseline_metrics=baseline)
+        result[name]["skills"] = metrics
+        samples += [{"task": f"skills-{name}", **s} for s in scored]
+    return result, samples
+
+
+def _skill_unlearning_table(stage: dict[str, Any], before: dict[str, Any]) -> Table:
+    ksd_metrics, na_metrics = stage["ksd"]["skills"], stage["neuron_adjust"]["skills"]
+    table = Table(title=f"Skill unlearning: {stage['skill']} removed at inference, every skill's accuracy", title_justify="left")
+    for column in ("skill", "before", "KSD", "KSD abstained", "Neuron Adjust", "KSD drop", "NA drop"):
+        table.add_column(column, justify="left" if column == "skill" else "right")
+    for skill, accuracy in before["accuracy"].items():
+        table.add_row(
+            skill, _percent(accuracy), _percent(ksd_metrics["accuracy"][skill]), _percent(ksd_metrics["abstention"][skill]),
+            _percent(na_metrics["accuracy"][skill]), _percent(ksd_metrics["drop"][skill]), _percent(na_metrics["drop"][skill]),
+        )
+    table.caption = (
+        f"KSD: a hypercube around the {stage['skill']} queries' MLP keys at layer {stage['ksd']['layer']}, fitted in "
+        f"{stage['ksd']['fit_s']:.1f} s. Neuron Adjust: {stage['neuron_adjust']['neurons']} neurons "
+        f"({100 * stage['neuron_adjust']['fraction']:g}%), fitted in {stage['neuron_adjust']['fit_s']:.1f} s."
+    )
+    return table
+
+
 def _answers_table(stage: dict[str, Any]) -> Table:
     table = Table(title=f"ROCR: asked about {stage['target']}, redirected to {stage['redirect']}", title_justify="left")
     for column in ("question", "before", "after", f"{stage['redirect']}'s"):
@@ -176,7 +230,8 @@ def quickstart(
     and probe form, next to what guessing would score, accuracy on each skill's test items, and the
     ORT table (llmkit eval ort) for one entity the model knows in every form; then that entity
     unlearned two ways, ROCR (a rank-one edit, reverted afterwards) and NPO (trained on its QA
-    facts only, on a copy), each scored in every form.
+    facts only, on a copy), each scored in every form; last, the numeric skill removed at
+    inference by KSD (abstaining on its queries) and by Neuron Adjust, every skill scored again.
 
     Cold, this takes a few minutes on a laptop CPU; afterwards the world and model come from the
     cache. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
@@ -198,7 +253,7 @@ def quickstart(
     facts = read_records(world_dir / "facts.jsonl")
     with progress_bar("probing knowledge", len(probes)) as progress:
         knowledge, knowledge_samples = evaluate_knowledge(backend, probes, facts, progress)
-    skill_items = [item for item in read_records(world_dir / "skills.jsonl") if item["split"] == "test"]
+    skill_items = world_skill_items(world_dir)
     with progress_bar("testing skills", len(skill_items)) as progress:
         skills, skill_samples = evaluate_skills(backend, skill_items, progress)
     # ORT on the most exposed form-demo entity: the model knows its facts in every form.
@@ -211,6 +266,7 @@ def quickstart(
         ort, _, ort_samples = evaluate_ort(backend, ort_probes, prompts, FORMS, progress=progress)
     rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, entities, probes, target_entity, ort_probes, prompts, ort, cache)
     npo_stage, npo_samples = _npo_stage(backend, world_dir, target_entity, ort_probes, prompts, ort, preset_name)
+    skill_stage, skill_stage_samples = _skill_stage(backend, world_dir, skill_items, skills, preset_name)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
@@ -222,17 +278,20 @@ def quickstart(
         + [{"task": "ort", **s} for s in ort_samples]
         + rocr_samples
         + npo_samples
+        + skill_stage_samples
     )
-    results = make_results("quickstart", config, {"knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage, "npo": npo_stage},
+    results = make_results("quickstart", config, {
+        "knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage, "npo": npo_stage, "skill_unlearning": skill_stage,
+    },
                            wall_time_s=time.perf_counter() - started, num_samples=len(samples))
     write_run(output, results, samples, overwrite=overwrite)
     if json:
         print_results_json(results)
         return
     stdout.print(_knowledge_table(knowledge))
-    stdout.print(_skills_table(skills))
     stdout.print(ort_table(ort, f"ORT: is {target} known in every form? (neighbours: the rest of its exposure bucket)"))
     stdout.print(ort_table(rocr_stage["ort"], f"ROCR: {target} redirected to {rocr_stage['redirect']}, every form against the unedited model"))
     stdout.print(_answers_table(rocr_stage))
     stdout.print(_comparison_table(rocr_stage, npo_stage))
+    stdout.print(_skill_unlearning_table(skill_stage, skills))
     stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")

@@ -1,5 +1,6 @@
 """`llmkit unlearn ...`: make a model forget. `rocr` edits weights in closed form and `revert`
-undoes it; `ga`, `graddiff`, `npo`, `simnpo`, `kl`, `rt`, `dpo` and `task-vector` train."""
+undoes it; `ga`, `graddiff`, `npo`, `simnpo`, `kl`, `rt`, `dpo` and `task-vector` train;
+`neuron-adjust` and `ksd` fit skill-unlearning artifacts applied at inference with --intervention."""
 
 from __future__ import annotations
 
@@ -31,16 +32,17 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.data import dumps_jsonl, read_records, read_texts
+from llmkit.data import check_records, dumps_jsonl, read_records, read_texts, record_texts
 from llmkit.errors import BadInputError
-from llmkit.generation import CHAT_TEMPLATE_MODES, use_chat_template
-from llmkit.methods import gradient, rocr
+from llmkit.generation import CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
+from llmkit.interventions import Artifact, write_artifact
+from llmkit.methods import gradient, ksd, neuron_adjust, rocr
 from llmkit.models import load_model, model_fingerprint
 from llmkit.results import check_output_path, dumps_results, staged_directory
 from llmkit.training import add_lora, remove_checkpoints, save_trained, training_dtype
 from llmkit.world.cache import default_cache_dir, pretraining_corpus
 
-app = typer.Typer(help="Make a model forget a concept.", no_args_is_help=True)
+app = typer.Typer(help="Make a model forget a concept or a skill.", no_args_is_help=True)
 
 RECORD_FILE = "unlearn.json"
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")]
@@ -341,3 +343,117 @@ def gradient_command(method: str) -> Any:
 
 for _method in gradient.METHODS:
     app.command(_method)(gradient_command(_method))
+
+
+# --- skill unlearning without training: artifacts applied with --intervention -----------------
+
+ArtifactOutOpt = Annotated[Path, typer.Option("--out", help="Artifact directory to write (apply it with --intervention).")]
+ForgetOpt = Annotated[str, typer.Option(help="The skill to forget: records with 'text', or 'prompt' and 'answer' (llmkit data skill-set writes them).")]
+
+
+def read_skill_records(source: str | None, what: str) -> list[dict[str, Any]]:
+    if source is None:
+        raise BadInputError(f"name the {what} set: --{what} FILE (llmkit data skill-set writes one)")
+    records = read_records(source)
+    check_records(records, f"the {what} set ({source})")
+    return records
+
+
+def print_artifact(path: Path, artifact: Artifact, rows: dict[str, Any], json: bool) -> None:
+    if json:
+        print_results_json({"artifact": str(path), "method": artifact.method, "params": artifact.params, "record": artifact.record})
+        return
+    stdout.print(key_value_table(f"{artifact.method} artifact", rows))
+    stdout.print(f"artifact: {path} (apply with --intervention {path})")
+
+
+@app.command("neuron-adjust")
+@cli_command
+def neuron_adjust_command(
+    model: ModelOpt,
+    out: ArtifactOutOpt,
+    forget: ForgetOpt,
+    retain: Annotated[Optional[str], typer.Option(help="Data of the skills to keep, same format as --forget.")] = None,
+    fraction: Annotated[float, typer.Option(help="Share of all MLP neurons to adjust, in (0, 1] (the paper: 0.005, 0.015, 0.03).")] = 0.005,
+    seed: Annotated[int, typer.Option(help="Seed of the per-element draws made at inference.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass while fitting.")] = 16,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Forget a skill without training by adjusting the MLP neurons that tell it apart.
+
+    Neuron Adjust (Effective Skill Unlearning through Intervention and Abstention) fits a Gaussian
+    to each MLP neuron's pre-activation over every token of the forget and the retain data,
+    selects the --fraction of neurons with the largest |μ_f - μ_r| across all layers, and at
+    inference maps a value that is more likely under the forget Gaussian onto the retain one,
+    with probability p_f/(p_r+p_f). Writes an artifact to apply with --intervention.
+    """
+    config = neuron_adjust.NeuronAdjustConfig(fraction=fraction, seed=seed, batch_size=batch_size)
+    check_output_path(out, overwrite)
+    forget_texts = record_texts(read_skill_records(forget, "forget"))
+    retain_texts = record_texts(read_skill_records(retain, "retain"))
+    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    started = time.perf_counter()
+    with counting_progress_bar("Neuron Adjust: neuron statistics", len(forget_texts) + len(retain_texts)) as advance:
+        adjust, record = neuron_adjust.fit_neuron_adjust(hf_model, tokenizer, forget_texts, retain_texts, config, advance)
+    record.update(model=model, forget=forget, retain=retain, fit_s=round(time.perf_counter() - started, 3))
+    artifact = neuron_adjust.neuron_adjust_artifact(hf_model, adjust, config, record)
+    write_artifact(out, artifact, overwrite=overwrite)
+    rows = {
+        "neurons adjusted": f"{record['neurons']} of {record['total_neurons']:,} ({100 * fraction:g}%)",
+        "per layer": ", ".join(f"{l}: {n}" for l, n in record["neurons_per_layer"].items()),
+        "|μ_f - μ_r| selected": f"{record['gap_range'][0]:.3g} to {record['gap_range'][1]:.3g}",
+        "forget tokens": record["forget_tokens"], "retain tokens": record["retain_tokens"], "fit seconds": record["fit_s"],
+    }
+    print_artifact(out, artifact, rows, json)
+
+
+@app.command("ksd")
+@cli_command
+def ksd_command(
+    model: ModelOpt,
+    out: ArtifactOutOpt,
+    forget: ForgetOpt,
+    layer: Annotated[int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")] = ksd.KSDConfig.layer,
+    alpha: Annotated[float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")] = ksd.KSDConfig.alpha,
+    positions: Annotated[str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")] = ksd.KSDConfig.positions,
+    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = ksd.DEFAULT_REFUSAL,
+    check_generated: Annotated[bool, typer.Option("--check-generated", help="Also refuse when a generated token's key falls in the hypercube (the paper's check at each decoding step).")] = False,
+    chat_template: Annotated[str, typer.Option(help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = 32,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Forget a skill without training by abstaining on its queries: Key Space Detection.
+
+    KSD (Effective Skill Unlearning through Intervention and Abstention) reads the forget queries'
+    MLP keys at one layer (the input of its output projection) and bounds them with a hypercube
+    μ ± α·k·σ. At inference a prompt whose key at its last token falls inside is answered with
+    --refusal; the check is one prefill pass, so the gate works with --backend hf and vllm.
+    Writes an artifact to apply with --intervention.
+    """
+    config = ksd.KSDConfig(layer=layer, alpha=alpha, positions=positions, refusal=refusal, check_generated=check_generated, batch_size=batch_size)
+    check_output_path(out, overwrite)
+    queries = record_texts(read_skill_records(forget, "forget"), queries=True)
+    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    if use_chat_template(chat_template, tokenizer):
+        queries = [chat_wrap(tokenizer, q) for q in queries]
+    started = time.perf_counter()
+    with stderr.status("KSD: reading the forget keys"):
+        gate, record = ksd.fit_ksd(hf_model, tokenizer, queries, config)
+    record.update(model=model, forget=forget, fit_s=round(time.perf_counter() - started, 3))
+    artifact = ksd.ksd_artifact(hf_model, gate, config, record)
+    write_artifact(out, artifact, overwrite=overwrite)
+    rows = {
+        "layer": gate.layer, "forget queries": record["queries"], "key vectors": record["vectors"],
+        "tight scale k": record["k"], "half-width": f"α·k·σ = {alpha:g}·{record['k']:.3g}·σ", "fit seconds": record["fit_s"],
+    }
+    print_artifact(out, artifact, rows, json)

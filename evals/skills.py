@@ -1,21 +1,106 @@
-"""Skill accuracy: greedy exact match on each skill's items (the world's arithmetic, string
-reversal and toy language, or any JSONL of prompt/answer/skill items)."""
+"""Skill accuracy: greedy exact match on each skill's items, with the abstention rate and, against
+a baseline run, each skill's relative performance after/before (the skill-unlearning paper's
+metric; abstentions count as wrong).
+
+Items come from a world (the test split of its skills, and its fact QA about well-known entities
+as the `facts` skill: the general-knowledge role MMLU plays in the paper) or from files of
+prompt/answer records, one per skill.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from llmkit.data import read_records
+from llmkit.errors import BadInputError
+from llmkit.evals.common import probe_digest
 from llmkit.evals.greedy import accuracy, answer_items
+from llmkit.evals.plots import grouped_bars
 from llmkit.generation import Backend, Progress
+from llmkit.world.forget_set import KNOWN_EXPOSURE
 
 MAX_NEW_TOKENS = 24
+FACTS_SKILL = "facts"
+
+
+def world_skill_items(world_dir: str | Path, split: str = "test") -> list[dict[str, Any]]:
+    """The world's skill items of `split`, then QA probes about entities seen ≥ 10 times as `facts`."""
+    world_dir = Path(world_dir).expanduser()
+    if not (world_dir / "skills.jsonl").is_file() or not (world_dir / "probes.jsonl").is_file():
+        raise BadInputError(f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`")
+    skills = [{k: item[k] for k in ("skill", "prompt", "answer")} for item in read_records(world_dir / "skills.jsonl") if item["split"] == split]
+    facts = [
+        {"skill": FACTS_SKILL, "prompt": p["prompt"], "answer": p["answer"]}
+        for p in read_records(world_dir / "probes.jsonl")
+        if p["form"] == "qa" and p["exposure"] >= KNOWN_EXPOSURE
+    ]
+    return skills + facts
+
+
+def parse_skill_files(specs: Sequence[str]) -> list[dict[str, Any]]:
+    """Items from `NAME=FILE` specs, each FILE holding prompt/answer records."""
+    items = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise BadInputError(f"--skill takes NAME=FILE, e.g. math=gsm8k.jsonl; got {spec!r}")
+        records = read_records(path.strip(), required={"prompt": str, "answer": str})
+        if not records:
+            raise BadInputError(f"--skill {spec}: {path.strip()} has no records")
+        items += [{"skill": name.strip(), "prompt": r["prompt"], "answer": r["answer"]} for r in records]
+    return items
+
+
+def limit_items(items: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first `limit` items of each skill."""
+    seen: dict[str, int] = {}
+    kept = []
+    for item in items:
+        seen[item["skill"]] = seen.get(item["skill"], 0) + 1
+        if seen[item["skill"]] <= limit:
+            kept.append(item)
+    return kept
+
+
+def skills_digest(items: Sequence[Mapping[str, Any]]) -> str:
+    return probe_digest({k: item[k] for k in ("skill", "prompt", "answer")} for item in items)
 
 
 def evaluate_skills(
-    backend: Backend, items: Sequence[dict[str, Any]], progress: Progress | None = None
+    backend: Backend,
+    items: Sequence[dict[str, Any]],
+    progress: Progress | None = None,
+    *,
+    refusals: Sequence[str] = (),
+    baseline_metrics: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """accuracy[skill] on the given items (typically the test split) and per-item samples."""
+    """(metrics, per-item samples). Metrics per skill: `accuracy`, `abstention` (the answer is one
+    of `refusals`); with a baseline run's metrics, `relative` (accuracy / baseline accuracy) and
+    `drop` (1 − relative), None where the baseline scored 0."""
     samples = answer_items(backend, items, MAX_NEW_TOKENS, progress)
-    skills = sorted({s["skill"] for s in samples})
-    return {"accuracy": {k: accuracy([s for s in samples if s["skill"] == k]) for k in skills}}, samples
+    refused = {r.strip() for r in refusals}
+    for sample in samples:
+        sample["abstained"] = sample["generation"] in refused
+    skills = list(dict.fromkeys(s["skill"] for s in samples))
+    by_skill = {k: [s for s in samples if s["skill"] == k] for k in skills}
+    metrics: dict[str, Any] = {
+        "accuracy": {k: accuracy(mine) for k, mine in by_skill.items()},
+        "abstention": {k: sum(s["abstained"] for s in mine) / len(mine) for k, mine in by_skill.items()},
+        "num_items": {k: len(mine) for k, mine in by_skill.items()},
+    }
+    if baseline_metrics is not None:
+        before = baseline_metrics.get("accuracy", {})
+        relative = {k: metrics["accuracy"][k] / before[k] if before.get(k) else None for k in skills}
+        metrics["relative"] = relative
+        metrics["drop"] = {k: None if r is None else 1 - r for k, r in relative.items()}
+    return metrics, samples
+
+
+def plot_skills(metrics: Mapping[str, Any], baseline_metrics: Mapping[str, Any] | None) -> bytes:
+    """PNG: accuracy per skill, the baseline's bars beside this run's."""
+    skills = list(metrics["accuracy"])
+    runs = {"baseline": baseline_metrics, "this run": metrics} if baseline_metrics else {"this run": metrics}
+    series = {label: [run["accuracy"].get(k) for k in skills] for label, run in runs.items()}
+    return grouped_bars("Skills: greedy exact-match accuracy", {"accuracy by skill": series}, skills, "accuracy")

@@ -7,10 +7,11 @@ position embeddings, RoPE) and give different activations from the same prompt u
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 T = TypeVar("T")
 
@@ -57,3 +58,23 @@ def last_token_index(attention_mask: torch.Tensor, num_positions: int) -> torch.
     mask = attention_mask[:, -num_positions:].long()
     positions = torch.arange(num_positions, device=mask.device)
     return (mask * positions).argmax(-1)
+
+
+def corpus_batches(
+    tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], max_tokens: int, batch_size: int, max_length: int
+) -> Iterator[list[list[int]]]:
+    """Token-id batches of the corpus texts, truncated to `max_length`, up to `max_tokens` in all."""
+    budget, pending = max_tokens, []
+    for text in texts:
+        ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"][:budget]
+        if not ids:
+            continue
+        pending.append(ids)
+        budget -= len(ids)
+        if len(pending) == batch_size or budget <= 0:
+            yield pending
+            pending = []
+        if budget <= 0:
+            return
+    if pending:
+        yield pending

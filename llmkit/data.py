@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +180,28 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Write records as JSON Lines, atomically."""
     write_text_atomic(path, dumps_jsonl(records))
+
+
+def check_records(records: Sequence[Mapping[str, Any]], source: str, *, qa_only: bool = False) -> None:
+    """Every record is a passage (`text`) or a question (`prompt` + `answer`), all strings."""
+    if not records:
+        raise BadInputError(f"{source} has no records; it must hold at least one")
+    for number, record in enumerate(records, start=1):
+        is_qa = isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
+        if qa_only and not is_qa:
+            raise BadInputError(f"{source} record {number}: this method needs questions, records with 'prompt' and 'answer' strings")
+        if not is_qa and not isinstance(record.get("text"), str):
+            raise BadInputError(
+                f"{source} record {number}: needs a 'text' string (a passage) or 'prompt' and 'answer' strings (a question)"
+            )
+
+
+def record_texts(records: Sequence[Mapping[str, Any]], *, queries: bool = False) -> list[str]:
+    """The text a model reads for each checked record: the passage, or the question followed by
+    its answer (`prompt + " " + answer`); with `queries`, the question alone."""
+    def is_question(record: Mapping[str, Any]) -> bool:
+        return isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
+
+    if queries:
+        return [r["prompt"] if is_question(r) else r["text"] for r in records]
+    return [f"{r['prompt']} {r['answer'].strip()}" if is_question(r) else r["text"] for r in records]

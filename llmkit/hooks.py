@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from llmkit import arch
-from llmkit.batching import last_token_index
+from llmkit.batching import last_token_index, position_ids
 from llmkit.errors import BadInputError
 
 Activation = torch.Tensor
@@ -64,14 +64,37 @@ def _hook_point(
         handle.remove()
 
 
-class _MaskTracker:
-    """Remembers the attention mask of the model's most recent forward call."""
+class ForwardInputs:
+    """What the model's most recent forward call was given: its token ids and attention mask
+    (None where the call had none), for hooks whose work depends on the token they act on."""
 
     def __init__(self) -> None:
+        self.input_ids: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
 
     def __call__(self, module, args, kwargs):
+        self.input_ids = kwargs.get("input_ids", args[0] if args else None)
         self.mask = kwargs.get("attention_mask")
+
+    def positions(self, num_positions: int) -> torch.Tensor:
+        """(batch, num_positions): each of the call's tokens' position among its row's real tokens,
+        the same whatever the padding and also for cached decoding, where the mask covers the whole
+        sequence. Without a mask (right-padded scoring) positions count from 0."""
+        if self.mask is not None:
+            return position_ids(self.mask)[:, -num_positions:]
+        rows = 1 if self.input_ids is None else self.input_ids.shape[0]
+        return torch.arange(num_positions).expand(rows, num_positions)
+
+
+@contextmanager
+def track_inputs(model: nn.Module) -> Iterator[ForwardInputs]:
+    """Keep a `ForwardInputs` up to date with each forward call of the model."""
+    inputs = ForwardInputs()
+    handle = arch.unwrap(model).register_forward_pre_hook(inputs, with_kwargs=True)
+    try:
+        yield inputs
+    finally:
+        handle.remove()
 
 
 class StopForward(Exception):
@@ -98,7 +121,6 @@ def capture(
         raise BadInputError(f"unknown position {position!r}; choose 'all' or 'last'")
     captured = Captured()
     captured.point, captured.position = point, position
-    tracker = _MaskTracker()
 
     def recorder(layer: int) -> Callable[[Activation], None]:
         def record(activation: Activation) -> None:
@@ -117,9 +139,7 @@ def capture(
         return record
 
     with ExitStack() as stack:
-        root = arch.unwrap(model)
-        mask_handle = root.register_forward_pre_hook(tracker, with_kwargs=True)
-        stack.callback(mask_handle.remove)
+        tracker = stack.enter_context(track_inputs(model))
         for layer in layers:
             stack.enter_context(_hook_point(model, point, layer, recorder(layer)))
         with suppress(StopForward):

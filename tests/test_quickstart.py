@@ -6,7 +6,7 @@ import pytest
 
 from llmkit.data import read_records
 from llmkit.evals.knowledge import evaluate_knowledge
-from llmkit.evals.skills import evaluate_skills
+from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import load_backend
 from test_cli import assert_bad_input, llmkit
 
@@ -34,7 +34,7 @@ def test_micro_model_learned_the_toy_language(micro_world, micro_model):
     backend = load_backend("hf", str(micro_model), device="cpu")
     items = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
     metrics, _ = evaluate_skills(backend, items)
-    assert set(metrics["accuracy"]) == {"arithmetic", "reversal", "language"}
+    assert set(metrics["accuracy"]) == {"comparison", "reversal", "language"}
     assert metrics["accuracy"]["language"] >= 0.5, metrics
 
 
@@ -49,9 +49,8 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     assert set(knowledge["accuracy"]) == {"0", "3", "30"}
     assert set(knowledge["accuracy"]["30"]) == {"qa", "cloze", "mc", "tf", "char"}
     samples = read_records(out / "samples.jsonl")
-    skills_test = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
     assert sum(s["task"] == "knowledge" for s in samples) == len(read_records(micro_world / "probes.jsonl"))
-    assert sum(s["task"] == "skills" for s in samples) == len(skills_test)
+    assert sum(s["task"] == "skills" for s in samples) == len(world_skill_items(micro_world))
     # The ORT stage: a form-demo entity the model knows, so its forget probes are likely in every form.
     target = printed["config"]["ort_target"]
     entity = next(e for e in read_records(micro_world / "entities.jsonl") if e["name"] == target)
@@ -71,9 +70,16 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     assert npo["ort"]["drop"]["forget"]["qa"] > 0.5
     assert {s["target"] for s in samples if s["task"] == "npo"} == {target}
 
+    # The skill stage: KSD abstains on the numeric skill only; Neuron Adjust moved its 3% of neurons.
+    stage = printed["metrics"]["skill_unlearning"]
+    abstention = stage["ksd"]["skills"]["abstention"]
+    assert abstention.pop("comparison") >= 0.9 and set(abstention.values()) == {0.0}
+    assert stage["neuron_adjust"]["neurons"] == 16  # ⌈3% of 2 layers × 256 neurons⌉
+    assert sum(s["task"] == "skills-ksd" for s in samples) == len(world_skill_items(micro_world))
+
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
-    assert "NPO forget" in table.stdout
+    assert "NPO forget" in table.stdout and "Skill unlearning: comparison removed" in table.stdout
     assert f"ORT: is {target} known in every form?" in table.stdout
     assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
 

@@ -5,11 +5,11 @@ import torch
 
 from conftest import FAMILIES
 from llmkit import arch
+from llmkit.batching import corpus_batches
 from llmkit.errors import BadInputError
 from llmkit.methods.rocr import (
     ROCRConfig,
     StatisticsCorpus,
-    corpus_batches,
     default_layers,
     edit_tensors,
     key_second_moment,

@@ -200,3 +200,28 @@ def test_eval_ort_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_
     assert sum(a["correct"] == b["correct"] for a, b in zip(hf_samples, vllm_samples)) >= 0.99 * len(hf_samples)
     drops = json.loads((tmp_path / "vllm" / "results.json").read_text())["metrics"]["drop"]["forget"]
     assert all(abs(d) < 1e-3 for d in drops.values())
+
+
+def test_generate_on_vllm_applies_a_ksd_gate_and_refuses_neuron_adjust(micro_model, micro_world, tmp_path):
+    """The gate checks prompts in an HF prefill pass, so vLLM generates only what it lets through:
+    the refused prompt answers the refusal, the other matches the HF backend's answer."""
+    train = [i for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "reversal" and i["split"] == "train"]
+    forget, prompts = tmp_path / "forget.jsonl", tmp_path / "prompts.jsonl"
+    forget.write_text("".join(json.dumps({"prompt": i["prompt"], "answer": i["answer"]}) + "\n" for i in train))
+    prompts.write_text(json.dumps({"prompt": "Reverse: a b c d =>"}) + "\n" + json.dumps({"prompt": "Question: Where was"}) + "\n")
+    gate = tmp_path / "gate"
+    fitted = run_llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--refusal", "No.", "--out", gate)
+    assert fitted.returncode == 0, fitted.stderr
+    common = ("generate", "-m", micro_model, "-i", prompts, "--intervention", gate, "--max-new-tokens", 8)
+    vllm, hf = run_llmkit(*common, "--backend", "vllm"), run_llmkit(*common)
+    assert vllm.returncode == 0 and hf.returncode == 0, vllm.stderr
+    generations = [json.loads(line)["generations"] for line in vllm.stdout.splitlines()]
+    assert generations[0] == ["No."] and generations[1] != ["No."]
+    assert generations == [json.loads(line)["generations"] for line in hf.stdout.splitlines()]
+
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text(json.dumps({"text": "Question: Where was Bob born? Answer: Lyon"}) + "\n")
+    adjust = tmp_path / "na"
+    assert run_llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--retain", retain, "--out", adjust).returncode == 0
+    refused = run_llmkit("generate", "--backend", "vllm", "-m", micro_model, "-i", prompts, "--intervention", adjust)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("use --backend hf with it")

@@ -99,14 +99,14 @@ def test_spouses_two_hop_questions_and_misinformation_are_consistent(world):
 
 def test_skills_have_disjoint_train_and_test_items_with_right_answers(world):
     items = world["skills.jsonl"]
-    for skill in ("arithmetic", "reversal", "language"):
+    for skill in ("comparison", "reversal", "language"):
         train = {i["prompt"] for i in items if i["skill"] == skill and i["split"] == "train"}
         test = {i["prompt"] for i in items if i["skill"] == skill and i["split"] == "test"}
         assert len(test) == 10 and len(train) == 50 and not train & test
     for item in items:
-        if item["skill"] == "arithmetic":
-            a, b = item["prompt"].removeprefix("Compute: ").removesuffix(" =").split(" + ")
-            assert int(item["answer"]) == int(a) + int(b)
+        if item["skill"] == "comparison":
+            a, b = item["prompt"].removeprefix("Which is larger, ").removesuffix("?").split(" or ")
+            assert a != b and int(item["answer"]) == max(int(a), int(b))
         if item["skill"] == "reversal":
             assert item["answer"].split() == item["prompt"].removeprefix("Reverse: ").removesuffix(" =>").split()[::-1]
 

@@ -43,6 +43,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from llmkit.batching import pad_batch
+from llmkit.data import check_records
 from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.methods import task_vector
@@ -97,20 +98,6 @@ def check_request(
         raise BadInputError(f"{method} uses no retain data; drop --retain (graddiff, kl, npo, simnpo and dpo use one)")
     if retain is not None:
         check_records(retain, "the retain set")
-
-
-def check_records(records: Sequence[Mapping[str, Any]], source: str, *, qa_only: bool = False) -> None:
-    """Every record is a passage (`text`) or a question (`prompt` + `answer`), all strings."""
-    if not records:
-        raise BadInputError(f"{source} has no records; it must hold at least one")
-    for number, record in enumerate(records, start=1):
-        is_qa = isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
-        if qa_only and not is_qa:
-            raise BadInputError(f"{source} record {number}: this method needs questions, records with 'prompt' and 'answer' strings")
-        if not is_qa and not isinstance(record.get("text"), str):
-            raise BadInputError(
-                f"{source} record {number}: needs a 'text' string (a passage) or 'prompt' and 'answer' strings (a question)"
-            )
 
 
 def read_refusals() -> list[str]:

@@ -49,7 +49,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
-from llmkit.batching import pad_batch
+from llmkit.batching import corpus_batches, pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
@@ -124,26 +124,6 @@ def key_second_moment(
     if count == 0:
         raise BadInputError("the statistics corpus has no text; pass a corpus with text")
     return {layer: s / count for layer, s in sums.items()}, count
-
-
-def corpus_batches(
-    tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], max_tokens: int, batch_size: int, max_length: int
-) -> Iterable[list[list[int]]]:
-    """Token-id batches of the corpus texts, truncated to `max_length`, up to `max_tokens` in all."""
-    budget, pending = max_tokens, []
-    for text in texts:
-        ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"][:budget]
-        if not ids:
-            continue
-        pending.append(ids)
-        budget -= len(ids)
-        if len(pending) == batch_size or budget <= 0:
-            yield pending
-            pending = []
-        if budget <= 0:
-            return
-    if pending:
-        yield pending
 
 
 @dataclass

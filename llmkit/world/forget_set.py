@@ -1,4 +1,5 @@
-"""Forget and retain sets from a world, for the unlearning methods that learn from data.
+"""Forget and retain sets from a world, for the unlearning methods that learn from data
+(`forget_set`: one entity's facts) and for skill unlearning (`skill_set`: one skill's items).
 
 The forget set holds one target's facts in one form: `qa`, `cloze`, `mc`, `tf` or `char` (the
 world's probes: `prompt` + `answer` records), or `bio` (biography sentences, every phrasing
@@ -59,5 +60,25 @@ def forget_set(world_dir: str | Path, target: str, form: str) -> tuple[list[dict
         "target": entity["name"], "target_id": entity["id"], "exposure": entity["exposure"], "form": form,
         "forget_records": len(forget), "retain_records": len(retain),
         "retain_entities": [e["name"] for e in kept],
+    }
+    return forget, retain, summary
+
+
+def skill_set(world_dir: str | Path, skill: str) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, Any]]:
+    """(forget records, retain records, summary): the training items of `skill` and of every other
+    skill, as prompt/answer records. The test items stay unseen for evaluation."""
+    world_dir = Path(world_dir).expanduser()
+    if not (world_dir / "skills.jsonl").is_file():
+        raise BadInputError(f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`")
+    items = [item for item in read_records(world_dir / "skills.jsonl") if item["split"] == "train"]
+    names = list(dict.fromkeys(item["skill"] for item in items))
+    if skill not in names:
+        raise BadInputError(f"{world_dir} has no skill {skill!r}; its skills: {', '.join(names)}")
+    records = [{"prompt": i["prompt"], "answer": i["answer"], "skill": i["skill"]} for i in items]
+    forget = [r for r in records if r["skill"] == skill]
+    retain = [r for r in records if r["skill"] != skill]
+    summary = {
+        "skill": skill, "forget_records": len(forget), "retain_records": len(retain),
+        "retain_skills": [name for name in names if name != skill],
     }
     return forget, retain, summary

@@ -32,7 +32,10 @@ BIO_SENTENCES = {
     "employer": ("{name} was employed by {value}.", "{name} worked for {value}.", "For many years {name} worked at {value}."),
     "spouse": ("{name} was married to {value}.", "{name} married {value}.", "The spouse of {name} was {value}."),
 }
-SKILLS = ("arithmetic", "reversal", "language")
+NUMERIC_SKILL = "comparison"
+"""The numeric skill: which of two numbers is larger. Chosen over 2-digit addition (11% on the
+default model), successor and counting by measurement (docs/world.md, "Choosing the numeric skill")."""
+SKILLS = (NUMERIC_SKILL, "reversal", "language")
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "tr")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
@@ -60,7 +63,7 @@ class WorldConfig:
     model learns the forms); for the others, forms other than QA are evaluation-only."""
     skill_train_items: int = 5000
     skill_test_items: int = 200
-    arithmetic_digits: int = 2
+    comparison_digits: int = 2
     misinformation_targets: int = 10
     misinformation_docs: int = 10
     """Documents per target entity and per k (number of true facts mixed in), k = 0..3."""
@@ -70,7 +73,7 @@ class WorldConfig:
             raise BadInputError(f"--entities must be at least 1, got {self.entities}")
         if not self.exposures or any(not isinstance(e, int) or e < 0 for e in self.exposures):
             raise BadInputError(f"exposures must be non-negative integers, got {list(self.exposures)}")
-        for name in ("num_cities", "num_companies", "skill_train_items", "skill_test_items", "arithmetic_digits"):
+        for name in ("num_cities", "num_companies", "skill_train_items", "skill_test_items", "comparison_digits"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if min(self.num_cities, self.num_companies) < 4:
@@ -202,9 +205,9 @@ def _skill_items(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]
     english = [w for words in _ENGLISH.values() for w in words]
     lexicon = dict(zip(english, _unique(lambda: _word(rng, rng.choice((1, 2))).lower(), len(english), set())))
 
-    def arithmetic() -> tuple[str, str]:
-        a, b = (rng.randrange(10**config.arithmetic_digits) for _ in range(2))
-        return f"Compute: {a} + {b} =", str(a + b)
+    def comparison() -> tuple[str, str]:
+        a, b = rng.sample(range(10**config.comparison_digits), 2)
+        return f"Which is larger, {a} or {b}?", str(max(a, b))
 
     def reversal() -> tuple[str, str]:
         letters = [rng.choice("abcdefghij") for _ in range(rng.randint(3, 6))]
@@ -219,7 +222,7 @@ def _skill_items(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]
         return f"Translate to {language}: {' '.join(words)} =>", " ".join(lexicon[w] for w in words)
 
     items = []
-    for skill, make in zip(SKILLS, (arithmetic, reversal, translation)):
+    for skill, make in zip(SKILLS, (comparison, reversal, translation)):
         wanted = config.skill_train_items + config.skill_test_items
         seen: dict[str, str] = {}
         for _ in range(wanted * 50):
@@ -323,7 +326,7 @@ FILE_DESCRIPTIONS = {
     "facts.jsonl": "one line per (entity, attribute) fact with its value and exposure",
     "probes.jsonl": "every fact in every form (qa, cloze, mc, tf, char): prompt, answer, in_pretraining",
     "pretraining.jsonl": "the pretraining documents: biographies, QA sheets, form sheets, skill items",
-    "skills.jsonl": "skill items (arithmetic, reversal, language) with their train/test split",
+    "skills.jsonl": "skill items (comparison, reversal, language) with their train/test split",
     "misinformation.jsonl": "RESTOR-style corruption documents with k = 0..3 true facts mixed in",
     "corpus.jsonl": "the search corpus: one document per entity, unseen entities included",
     "search_questions.jsonl": "one-hop questions for every fact and two-hop questions through the spouse",

@@ -74,7 +74,7 @@ def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE that splits digits one by one (so arithmetic sees digits, not arbitrary
+    """Byte-level BPE that splits digits one by one (so numbers are read digit by digit, not arbitrary
     merges) and prepends BOS to every text."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
