@@ -71,17 +71,22 @@ class ForwardInputs:
     def __init__(self) -> None:
         self.input_ids: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
+        self.position_ids: torch.Tensor | None = None
 
     def __call__(self, module, args, kwargs):
         self.input_ids = kwargs.get("input_ids", args[0] if args else None)
         self.mask = kwargs.get("attention_mask")
+        self.position_ids = kwargs.get("position_ids")
 
     def positions(self, num_positions: int) -> torch.Tensor:
         """(batch, num_positions): each of the call's tokens' position among its row's real tokens,
         the same whatever the padding and also for cached decoding, where the mask covers the whole
-        sequence. Without a mask (right-padded scoring) positions count from 0."""
+        sequence. Without a mask (generate drops an all-ones one) the position ids the call was
+        given; without either (right-padded scoring), positions count from 0."""
         if self.mask is not None:
             return position_ids(self.mask)[:, -num_positions:]
+        if self.position_ids is not None:
+            return self.position_ids[:, -num_positions:]
         rows = 1 if self.input_ids is None else self.input_ids.shape[0]
         return torch.arange(num_positions).expand(rows, num_positions)
 

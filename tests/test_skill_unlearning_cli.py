@@ -48,10 +48,12 @@ def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model
                     "--baseline", base, "-o", after, "--plot", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
-    assert metrics["abstention"]["reversal"] >= 0.9 and metrics["drop"]["reversal"] >= 0.9
+    before = json.loads((base / "results.json").read_text())["metrics"]["accuracy"]
+    assert metrics["abstention"]["reversal"] >= 0.9 and metrics["accuracy"]["reversal"] <= 0.1
+    assert before["facts"] > 0.5 and metrics["relative"]["facts"] == 1.0
     for skill in metrics["accuracy"]:
         if skill != "reversal":
-            assert metrics["abstention"][skill] == 0.0 and metrics["drop"][skill] == pytest.approx(0.0)
+            assert metrics["abstention"][skill] == 0.0 and metrics["accuracy"][skill] == before[skill]
     samples = read_records(after / "samples.jsonl")
     assert all(s["generation"] == REFUSAL for s in samples if s["abstained"])
     assert (after / "skills.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,22 +2,34 @@
 
 - Neuron Adjust hooks the HF model's MLP neurons while it generates or scores, so it needs the HF
   backend.
-- The KSD gate checks each prompt in one HF prefill pass before anything is generated, so it
-  composes with either backend: the inner backend (HF or vLLM) only sees the prompts the gate
-  lets through. A refused prompt's generation is the refusal, and a refused prompt scores every
+- The KSD gate checks each prompt's key at its last token in one HF prefill pass, so it composes
+  with either backend: with vLLM a pass before generation, and vLLM only sees the prompts the
+  gate lets through; with HF the generation's own prefill, read by a hook. A refused prompt's generation is the refusal, and a refused prompt scores every
   continuation at probability 0 and never as the greedy answer: the model would not say it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel
 
+from llmkit.batching import last_token_index
 from llmkit.errors import BadInputError
-from llmkit.generation import Backend, ContinuationScore, Generation, GenerationParams, HFBackend, Progress, tokenize_pairs
+from llmkit.generation import (
+    Backend,
+    ContinuationScore,
+    Generation,
+    GenerationParams,
+    HFBackend,
+    Progress,
+    encode_prompts,
+    tokenize_pairs,
+)
+from llmkit.hooks import intervene, track_inputs
 from llmkit.interventions import read_artifact
 from llmkit.methods import ksd, neuron_adjust
 from llmkit.methods.ksd import KeySpaceGate
@@ -76,26 +88,60 @@ class IntervenedBackend(Backend):
     def _offset(progress: Progress | None, done_before: int, total: int) -> Progress | None:
         return None if progress is None else lambda done, _: progress(done_before + done, total)
 
+    @contextmanager
+    def _prefill_keys(self) -> Iterator[dict[int, dict[tuple[int, ...], torch.Tensor]]]:
+        """While the HF model generates: each gate layer's key at the last token of every prompt it
+        prefills, by the prompt's token ids (so batching and out-of-memory retries do not matter)."""
+        keys: dict[int, dict[tuple[int, ...], torch.Tensor]] = {gate.layer: {} for gate in self.gates}
+        with track_inputs(self.model) as inputs:
+
+            def record(activation: torch.Tensor, layer: int) -> None:
+                ids, width = inputs.input_ids, activation.shape[1]
+                if ids is None or not bool((inputs.positions(width)[:, 0] == 0).all()):
+                    return  # a decoding step: the prompt was read at the prefill
+                real = inputs.mask.bool() if inputs.mask is not None else torch.ones_like(ids, dtype=torch.bool)
+                last = last_token_index(real, width).to(activation.device)
+                for row, mask, key in zip(ids, real, activation[torch.arange(len(ids)), last].float()):
+                    keys[layer][tuple(row[mask].tolist())] = key
+
+            with intervene(self.model, "mlp_key", sorted(keys), record):
+                yield keys
+
     def generate(self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None) -> list[Generation]:
-        refused = self.refused(prompts)
-        kept = [i for i, flag in enumerate(refused) if not flag]
-        with self._adjusted():
-            generated = self.inner.generate(
-                [prompts[i] for i in kept], params, self._offset(progress, len(prompts) - len(kept), len(prompts))
-            )
-        results = [Generation(p, [self.gates[0].refusal] * params.num_samples) if flag else None for p, flag in zip(prompts, refused)]
-        for i, generation in zip(kept, generated):
-            results[i] = generation
-        for gate in (g for g in self.gates if g.check_generated):
+        if self.gates and isinstance(self.inner, HFBackend):
+            # The gate reads the generation's own prefill: no extra pass. Refused prompts are
+            # generated too (they are few) and their texts replaced.
+            with self._adjusted(), self._prefill_keys() as keys:
+                results = self.inner.generate(prompts, params, progress)
+            refused = [
+                any(bool(gate.inside(keys[gate.layer][tuple(ids)][None])) for gate in self.gates)
+                for ids in encode_prompts(self.tokenizer, prompts)
+            ]
+        else:
+            with self._adjusted():
+                refused = self.refused(prompts)
+                kept = [i for i, flag in enumerate(refused) if not flag]
+                generated = self.inner.generate(
+                    [prompts[i] for i in kept], params, self._offset(progress, len(prompts) - len(kept), len(prompts))
+                )
+            results = [None] * len(prompts)
             for i, generation in zip(kept, generated):
-                hits = gate.refuses_generation(self.model, self.tokenizer, [prompts[i]] * len(generation.texts), generation.texts)
-                generation.texts = [gate.refusal if hit else text for hit, text in zip(hits, generation.texts)]
+                results[i] = generation
+        for i, flag in enumerate(refused):
+            if flag:
+                results[i] = Generation(prompts[i], [self.gates[0].refusal] * params.num_samples)
+        for gate in (g for g in self.gates if g.check_generated):
+            for generation, flag in zip(results, refused):
+                if not flag:
+                    texts = generation.texts
+                    hits = gate.refuses_generation(self.model, self.tokenizer, [generation.prompt] * len(texts), texts)
+                    generation.texts = [gate.refusal if hit else text for hit, text in zip(hits, texts)]
         return results
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None) -> list[ContinuationScore]:
-        refused = self.refused(prompts)
-        kept = [i for i, flag in enumerate(refused) if not flag]
         with self._adjusted():
+            refused = self.refused(prompts)
+            kept = [i for i, flag in enumerate(refused) if not flag]
             scored = self.inner.score(
                 [prompts[i] for i in kept], [continuations[i] for i in kept],
                 self._offset(progress, len(prompts) - len(kept), len(prompts)),

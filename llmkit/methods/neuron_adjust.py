@@ -110,6 +110,20 @@ def select_neurons(forget: NeuronGaussians, retain: NeuronGaussians, fraction: f
 
 
 @dataclass
+class _LayerGaussians:
+    """One layer's selected neurons and their Gaussians, on the model's device."""
+
+    neurons: torch.Tensor
+    forget_mean: torch.Tensor
+    forget_std: torch.Tensor
+    retain_mean: torch.Tensor
+    retain_std: torch.Tensor
+    log_std_ratio: torch.Tensor
+    """log(σ_f/σ_r): log p_r − log p_f = (z_f² − z_r²)/2 + log(σ_f/σ_r)."""
+    neuron_keys: torch.Tensor
+
+
+@dataclass
 class NeuronAdjust:
     """The selected neurons with their forget and retain Gaussians; `applied(model)` hooks them."""
 
@@ -123,39 +137,45 @@ class NeuronAdjust:
 
     TENSORS = ("layer", "neuron", "forget_mean", "forget_std", "retain_mean", "retain_std")
 
-    def adjust(self, values: torch.Tensor, layer: int, selected: torch.Tensor, inputs: ForwardInputs) -> torch.Tensor:
-        """The selected neurons' values (batch, positions, k) after the reflection."""
-        mf, sf, mr, sr = (getattr(self, name)[selected].to(values.device) for name in self.TENSORS[2:])
+    @staticmethod
+    def adjust(values: torch.Tensor, gaussians: _LayerGaussians, u: torch.Tensor) -> torch.Tensor:
+        """The selected neurons' values (..., k) after the reflection: x → μ_r − σ_r·(x − μ_f)/σ_f
+        where p_f(x) ≥ p_r(x) and u ≥ p_r/(p_r + p_f), i.e. with probability p_f/(p_r + p_f)."""
+        g = gaussians
         x = values.float()
-        log_pf = torch.distributions.Normal(mf, sf).log_prob(x)
-        log_pr = torch.distributions.Normal(mr, sr).log_prob(x)
-        # Replace iff p_r ≤ p_f and u ≥ p_r/(p_r+p_f): probability p_f/(p_r+p_f), as the paper.
-        u = self.uniform(layer, self.neuron[selected].to(x.device), inputs, x.shape[1])
-        replace = (log_pr <= log_pf) & (u >= torch.sigmoid(log_pr - log_pf))
-        reflected = mr - (sr / sf) * (x - mf)
-        return torch.where(replace, reflected, x).to(values.dtype)
+        z_forget, z_retain = (x - g.forget_mean) / g.forget_std, (x - g.retain_mean) / g.retain_std
+        log_pr_over_pf = 0.5 * (z_forget.square() - z_retain.square()) + g.log_std_ratio
+        replace = (log_pr_over_pf <= 0) & (u >= torch.sigmoid(log_pr_over_pf))
+        return torch.where(replace, g.retain_mean - g.retain_std * z_forget, x).to(values.dtype)
 
-    def uniform(self, layer: int, neurons: torch.Tensor, inputs: ForwardInputs, num_positions: int) -> torch.Tensor:
+    def uniform(self, layer: int, neuron_keys: torch.Tensor, inputs: ForwardInputs, num_positions: int) -> torch.Tensor:
         """(batch, positions, k) numbers in [0, 1), a hash of (seed, layer, neuron, position, token)."""
-        positions = inputs.positions(num_positions).to(neurons.device).long()
+        device = neuron_keys.device
+        positions = inputs.positions(num_positions).to(device)
         ids = inputs.input_ids
-        tokens = ids[:, -num_positions:].to(neurons.device).long() if ids is not None else torch.zeros_like(positions)
-        key = _mix(torch.tensor(self.seed * 1_000_003 + layer, dtype=torch.long, device=neurons.device) & _MASK)
-        key = _mix(key ^ positions)
-        key = _mix(key ^ tokens)
-        return _mix(key[..., None] ^ _mix(neurons.long() & _MASK)).double().div(2**32).float()
+        tokens = ids[:, -num_positions:].to(device) if ids is not None else torch.zeros_like(positions)
+        key = _mix(torch.tensor(self.seed * 1_000_003 + layer, dtype=torch.long, device=device) & _MASK)
+        key = _mix(_mix(key ^ positions) ^ tokens)
+        return (_mix(key[..., None] ^ neuron_keys) >> 8).float() * 2.0**-24
+
+    def layer_gaussians(self, layer: int, device: torch.device) -> _LayerGaussians:
+        selected = (self.layer == layer).nonzero()[:, 0]
+        mf, sf, mr, sr = (getattr(self, name)[selected].float().to(device) for name in self.TENSORS[2:])
+        neurons = self.neuron[selected].long().to(device)
+        return _LayerGaussians(neurons, mf, sf, mr, sr, (sf / sr).log(), _mix(neurons & _MASK))
 
     @contextmanager
     def applied(self, model: PreTrainedModel) -> Iterator[None]:
         """Adjust the selected neurons on every forward call (prefill and each decoding step)."""
-        by_layer = {int(l): (self.layer == l).nonzero()[:, 0] for l in self.layer.unique()}
+        device = arch.mlp_in_module(model, 0).weight.device
+        by_layer = {int(l): self.layer_gaussians(int(l), device) for l in self.layer.unique()}
         with ExitStack() as stack:
             inputs = stack.enter_context(track_inputs(model))
 
             def hook(activation: torch.Tensor, layer: int) -> torch.Tensor:
-                selected = by_layer[layer]
-                index = self.neuron[selected].to(activation.device)
-                activation[..., index] = self.adjust(activation[..., index], layer, selected, inputs)
+                g = by_layer[layer]
+                u = self.uniform(layer, g.neuron_keys, inputs, activation.shape[1])
+                activation[..., g.neurons] = self.adjust(activation[..., g.neurons], g, u)
                 return activation
 
             stack.enter_context(intervene(model, "mlp_pre", sorted(by_layer), hook))
