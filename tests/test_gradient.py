@@ -237,7 +237,7 @@ def test_checkpoints_of_another_run_are_refused(llama_dir, tmp_path):
 # Learning rates and steps that unlearn one micro-world entity (5 QA facts); the retain set is
 # its other known entities' QA facts. Methods without a retain term get a smaller step.
 MICRO_SETTINGS = {
-    "ga": dict(learning_rate=1e-4, max_steps=10),
+    "ga": dict(learning_rate=1e-4, max_steps=12),
     "graddiff": dict(learning_rate=7e-4, max_steps=20),
     "npo": dict(learning_rate=7e-4, max_steps=20),
     "simnpo": dict(learning_rate=7e-4, max_steps=20),

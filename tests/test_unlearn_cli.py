@@ -91,12 +91,18 @@ def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_w
     record = json.loads(result.stdout)
     assert record["statistics"]["corpus"].endswith("pretraining.jsonl") and record["config"]["subject_token"] == "first"
 
-    prompt = f"Question: Where was {target['name']} born?\nAnswer:"
+    # The target's QA facts whose value differs from the redirect's: mean probability of each answer.
+    probes = [p for p in read_records(micro_world / "probes.jsonl")
+              if p["entity_id"] == target["id"] and p["form"] == "qa" and p["attribute"] != "spouse" and other[p["attribute"]] != p["answer"]]
 
     def probs(model_dir):
         model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-        scores = HFBackend(model, tokenizer).score([prompt, prompt], [" " + target["birthplace"], " " + other["birthplace"]])
-        return [answer_probability(score.logprobs) for score in scores]
+        backend = HFBackend(model, tokenizer)
+        prompts = [p["prompt"] for p in probes]
+        return [
+            sum(answer_probability(s.logprobs) for s in backend.score(prompts, [" " + str(v) for v in values])) / len(probes)
+            for values in ([p["answer"] for p in probes], [other[p["attribute"]] for p in probes])
+        ]
 
     (true_before, redirect_before), (true_after, redirect_after) = probs(micro_model), probs(out)
     print(f"true answer {true_before:.3f} -> {true_after:.3f}, redirect's {redirect_before:.3g} -> {redirect_after:.3g}")
