@@ -16,7 +16,7 @@ from rich.table import Table
 
 from llmkit.errors import BadInputError
 from llmkit.generation import Backend, load_backend
-from llmkit.methods.intervened import apply_interventions
+from llmkit.methods.intervened import apply_interventions, read_interventions
 from llmkit.results import dumps_results
 
 stdout = Console()
@@ -131,13 +131,15 @@ def open_backend(
     seed: int | None = None,
     trust_remote_code: bool = False,
 ) -> Backend:
-    """The generation/scoring backend every command uses, with its --intervention artifacts applied."""
+    """The generation/scoring backend every command uses, with its --intervention artifacts applied
+    (read first, so a bad artifact fails before any model loads)."""
+    artifacts = read_interventions(interventions or [], backend)
     with stderr.status(f"loading {model}"):
         engine = load_backend(
             backend, model, dtype=dtype, device=device, batch_size=batch_size, seed=seed, trust_remote_code=trust_remote_code
         )
         try:
-            return apply_interventions(engine, interventions or [], model, device=device, trust_remote_code=trust_remote_code)
+            return apply_interventions(engine, artifacts, model, device=device, trust_remote_code=trust_remote_code)
         except BaseException:
             engine.close()
             raise

@@ -77,6 +77,9 @@ def read_artifact(path: str | Path) -> Artifact:
         raise BadInputError(f"{not_artifact}: {METADATA_FILE} is not JSON") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise BadInputError(f"{not_artifact}: {METADATA_FILE} has no format {FORMAT!r}")
+    missing = [key for key in ("method", "fingerprint", "dtype", "params") if key not in metadata]
+    if missing or not isinstance(metadata["params"], dict):
+        raise BadInputError(f"{path / METADATA_FILE} is damaged (no {', '.join(missing) or 'params object'}); fit the artifact again")
     try:
         tensors = safetensors.torch.load_file(str(path / TENSORS_FILE))
     except Exception as err:  # safetensors raises its own error types for a damaged header

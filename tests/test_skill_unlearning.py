@@ -11,7 +11,7 @@ from llmkit.errors import BadInputError
 from llmkit.generation import GenerationParams, HFBackend, encode_prompts
 from llmkit.hooks import capture
 from llmkit.interventions import read_artifact, write_artifact
-from llmkit.methods.intervened import IntervenedBackend, load_interventions
+from llmkit.methods.intervened import IntervenedBackend, load_interventions, read_interventions
 from llmkit.methods.ksd import KSDConfig, fit_ksd, key_hypercube, key_vectors, ksd_artifact
 from llmkit.methods.neuron_adjust import (
     NeuronAdjust,
@@ -98,7 +98,7 @@ def test_hypercube_scale_is_the_largest_z_score_and_streaming_matches_one_pass(l
     model, tokenizer = loaded_models["qwen2"]
     encoded = encode_prompts(tokenizer, FORGET + RETAIN)
     mean, std, k, count = key_hypercube(lambda: key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 2))
-    everything = torch.cat(list(key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 64)))
+    everything = torch.cat([vectors for _, vectors in key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 64)])
     assert count == everything.shape[0] == sum(map(len, encoded))
     torch.testing.assert_close(mean, everything.mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(std, everything.std(0), rtol=1e-4, atol=1e-5)
@@ -131,7 +131,7 @@ def test_artifacts_round_trip_and_refuse_another_model(loaded_models, tmp_path):
     gate, record = fit_ksd(model, tokenizer, QUERIES, KSDConfig(refusal="No."))
     write_artifact(tmp_path / "ksd", ksd_artifact(model, gate, KSDConfig(refusal="No."), record))
 
-    [loaded], [loaded_gate] = load_interventions([tmp_path / "na", tmp_path / "ksd"], model)
+    [loaded], [loaded_gate] = load_interventions(read_interventions([tmp_path / "na", tmp_path / "ksd"]), model)
     for name in NeuronAdjust.TENSORS:
         assert torch.equal(getattr(loaded, name), getattr(adjust, name))
     assert loaded_gate.refusal == "No." and torch.equal(loaded_gate.half_width, gate.half_width)
@@ -139,9 +139,18 @@ def test_artifacts_round_trip_and_refuse_another_model(loaded_models, tmp_path):
 
     other, _ = loaded_models["mistral"]
     with pytest.raises(BadInputError, match="fitted on another model"):
-        load_interventions([tmp_path / "ksd"], other)
+        load_interventions(read_interventions([tmp_path / "ksd"]), other)
     with pytest.raises(BadInputError, match="not an llmkit intervention artifact"):
-        load_interventions([tmp_path], model)
+        read_interventions([tmp_path])
+    # Neuron Adjust on vLLM fails while reading, before any engine loads.
+    with pytest.raises(BadInputError, match="use --backend hf"):
+        read_interventions([tmp_path / "ksd", tmp_path / "na"], backend="vllm")
+    # An artifact missing a tensor its method needs is damaged, not a KeyError.
+    artifact = read_artifact(tmp_path / "ksd")
+    del artifact.tensors["half_width"]
+    write_artifact(tmp_path / "broken", artifact)
+    with pytest.raises(BadInputError, match="damaged"):
+        load_interventions(read_interventions([tmp_path / "broken"]), model)
 
 
 def test_gated_backend_refuses_generation_and_scores_refused_prompts_at_zero(loaded_models):

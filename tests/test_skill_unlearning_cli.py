@@ -61,15 +61,20 @@ def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model
 
 def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, micro_world, skill_sets, tmp_path):
     out = tmp_path / "na"
-    sets = skill_sets["reversal"]
+    sets = skill_sets["language"]
     result = llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", sets / "forget.jsonl",
-                    "--retain", sets / "retain.jsonl", "--fraction", "0.05", "--out", out, "--json")
+                    "--retain", sets / "retain.jsonl", "--fraction", "0.5", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)["record"]
-    assert record["neurons"] == round(0.05 * record["total_neurons"] + 0.5)
-    result = llmkit("eval", "skills", "-m", micro_model, "--world", micro_world, "--intervention", out, "--limit", 5, "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["config"]["intervention"] == [str(out)]
+    assert record["neurons"] == record["total_neurons"] // 2
+    plain, adjusted = tmp_path / "plain", tmp_path / "adjusted"
+    common = ("eval", "skills", "-m", micro_model, "--world", micro_world, "--limit", 10)
+    assert llmkit(*common, "-o", plain).exit_code == 0
+    assert llmkit(*common, "--intervention", out, "-o", adjusted).exit_code == 0
+    # Half the neurons reflected: what the model says about its language changes, and nothing abstains.
+    before, after = (read_records(run / "samples.jsonl") for run in (plain, adjusted))
+    language = [(b["generation"], a["generation"]) for b, a in zip(before, after) if b["skill"] == "language"]
+    assert sum(b != a for b, a in language) >= 3 and not any(s["abstained"] for s in after)
 
 
 def test_eval_skills_reads_named_skill_files(micro_model, tmp_path):

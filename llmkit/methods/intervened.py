@@ -30,7 +30,7 @@ from llmkit.generation import (
     tokenize_pairs,
 )
 from llmkit.hooks import intervene, track_inputs
-from llmkit.interventions import read_artifact
+from llmkit.interventions import Artifact, read_artifact
 from llmkit.methods import ksd, neuron_adjust
 from llmkit.methods.ksd import KeySpaceGate
 from llmkit.methods.neuron_adjust import NeuronAdjust
@@ -39,20 +39,35 @@ from llmkit.models import load_model, model_fingerprint
 GATE_BATCH_SIZE = 64
 
 
-def load_interventions(paths: Sequence[str | Path], model: PreTrainedModel) -> tuple[list[NeuronAdjust], list[KeySpaceGate]]:
-    """Read each artifact and check that it was fitted on `model`."""
+INTERVENTIONS = {neuron_adjust.METHOD: NeuronAdjust, ksd.METHOD: KeySpaceGate}
+HF_ONLY = {neuron_adjust.METHOD: "Neuron Adjust hooks the transformers model's neurons: use --backend hf with it"}
+
+
+def read_interventions(paths: Sequence[str | Path], backend: str = "hf") -> list[tuple[Path, Artifact]]:
+    """The artifacts at `paths`, read and checked before any model loads: a file that is not an
+    artifact, or one the backend cannot apply, fails in a second, not after loading an engine."""
+    artifacts = [(Path(path), read_artifact(path)) for path in paths]
+    for path, artifact in artifacts:
+        if artifact.method not in INTERVENTIONS:
+            raise BadInputError(f"{path}: unknown intervention method {artifact.method!r}; llmkit applies {', '.join(INTERVENTIONS)}")
+        if backend != "hf" and artifact.method in HF_ONLY:
+            raise BadInputError(HF_ONLY[artifact.method])
+    return artifacts
+
+
+def load_interventions(
+    artifacts: Sequence[tuple[Path, Artifact]], model: PreTrainedModel
+) -> tuple[list[NeuronAdjust], list[KeySpaceGate]]:
+    """The interventions of `read_interventions`' artifacts, each checked to be fitted on `model`."""
     fingerprint = model_fingerprint(model)
-    adjusters, gates = [], []
-    for path in paths:
-        artifact = read_artifact(path)
+    built = []
+    for path, artifact in artifacts:
         artifact.check_model(fingerprint, path)
-        if artifact.method == neuron_adjust.METHOD:
-            adjusters.append(NeuronAdjust.from_artifact(artifact))
-        elif artifact.method == ksd.METHOD:
-            gates.append(KeySpaceGate.from_artifact(artifact))
-        else:
-            raise BadInputError(f"{path}: unknown intervention method {artifact.method!r}")
-    return adjusters, gates
+        try:
+            built.append(INTERVENTIONS[artifact.method].from_artifact(artifact))
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadInputError(f"{path} is damaged ({artifact.method} artifact without {err}); fit it again") from None
+    return [b for b in built if isinstance(b, NeuronAdjust)], [b for b in built if isinstance(b, KeySpaceGate)]
 
 
 class IntervenedBackend(Backend):
@@ -62,7 +77,7 @@ class IntervenedBackend(Backend):
         self, inner: Backend, model: PreTrainedModel, adjusters: Sequence[NeuronAdjust], gates: Sequence[KeySpaceGate]
     ) -> None:
         if adjusters and not isinstance(inner, HFBackend):
-            raise BadInputError("Neuron Adjust hooks the transformers model's neurons: use --backend hf with it")
+            raise BadInputError(HF_ONLY[neuron_adjust.METHOD])
         self.inner, self.model, self.adjusters, self.gates = inner, model, list(adjusters), list(gates)
         self.name, self.dtype, self.tokenizer = inner.name, inner.dtype, inner.tokenizer
 
@@ -160,20 +175,20 @@ class IntervenedBackend(Backend):
 
 def apply_interventions(
     engine: Backend,
-    paths: Sequence[str | Path],
+    artifacts: Sequence[tuple[Path, Artifact]],
     model_name: str,
     *,
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> Backend:
-    """`engine` with the artifacts at `paths` applied (itself when there are none). The HF backend
-    lends its model; for vLLM the gate loads the HF model beside it, in the engine's dtype."""
-    if not paths:
+    """`engine` with `read_interventions`' artifacts applied (itself when there are none). The HF
+    backend lends its model; for vLLM the gate loads the HF model beside it, in the engine's dtype."""
+    if not artifacts:
         return engine
     if isinstance(engine, HFBackend):
         model = engine.model
     else:
         dtype = str(engine.dtype).removeprefix("torch.")
         model, _ = load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    adjusters, gates = load_interventions(paths, model)
+    adjusters, gates = load_interventions(artifacts, model)
     return IntervenedBackend(engine, model, adjusters, gates)

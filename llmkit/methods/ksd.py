@@ -70,15 +70,16 @@ def resolve_layer(model: PreTrainedModel, layer: int) -> int:
 @torch.inference_mode()
 def key_vectors(
     model: PreTrainedModel, token_ids: Sequence[list[int]], layer: int, positions: str, pad_token_id: int, batch_size: int
-) -> Iterator[torch.Tensor]:
-    """Batches of float32 key vectors (n, m) at `layer`: each sequence's last token, or all its
-    tokens. The forward pass stops at `layer`."""
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Length-sorted batches of (indices into `token_ids`, float32 key vectors at `layer`): one
+    (len(indices), m) row per sequence at its last token, or every token's row (n, m). The
+    forward pass stops at `layer`."""
     for indices in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
         batch = pad_batch([token_ids[i] for i in indices], pad_token_id, "right")
         with capture(model, "mlp_key", [layer], position=positions, stop=True) as keys:
             model(**{k: v.to(model.device) for k, v in batch.items()})
         vectors = keys[layer] if positions == "last" else keys[layer][batch["attention_mask"].bool().to(model.device)]
-        yield vectors.float()
+        yield indices, vectors.float()
 
 
 @dataclass
@@ -102,13 +103,10 @@ class KeySpaceGate:
     ) -> list[bool]:
         """Whether each prompt's key at its last token falls in the hypercube: one prefill pass up
         to `layer`, in length-sorted batches."""
-        encoded = encode_prompts(tokenizer, prompts)
         refused = [False] * len(prompts)
-        for indices in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-            batch = pad_batch([encoded[i] for i in indices], tokenizer.pad_token_id, "right")
-            with capture(model, "mlp_key", [self.layer], position="last", stop=True) as keys:
-                model(**{k: v.to(model.device) for k, v in batch.items()})
-            for i, flag in zip(indices, self.inside(keys[self.layer]).tolist()):
+        encoded = encode_prompts(tokenizer, prompts)
+        for indices, keys in key_vectors(model, encoded, self.layer, "last", tokenizer.pad_token_id, batch_size):
+            for i, flag in zip(indices, self.inside(keys).tolist()):
                 refused[i] = flag
         return refused
 
@@ -142,10 +140,10 @@ class KeySpaceGate:
         )
 
 
-def key_hypercube(vector_batches: Callable[[], Iterable[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """(μ, σ, k, n) of the key vectors, in two streamed passes of `vector_batches()`."""
+def key_hypercube(vector_batches: Callable[[], Iterable[tuple[list[int], torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """(μ, σ, k, n) of the key vectors, in two streamed passes of `vector_batches()` (`key_vectors`)."""
     total, squares, count = 0, 0, 0
-    for vectors in vector_batches():
+    for _, vectors in vector_batches():
         total = total + vectors.sum(0).double()
         squares = squares + vectors.square().sum(0).double()
         count += vectors.shape[0]
@@ -154,7 +152,7 @@ def key_hypercube(vector_batches: Callable[[], Iterable[torch.Tensor]]) -> tuple
     mean = total / count
     std = ((squares - count * mean.square()).clamp_min(0) / (count - 1)).sqrt().float().clamp_min(STD_FLOOR)
     mean = mean.float()
-    k = max(float(((vectors - mean.to(vectors.device)).abs() / std.to(vectors.device)).max()) for vectors in vector_batches())
+    k = max(float(((vectors - mean.to(vectors.device)).abs() / std.to(vectors.device)).max()) for _, vectors in vector_batches())
     return mean, std, k, count
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from llmkit import arch
 from llmkit.batching import corpus_batches, pad_batch
 from llmkit.errors import BadInputError
-from llmkit.hooks import ForwardInputs, intervene, track_inputs
+from llmkit.hooks import ForwardInputs, StopForward, intervene, track_inputs
 from llmkit.interventions import Artifact
 from llmkit.models import model_fingerprint
 
@@ -73,8 +73,10 @@ def neuron_gaussians(
     progress: Callable[[int], None] | None = None,
 ) -> NeuronGaussians:
     """Streamed Σx and Σx² per neuron over every non-pad token, summed in float64: memory is
-    two (layers, neurons) tensors plus one batch, whatever the amount of data. `progress(n)`
-    counts sequences."""
+    two (layers, neurons) tensors plus one batch, whatever the amount of data. Each layer's sums
+    are taken in its hook (no batch holds every layer at once), and the forward pass stops at the
+    last layer's `mlp_pre`, so the LM head's logits are never computed. `progress(n)` counts
+    sequences."""
     layers = list(range(len(arch.decoder_layers(model))))
     sums: dict[int, torch.Tensor] = {}
     squares: dict[int, torch.Tensor] = {}
@@ -85,11 +87,14 @@ def neuron_gaussians(
             values = activation[inputs.mask.bool()].float()
             sums[layer] = sums.get(layer, 0) + values.sum(0).double()
             squares[layer] = squares.get(layer, 0) + values.square().sum(0).double()
+            if layer == layers[-1]:
+                raise StopForward
 
         with intervene(model, "mlp_pre", layers, accumulate):
             for sequences in token_batches:
                 batch = pad_batch(sequences, pad_token_id, "right")
-                model(**{k: v.to(model.device) for k, v in batch.items()})
+                with suppress(StopForward):
+                    model(**{k: v.to(model.device) for k, v in batch.items()})
                 tokens += int(batch["attention_mask"].sum())
                 if progress:
                     progress(len(sequences))
