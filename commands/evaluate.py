@@ -36,7 +36,15 @@ from llmkit.commands._common import (
     stdout,
 )
 from llmkit.errors import BadInputError
-from llmkit.evals.common import Threshold, check_metric_names, load_baseline, missed_thresholds, parse_thresholds
+from llmkit.evals.common import (
+    Threshold,
+    check_metric_names,
+    limit_per_group,
+    load_baseline,
+    missed_thresholds,
+    parse_thresholds,
+    probe_digest,
+)
 from llmkit.evals.ort import (
     FORMS,
     ROLES,
@@ -48,11 +56,24 @@ from llmkit.evals.ort import (
     plot_ort,
     probe_prompts,
 )
-from llmkit.evals.skills import evaluate_skills, limit_items, parse_skill_files, plot_skills, skills_digest, world_skill_items
-from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
+from llmkit.evals.hallucination import (
+    MAX_NEW_TOKENS,
+    SAMPLES,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    evaluate_hallucination,
+    plot_hallucination,
+    read_items,
+    world_items,
+)
+from llmkit.evals.skills import evaluate_skills, parse_skill_files, plot_skills, skills_digest, world_skill_items
+from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams, chat_wrap, hf_model, use_chat_template
+from llmkit.metrics.eigenscore import METHODS as EIGENSCORE_METHODS
+from llmkit.world.generator import parse_exposures
 from llmkit.results import check_output_path, make_results, write_run
 
-app = typer.Typer(help="Evaluate a model: is the knowledge gone, in every form?", no_args_is_help=True)
+app = typer.Typer(help="Evaluate a model: is the knowledge gone in every form, are its skills intact, does it know when it hallucinates?", no_args_is_help=True)
 
 FailOverOpt = Annotated[
     Optional[list[str]],
@@ -287,7 +308,7 @@ def skills(
     batch = parse_batch_size(batch_size)
     items = world_skill_items(world) if world is not None else parse_skill_files(skill)
     if limit is not None:
-        items = limit_items(items, limit)
+        items = limit_per_group(items, limit, "skill")
 
     engine = open_backend(backend, model, intervention, dtype=dtype, device=device, batch_size=batch, trust_remote_code=trust_remote_code)
     with engine:
@@ -312,3 +333,123 @@ def skills(
     )
     files = {"skills.png": plot_skills(metrics, baseline_metrics)} if plot else None
     finish(results, samples, thresholds, skills_table(metrics), output_path=output_path, overwrite=overwrite, json=json, files=files)
+
+
+def hallucination_table(metrics: Mapping[str, Any]) -> Table:
+    """EigenScore and accuracy per group and overall, with the AUROC of the score for wrong answers."""
+    table = Table(title="Hallucination: EigenScore of sampled answers", title_justify="left")
+    for column in ("group", "prompts", "EigenScore", "accuracy"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    rows = list(metrics.get("groups", {}).items()) + [("all", {**metrics, "eigenscore": metrics["eigenscore"]["mean"]})]
+    for name, entry in rows:
+        table.add_row(name, str(entry["num_prompts"]), _cell(entry["eigenscore"]), _cell(entry.get("accuracy"), percent=True))
+    if metrics.get("accuracy") is not None:
+        scores = metrics["eigenscore"]
+        table.caption = (
+            f"AUROC of EigenScore for wrong answers: {_cell(metrics['auroc'])}; "
+            f"mean EigenScore right {_cell(scores['correct'])}, wrong {_cell(scores['wrong'])}"
+        )
+    return table
+
+
+@app.command()
+@cli_command
+def hallucination(
+    model: ModelOpt,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(help="Prompts: records with 'prompt', and 'answer' for correctness ('group' optional), in any data format."),
+    ] = None,
+    world: Annotated[
+        Optional[Path],
+        typer.Option(help="A world directory instead of --data: its QA probes about entities of --exposures."),
+    ] = None,
+    exposures: Annotated[str, typer.Option(help="With --world: the exposures to ask about, comma-separated (0: unseen).")] = "0,30",
+    samples: Annotated[int, typer.Option(help="K: answers sampled per prompt (at least 2).")] = SAMPLES,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = TEMPERATURE,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: top-p.")] = TOP_P,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: off).")] = TOP_K,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens (answers stop at a newline).")] = MAX_NEW_TOKENS,
+    method: Annotated[str, typer.Option(help="Log-det: exact, ees (Efficient EigenScore) or auto (the faster for the shape).")] = "auto",
+    correctness: Annotated[
+        bool, typer.Option("--correctness/--no-correctness", help="Score the greedy answer against 'answer' (accuracy, AUROC).")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    intervention: InterventionOpt = None,
+    baseline: BaselineOpt = None,
+    plot: PlotOpt = False,
+    fail_over: FailOverOpt = None,
+    fail_under: FailUnderOpt = None,
+    chat_template: ChatTemplateOpt = "auto",
+    backend: Annotated[str, typer.Option(help=f"Sampling backend: {' or '.join(BACKENDS)} (embeddings always run on HF).")] = "hf",
+    batch_size: BatchSizeOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts of each group.")] = None,
+    output_path: OutputPathOpt = None,
+    overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Does the model know when it makes things up? For each prompt, K answers sampled at
+    temperature T and their EigenScore (INSIDE): (1/K)·log det(Σ + 1e-3·I), Σ the K×K Gram matrix of
+    the answers' last-token hidden states at the middle layer, centred over features. High when the
+    answers scatter.
+
+    With correctness (the default), the greedy answer is checked against 'answer' by exact match,
+    and the AUROC of the EigenScore for detecting wrong answers is reported. Metrics: auroc,
+    accuracy, sample_accuracy, eigenscore.mean / .correct / .wrong, groups.NAME.*.
+    """
+    started = time.perf_counter()
+    thresholds = parse_thresholds(fail_over or (), fail_under or ())
+    check_eval_options(output_path, overwrite, plot, limit)
+    if samples < 2:
+        raise BadInputError(f"--samples must be at least 2: EigenScore compares K ≥ 2 answers per prompt, got {samples}")
+    if method not in EIGENSCORE_METHODS:
+        raise BadInputError(f"--method must be one of {', '.join(EIGENSCORE_METHODS)}, got {method!r}")
+    if (world is None) == (data is None):
+        raise BadInputError("name the prompts: --data FILE, or --world DIR")
+    params = GenerationParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, num_samples=samples, stop=("\n",), seed=seed
+    )
+    batch = parse_batch_size(batch_size)
+    if world is not None:
+        items = world_items(world, parse_exposures(exposures))
+    else:
+        items = read_items(data, correctness)
+    if not correctness:
+        items = [{k: v for k, v in item.items() if k != "answer"} for item in items]
+    if limit is not None:
+        items = limit_per_group(items, limit, "group")
+
+    engine = open_backend(
+        backend, model, intervention, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
+    )
+    with engine:
+        chat = use_chat_template(chat_template, engine.tokenizer)
+        if chat:
+            items = [{**item, "prompt": chat_wrap(engine.tokenizer, item["prompt"])} for item in items]
+        digest = probe_digest(items)
+        baseline_metrics = load_baseline(baseline, "eval hallucination", digest)["metrics"] if baseline else None
+        embedder = hf_model(engine, model, device=device, trust_remote_code=trust_remote_code)
+        with progress_bar("sampling answers", len(items)) as progress:
+            metrics, per_prompt = evaluate_hallucination(
+                engine, embedder, items, params, correctness=correctness, method=method, progress=progress
+            )
+    if baseline_metrics is not None:
+        metrics["baseline"] = {k: baseline_metrics.get(k) for k in ("auroc", "accuracy")} | {"eigenscore": baseline_metrics["eigenscore"]["mean"]}
+
+    config = {
+        "model": model, "data": str(data) if data else None, "world": str(world) if world else None,
+        "exposures": exposures if world else None, "samples": samples, "temperature": temperature, "top_p": top_p,
+        "top_k": top_k, "max_new_tokens": max_new_tokens, "method": method, "correctness": correctness, "seed": seed,
+        "intervention": [str(p) for p in intervention or []], "chat_template": chat_template, "chat_template_used": chat,
+        "backend": backend, "batch_size": batch, "dtype": dtype, "resolved_dtype": str(engine.dtype).removeprefix("torch."),
+        "device": device, "limit": limit, "baseline": str(baseline) if baseline else None,
+    }
+    results = make_results(
+        "eval hallucination", config, metrics, wall_time_s=time.perf_counter() - started, num_samples=len(per_prompt), probe_digest=digest
+    )
+    files = {"hallucination.png": plot_hallucination(per_prompt, correctness)} if plot else None
+    finish(results, per_prompt, thresholds, hallucination_table(metrics), output_path=output_path, overwrite=overwrite, json=json, files=files)

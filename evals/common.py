@@ -114,3 +114,15 @@ def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, A
             "pass a run on the same probes"
         )
     return results
+
+
+def limit_per_group(items: Sequence[Mapping[str, Any]], limit: int, key: str) -> list[Any]:
+    """The first `limit` items of each value of `item[key]` (items without it form one group)."""
+    seen: dict[Any, int] = {}
+    kept = []
+    for item in items:
+        group = item.get(key)
+        seen[group] = seen.get(group, 0) + 1
+        if seen[group] <= limit:
+            kept.append(item)
+    return kept

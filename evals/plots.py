@@ -37,6 +37,28 @@ def grouped_bars(
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(loc="upper right", fontsize=8)
     figure.suptitle(title)
+    return _png(figure)
+
+
+def histograms(title: str, series: Mapping[str, Sequence[float]], xlabel: str) -> bytes:
+    """Overlaid histograms on shared bins, one per series (labelled with its count)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    values = [v for vs in series.values() for v in vs]
+    bounds = (min(values), max(values)) if values else (0.0, 1.0)
+    for label, vs in series.items():
+        if vs:
+            ax.hist(vs, bins=30 if bounds[1] > bounds[0] else 1, range=bounds, alpha=0.55, label=f"{label} ({len(vs)})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(figure)
+
+
+def _png(figure) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

@@ -53,17 +53,6 @@ def parse_skill_files(specs: Sequence[str]) -> list[dict[str, Any]]:
     return items
 
 
-def limit_items(items: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The first `limit` items of each skill."""
-    seen: dict[str, int] = {}
-    kept = []
-    for item in items:
-        seen[item["skill"]] = seen.get(item["skill"], 0) + 1
-        if seen[item["skill"]] <= limit:
-            kept.append(item)
-    return kept
-
-
 def skills_digest(items: Sequence[Mapping[str, Any]]) -> str:
     return probe_digest({k: item[k] for k in ("skill", "prompt", "answer")} for item in items)
 

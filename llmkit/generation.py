@@ -44,6 +44,8 @@ class GenerationParams:
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample only among the k most likely tokens; 0 is off."""
     num_samples: int = 1
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -55,6 +57,8 @@ class GenerationParams:
             raise BadInputError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise BadInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise BadInputError(f"top_k must be >= 0 (0 is off), got {self.top_k}")
         if self.num_samples < 1:
             raise BadInputError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.num_samples > 1 and self.temperature == 0:
@@ -227,7 +231,7 @@ class HFBackend(Backend):
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
             top_p=params.top_p if sampling else None,
-            top_k=None,
+            top_k=params.top_k if sampling and params.top_k else None,
             num_return_sequences=params.num_samples,
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -399,6 +403,7 @@ class VLLMBackend(Backend):
         options = dict(
             temperature=params.temperature,
             top_p=params.top_p,
+            top_k=params.top_k,
             max_tokens=params.max_new_tokens,
             stop=list(params.stop) or None,
         )
@@ -529,3 +534,13 @@ def load_backend(
             model, dtype=dtype, device=device, seed=seed, trust_remote_code=trust_remote_code, revision=revision
         )
     raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def hf_model(engine: Backend, model_name: str, *, device: str = "auto", trust_remote_code: bool = False) -> PreTrainedModel:
+    """The transformers model behind `engine`, for hidden-state work: the HF backend's own, or, for
+    vLLM, `model_name` loaded beside it in the engine's dtype."""
+    model = getattr(engine, "model", None)
+    if isinstance(model, PreTrainedModel):
+        return model
+    dtype = str(engine.dtype).removeprefix("torch.")
+    return load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)[0]

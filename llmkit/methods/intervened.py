@@ -25,6 +25,7 @@ from llmkit.generation import (
     Generation,
     GenerationParams,
     HFBackend,
+    hf_model,
     Progress,
     encode_prompts,
     tokenize_pairs,
@@ -34,7 +35,7 @@ from llmkit.interventions import Artifact, read_artifact
 from llmkit.methods import ksd, neuron_adjust
 from llmkit.methods.ksd import KeySpaceGate
 from llmkit.methods.neuron_adjust import NeuronAdjust
-from llmkit.models import load_model, model_fingerprint
+from llmkit.models import model_fingerprint
 
 GATE_BATCH_SIZE = 64
 
@@ -185,10 +186,6 @@ def apply_interventions(
     backend lends its model; for vLLM the gate loads the HF model beside it, in the engine's dtype."""
     if not artifacts:
         return engine
-    if isinstance(engine, HFBackend):
-        model = engine.model
-    else:
-        dtype = str(engine.dtype).removeprefix("torch.")
-        model, _ = load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    model = hf_model(engine, model_name, device=device, trust_remote_code=trust_remote_code)
     adjusters, gates = load_interventions(artifacts, model)
     return IntervenedBackend(engine, model, adjusters, gates)

@@ -1,0 +1,131 @@
+"""Hallucination detection by EigenScore: K sampled answers per prompt, their EigenScore (high when
+the answers scatter), and how well that score flags the prompts the model answers wrong.
+
+Correctness is the greedy answer's exact match with the gold answer (INSIDE judges the most
+likely generation); the detection figure is the AUROC of the EigenScore for "wrong" (scikit-learn).
+Prompts come from any prompt/answer records (an optional `group` field is reported per group), or
+from a world: its QA probes about entities of chosen exposures (0: never seen, 30: well known).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from llmkit.data import read_records
+from llmkit.errors import BadInputError
+from llmkit.evals.greedy import accuracy, answer_items
+from llmkit.evals.plots import histograms
+from llmkit.generation import Backend, GenerationParams, Progress
+from llmkit.metrics.eigenscore import EESConfig, sampled_eigenscores
+from llmkit.metrics.text import exact_match
+
+SAMPLES, TEMPERATURE, TOP_P, TOP_K = 10, 0.5, 0.99, 5
+"""INSIDE's and SeND's sampling: K = 10 answers at T = 0.5, top-p 0.99, top-k 5 (SeND's generator)."""
+MAX_NEW_TOKENS = 32
+WORLD_EXPOSURES = (0, 30)
+
+
+def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURES) -> list[dict[str, Any]]:
+    """The world's QA probes about entities of `exposures`, grouped by exposure."""
+    path = Path(world_dir).expanduser() / "probes.jsonl"
+    if not path.is_file():
+        raise BadInputError(f"{world_dir} is not a world directory (no probes.jsonl); build one with `llmkit world build`")
+    probes = [p for p in read_records(path) if p["form"] == "qa"]
+    items = [
+        {"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}
+        for p in probes
+        if p["exposure"] in exposures
+    ]
+    if not items:
+        seen = sorted({p["exposure"] for p in probes})
+        raise BadInputError(f"{world_dir} has no QA probes of exposure {', '.join(map(str, exposures))}; it has {', '.join(map(str, seen))}")
+    return items
+
+
+def read_items(source: str | Path, correctness: bool) -> list[dict[str, Any]]:
+    """Prompt records (with `answer` when correctness is scored; `group` optional)."""
+    records = read_records(source, required={"prompt": str})
+    if not records:
+        raise BadInputError(f"{source} has no records")
+    missing = sum(not isinstance(r.get("answer"), str) for r in records)
+    if correctness and missing:
+        raise BadInputError(
+            f"{source}: {missing} of {len(records)} prompts have no 'answer' to score correctness against; "
+            "add answers, or pass --no-correctness to report EigenScores only"
+        )
+    keep = ("prompt", "answer", "group") if correctness else ("prompt", "group")
+    return [{k: r[k] for k in keep if k in r} for r in records]
+
+
+def auroc(wrong: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """AUROC of `scores` for detecting wrong answers; None when every answer is right, or every one wrong."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(wrong, scores)) if 0 < sum(wrong) < len(wrong) else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(samples: Sequence[Mapping[str, Any]], correctness: bool) -> dict[str, Any]:
+    """Metrics of scored samples: EigenScore means (overall, of right and of wrong answers, per
+    group); with correctness, accuracy, sampled-answer accuracy and the AUROC."""
+    scores = [s["eigenscore"] for s in samples]
+    metrics: dict[str, Any] = {"num_prompts": len(samples), "eigenscore": {"mean": _mean(scores)}}
+    if correctness:
+        metrics["auroc"] = auroc([not s["correct"] for s in samples], scores)
+        metrics["accuracy"] = accuracy(samples)
+        metrics["sample_accuracy"] = _mean([s["sample_accuracy"] for s in samples])
+        metrics["eigenscore"]["correct"] = _mean([s["eigenscore"] for s in samples if s["correct"]])
+        metrics["eigenscore"]["wrong"] = _mean([s["eigenscore"] for s in samples if not s["correct"]])
+    groups = list(dict.fromkeys(s["group"] for s in samples if "group" in s))
+    if groups:
+        metrics["groups"] = {}
+        for group in groups:
+            mine = [s for s in samples if s.get("group") == group]
+            entry: dict[str, Any] = {"num_prompts": len(mine), "eigenscore": _mean([s["eigenscore"] for s in mine])}
+            if correctness:
+                entry["accuracy"] = accuracy(mine)
+            metrics["groups"][group] = entry
+    return metrics
+
+
+def evaluate_hallucination(
+    backend: Backend,
+    model: PreTrainedModel,
+    items: Sequence[dict[str, Any]],
+    params: GenerationParams,
+    *,
+    correctness: bool = True,
+    method: str = "auto",
+    config: EESConfig = EESConfig(),
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, per-prompt samples): K sampled answers per prompt (stopped at a newline) and their
+    EigenScore; with correctness, the greedy answer, whether it is right, and the share of sampled
+    answers that are right. `progress` counts sampled answers, then greedy ones."""
+    prompts = [item["prompt"] for item in items]
+    texts, scores = sampled_eigenscores(backend, model, prompts, params, method=method, config=config, progress=progress)
+    samples = [{**item, "samples": [t.strip() for t in answers], "eigenscore": score} for item, answers, score in zip(items, texts, scores)]
+    if correctness:
+        greedy = answer_items(backend, items, params.max_new_tokens)
+        for sample, answered in zip(samples, greedy):
+            sample["generation"], sample["correct"] = answered["generation"], answered["correct"]
+            sample["sample_accuracy"] = _mean([exact_match(t, sample["answer"]) for t in sample["samples"]])
+    return summarize(samples, correctness), samples
+
+
+def plot_hallucination(samples: Sequence[Mapping[str, Any]], correctness: bool) -> bytes:
+    """PNG: the distribution of EigenScores, of right vs wrong answers (else per group)."""
+    if correctness:
+        series = {label: [s["eigenscore"] for s in samples if s["correct"] == right] for label, right in (("right", True), ("wrong", False))}
+    else:
+        groups = dict.fromkeys(s.get("group", "all") for s in samples)
+        series = {g: [s["eigenscore"] for s in samples if s.get("group", "all") == g] for g in groups}
+    title = "EigenScore of K sampled answers" + (", by the greedy answer" if correctness else "")
+    return histograms(title, series, "EigenScore (higher: the answers scatter)")
