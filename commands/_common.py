@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from rich.table import Table
 from llmkit.errors import BadInputError
 from llmkit.generation import Backend, load_backend
 from llmkit.methods.intervened import apply_interventions, read_interventions
+from llmkit.data import dumps_jsonl
 from llmkit.results import dumps_results
 
 stdout = Console()
@@ -143,3 +146,18 @@ def open_backend(
         except BaseException:
             engine.close()
             raise
+
+
+def data_digest(records: list[dict[str, Any]] | None) -> str | None:
+    if records is None:
+        return None
+    return hashlib.sha256(dumps_jsonl(records).encode()).hexdigest()[:16]
+
+
+def parse_lora_targets(text: Optional[str]) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -7,7 +7,7 @@ import os
 import typer
 
 from llmkit import __version__
-from llmkit.commands import data, evaluate, generate, model, quickstart, unlearn, world
+from llmkit.commands import data, evaluate, generate, model, quickstart, train, unlearn, world
 
 app = typer.Typer(
     name="llmkit",
@@ -20,6 +20,7 @@ app.command("quickstart")(quickstart.quickstart)
 app.add_typer(world.app, name="world")
 app.command("generate")(generate.generate)
 app.add_typer(model.app, name="model")
+app.add_typer(train.app, name="train")
 app.add_typer(unlearn.app, name="unlearn")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(data.app, name="data")

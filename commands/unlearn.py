@@ -4,9 +4,7 @@ undoes it; `ga`, `graddiff`, `npo`, `simnpo`, `kl`, `rt`, `dpo` and `task-vector
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,13 +24,16 @@ from llmkit.commands._common import (
     TrustRemoteCodeOpt,
     cli_command,
     counting_progress_bar,
+    data_digest,
+    is_main_process,
     key_value_table,
+    parse_lora_targets,
     print_results_json,
     progress_bar,
     stderr,
     stdout,
 )
-from llmkit.data import check_records, dumps_jsonl, read_records, read_texts, record_texts
+from llmkit.data import check_records, read_records, read_texts, record_texts
 from llmkit.errors import BadInputError
 from llmkit.generation import CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
 from llmkit.interventions import Artifact, write_artifact
@@ -236,21 +237,6 @@ DEFAULT_BETA = {"simnpo": 4.5}
 
 def read_data(path: Path | None) -> list[dict[str, Any]] | None:
     return None if path is None else read_records(path)
-
-
-def data_digest(records: list[dict[str, Any]] | None) -> str | None:
-    if records is None:
-        return None
-    return hashlib.sha256(dumps_jsonl(records).encode()).hexdigest()[:16]
-
-
-def parse_lora_targets(text: Optional[str]) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def gradient_command(method: str) -> Any:

@@ -47,6 +47,28 @@ class _NoFinalCheckpoint(TrainerCallback):
             control.should_save = False
 
 
+class EpochEvaluation(TrainerCallback):
+    """Calls `evaluate(model)` after every epoch (on the main process, the model in eval mode) and
+    logs what it returns, with the epoch, into the trainer's log history (kept in checkpoints)."""
+
+    def __init__(self, evaluate: Callable[[PreTrainedModel], dict[str, Any]]) -> None:
+        self.evaluate = evaluate
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        was_training = model.training
+        model.eval()
+        metrics = self.evaluate(model)
+        model.train(was_training)
+        state.log_history.append({"epoch": completed_epochs(state), "step": state.global_step, "evaluation": metrics})
+
+
+def completed_epochs(state) -> int:
+    """Whole epochs done (Trainer's `state.epoch` is fractional mid-epoch, and after a resume)."""
+    return int(state.epoch + 1e-6)
+
+
 def training_dtype(dtype: str) -> str:
     """`auto` for training: bfloat16 on a GPU that has it, else float32 (float16 weights without a
     loss scaler underflow)."""
@@ -130,11 +152,13 @@ def build_trainer(
     trainer_class: type[Trainer] = Trainer,
     data_collator: Callable | None = None,
     progress: Callable[[int, int], None] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
     **trainer_kwargs: Any,
 ) -> Trainer:
     """A `trainer_class` (Trainer, a subclass overriding `compute_loss`, or one of TRL's) with
-    llmkit's defaults: progress reported to the caller instead of tqdm, nothing printed."""
-    callbacks: list[TrainerCallback] = [_NoFinalCheckpoint()]
+    llmkit's defaults: progress reported to the caller instead of tqdm, nothing printed; the
+    method's `callbacks` run in order, before the progress report."""
+    callbacks = [_NoFinalCheckpoint(), *callbacks]
     if progress:
         callbacks.append(_ReportProgress(progress))
     trainer = trainer_class(

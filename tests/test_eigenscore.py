@@ -89,3 +89,13 @@ def test_fewer_than_two_answers_is_bad_input(shape):
 def test_unknown_method_is_bad_input():
     with pytest.raises(BadInputError, match="exact, ees, auto"):
         eigenscore(torch.zeros(3, 4), method="svd")
+
+
+def test_ees_of_answers_in_two_clusters_matches_the_exact_score():
+    """Repeated answers make Σ low-rank: Lanczos closes its Krylov space after a few steps."""
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 64))
+    embeddings = torch.from_numpy(np.stack([a] * 6 + [b] * 4))
+    assert eigenscore(embeddings, method="ees") == pytest.approx(eigenscore(embeddings), rel=1e-3)
+    same = torch.from_numpy(np.stack([a] * 10))
+    assert eigenscore(same, method="ees") == pytest.approx(eigenscore(same), rel=1e-3)

@@ -148,7 +148,8 @@ def logdet_ees(z: torch.Tensor, alpha: float = ALPHA, config: EESConfig = EESCon
     start = torch.randn(n, generator=generator, dtype=z.dtype).to(z.device)
     ritz, vectors, residuals = lanczos(gram_matvec, start, min(config.bound_steps, n))
     converged = (residuals <= 1e-6 * ritz.abs()).flip(0).tolist()
-    deflated = min(next((i for i, ok in enumerate(converged) if not ok), len(converged)), config.bound_steps // 2, n // 2)
+    # The smallest Ritz value is never deflated: it bounds what is left.
+    deflated = min(next((i for i, ok in enumerate(converged) if not ok), len(converged)), config.bound_steps // 2, n // 2, len(ritz) - 1)
     top = vectors[:, vectors.shape[1] - deflated :]
     kept = slice(0, len(ritz) - deflated)
     a = max(alpha, float((ritz[kept] - residuals[kept]).min()) * (1 - 1e-2))
