@@ -28,6 +28,8 @@ from llmkit.commands._common import (
 )
 from llmkit.commands.evaluate import ort_table
 from llmkit.data import read_records, read_texts, record_texts
+from llmkit.evals.common import limit_per_group
+from llmkit.evals.hallucination import SAMPLES, TEMPERATURE, TOP_K, TOP_P, evaluate_hallucination, world_items
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
 from llmkit.evals.skills import evaluate_skills, world_skill_items
@@ -183,6 +185,39 @@ def _skill_stage(
     return result, samples
 
 
+# Prompts per exposure group for the hallucination stage (K = 10 answers each).
+HALLUCINATION_STAGE = {"default": 60, "micro": 12}
+
+
+def _hallucination_stage(backend: HFBackend, world_dir: Path, preset_name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """EigenScore of 10 answers sampled per question, about well-known entities (exposure 30)
+    and entities never seen (exposure 0); how well it flags the wrong greedy answers (AUROC), by
+    the exact log-det and by EES on the same answers."""
+    items = limit_per_group(world_items(world_dir, (0, 30)), HALLUCINATION_STAGE[preset_name], "group")
+    params = GenerationParams(
+        max_new_tokens=16, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, num_samples=SAMPLES, stop=("\n",), seed=0
+    )
+    started = time.perf_counter()
+    with progress_bar("hallucination: sampling answers", len(items)) as progress:
+        metrics, scored = evaluate_hallucination(backend, backend.model, items, params, method="exact", compare="ees", progress=progress)
+    metrics["time_s"] = round(time.perf_counter() - started, 2)
+    return metrics, [{"task": "hallucination", **s} for s in scored]
+
+
+def _hallucination_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title="Hallucination: EigenScore of 10 sampled answers, known vs unseen entities", title_justify="left")
+    for column in ("entities", "questions", "accuracy", "EigenScore"):
+        table.add_column(column, justify="left" if column == "entities" else "right")
+    for group, entry in metrics["groups"].items():
+        label = {"exposure 30": "known (exposure 30)", "exposure 0": "unseen (exposure 0)"}.get(group, group)
+        table.add_row(label, str(entry["num_prompts"]), _percent(entry["accuracy"]), f"{entry['eigenscore']:.2f}")
+    table.caption = (
+        f"AUROC of EigenScore for wrong answers: {metrics['auroc']:.3f} (exact log-det), {metrics['auroc_ees']:.3f} (EES); "
+        f"{metrics['time_s']:.1f} s."
+    )
+    return table
+
+
 def _skill_unlearning_table(stage: dict[str, Any], before: dict[str, Any]) -> Table:
     ksd_metrics, na_metrics = stage["ksd"]["skills"], stage["neuron_adjust"]["skills"]
     table = Table(title=f"Skill unlearning: {stage['skill']} removed at inference, every skill's accuracy", title_justify="left")
@@ -231,7 +266,9 @@ def quickstart(
     ORT table (llmkit eval ort) for one entity the model knows in every form; then that entity
     unlearned two ways, ROCR (a rank-one edit, reverted afterwards) and NPO (trained on its QA
     facts only, on a copy), each scored in every form; last, the numeric skill removed at
-    inference by KSD (abstaining on its queries) and by Neuron Adjust, every skill scored again.
+    inference by KSD (abstaining on its queries) and by Neuron Adjust, every skill scored again;
+    and hallucination detection: the EigenScore of 10 sampled answers to questions about known and
+    unseen entities, and how well it flags the wrong answers (AUROC).
 
     Cold, this takes a few minutes on a laptop CPU; afterwards the world and model come from the
     cache. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
@@ -267,6 +304,7 @@ def quickstart(
     rocr_stage, rocr_samples = _rocr_stage(backend, world_dir, entities, probes, target_entity, ort_probes, prompts, ort, cache)
     npo_stage, npo_samples = _npo_stage(backend, world_dir, target_entity, ort_probes, prompts, ort, preset_name)
     skill_stage, skill_stage_samples = _skill_stage(backend, world_dir, skill_items, skills, preset_name)
+    hallucination, hallucination_samples = _hallucination_stage(backend, world_dir, preset_name)
 
     config = {
         "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
@@ -279,9 +317,11 @@ def quickstart(
         + rocr_samples
         + npo_samples
         + skill_stage_samples
+        + hallucination_samples
     )
     results = make_results("quickstart", config, {
         "knowledge": knowledge, "skills": skills, "ort": ort, "rocr": rocr_stage, "npo": npo_stage, "skill_unlearning": skill_stage,
+        "hallucination": hallucination,
     },
                            wall_time_s=time.perf_counter() - started, num_samples=len(samples))
     write_run(output, results, samples, overwrite=overwrite)
@@ -294,4 +334,5 @@ def quickstart(
     stdout.print(_answers_table(rocr_stage))
     stdout.print(_comparison_table(rocr_stage, npo_stage))
     stdout.print(_skill_unlearning_table(skill_stage, skills))
+    stdout.print(_hallucination_table(hallucination))
     stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")

@@ -92,7 +92,7 @@ def train_command(method: str) -> Any:
         track_fraction: Annotated[float, typer.Option(help="Share of the texts held out as SeND's tracking split.")] = 0.1,
         test_fraction: Annotated[float, typer.Option(help="Share held out as the test split (EigenScore prompts unless --eval-prompts).")] = 0.1,
         eval_prompts: Annotated[Optional[Path], typer.Option(help="Prompts (with 'answer' for accuracy, 'group' optional) to log EigenScore on after each epoch.")] = None,
-        eval_limit: Annotated[Optional[int], typer.Option(help="Use only the first N evaluation prompts.")] = 100,
+        eval_limit: Annotated[Optional[int], typer.Option(help="Use only the first N evaluation prompts (0: all).")] = 100,
         eval_samples: Annotated[int, typer.Option(help="K answers sampled per evaluation prompt (0: no per-epoch evaluation).")] = SAMPLES,
         prompt_tokens: Annotated[int, typer.Option(help="Test-split prompts: the first N tokens of each text.")] = 16,
         lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight.")] = False,

@@ -20,7 +20,7 @@ from llmkit.errors import BadInputError
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.evals.plots import histograms
 from llmkit.generation import Backend, GenerationParams, Progress
-from llmkit.metrics.eigenscore import EESConfig, sampled_eigenscores
+from llmkit.metrics.eigenscore import EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
 
 SAMPLES, TEMPERATURE, TOP_P, TOP_K = 10, 0.5, 0.99, 5
@@ -103,21 +103,31 @@ def evaluate_hallucination(
     *,
     correctness: bool = True,
     method: str = "auto",
+    compare: str | None = None,
     config: EESConfig = EESConfig(),
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, per-prompt samples): K sampled answers per prompt (stopped at a newline) and their
-    EigenScore; with correctness, the greedy answer, whether it is right, and the share of sampled
-    answers that are right. `progress` counts sampled answers, then greedy ones."""
-    prompts = [item["prompt"] for item in items]
-    texts, scores = sampled_eigenscores(backend, model, prompts, params, method=method, config=config, progress=progress)
-    samples = [{**item, "samples": [t.strip() for t in answers], "eigenscore": score} for item, answers, score in zip(items, texts, scores)]
+    EigenScore by `method`; with correctness, the greedy answer, whether it is right, and the share
+    of sampled answers that are right. `compare` scores the same answers by a second method too
+    (per-prompt `eigenscore_<method>`; its AUROC as `auroc_<method>`). `progress` counts prompts."""
+    texts, embeddings = sampled_answers(backend, model, [item["prompt"] for item in items], params, progress)
+    samples = [
+        {**item, "samples": [t.strip() for t in answers], "eigenscore": eigenscore(z, method=method, config=config)}
+        for item, answers, z in zip(items, texts, embeddings)
+    ]
+    if compare:
+        for sample, z in zip(samples, embeddings):
+            sample[f"eigenscore_{compare}"] = eigenscore(z, method=compare, config=config)
     if correctness:
         greedy = answer_items(backend, items, params.max_new_tokens)
         for sample, answered in zip(samples, greedy):
             sample["generation"], sample["correct"] = answered["generation"], answered["correct"]
             sample["sample_accuracy"] = _mean([exact_match(t, sample["answer"]) for t in sample["samples"]])
-    return summarize(samples, correctness), samples
+    metrics = summarize(samples, correctness)
+    if compare and correctness:
+        metrics[f"auroc_{compare}"] = auroc([not s["correct"] for s in samples], [s[f"eigenscore_{compare}"] for s in samples])
+    return metrics, samples
 
 
 def plot_hallucination(samples: Sequence[Mapping[str, Any]], correctness: bool) -> bytes:

@@ -47,14 +47,27 @@ class _NoFinalCheckpoint(TrainerCallback):
             control.should_save = False
 
 
-class EpochEvaluation(TrainerCallback):
+class EpochEndCallback(TrainerCallback):
+    """Runs `epoch_end` after the last optimizer step of each epoch, before that step's checkpoint
+    is written (Trainer's own `on_epoch_end` comes after it), so that a run resumed from a
+    checkpoint at an epoch's end has the epoch-end work done."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if abs(state.epoch - round(state.epoch)) < 1e-6:
+            self.epoch_end(args, state, model)
+
+    def epoch_end(self, args, state, model) -> None:
+        raise NotImplementedError
+
+
+class EpochEvaluation(EpochEndCallback):
     """Calls `evaluate(model)` after every epoch (on the main process, the model in eval mode) and
     logs what it returns, with the epoch, into the trainer's log history (kept in checkpoints)."""
 
     def __init__(self, evaluate: Callable[[PreTrainedModel], dict[str, Any]]) -> None:
         self.evaluate = evaluate
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def epoch_end(self, args, state, model) -> None:
         if not state.is_world_process_zero:
             return
         was_training = model.training

@@ -99,3 +99,12 @@ def test_ees_of_answers_in_two_clusters_matches_the_exact_score():
     assert eigenscore(embeddings, method="ees") == pytest.approx(eigenscore(embeddings), rel=1e-3)
     same = torch.from_numpy(np.stack([a] * 10))
     assert eigenscore(same, method="ees") == pytest.approx(eigenscore(same), rel=1e-3)
+
+
+@pytest.mark.parametrize("rank", [16, 40])
+def test_ees_with_more_dominant_directions_than_lanczos_steps(rank):
+    """The bounding Lanczos run grows until the dominant directions are deflated."""
+    rng = np.random.default_rng(rank)
+    embeddings = (rng.normal(size=(300, rank)) * 3) @ rng.normal(size=(rank, 800)) + 0.1 * rng.normal(size=(300, 800))
+    z = centered(torch.from_numpy(embeddings))
+    assert logdet_ees(z) == pytest.approx(logdet_exact(z), rel=0.02)

@@ -225,3 +225,17 @@ def test_generate_on_vllm_applies_a_ksd_gate_and_refuses_neuron_adjust(micro_mod
     assert run_llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--retain", retain, "--out", adjust).returncode == 0
     refused = run_llmkit("generate", "--backend", "vllm", "-m", micro_model, "-i", prompts, "--intervention", adjust)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("use --backend hf with it")
+
+
+def test_eval_hallucination_samples_on_vllm_and_embeds_on_hf(micro_model, micro_world, tmp_path):
+    """K answers per prompt sampled by vLLM, embedded by the HF model beside it: the run reports
+    what the HF run reports in kind (the samples differ: another sampler)."""
+    out = tmp_path / "vllm"
+    result = run_llmkit("eval", "hallucination", "-m", micro_model, "--world", micro_world, "--samples", 4, "--limit", 6,
+                        "--backend", "vllm", "-o", out)
+    assert result.returncode == 0, result.stderr
+    samples = read_records(out / "samples.jsonl")
+    assert len(samples) == 12 and all(len(s["samples"]) == 4 for s in samples)
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    assert metrics["groups"]["exposure 30"]["accuracy"] > metrics["groups"]["exposure 0"]["accuracy"]
+    assert metrics["groups"]["exposure 30"]["eigenscore"] < metrics["groups"]["exposure 0"]["eigenscore"]

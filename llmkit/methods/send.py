@@ -44,7 +44,7 @@ from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts
 from llmkit.hooks import capture, intervene
 from llmkit.methods.gradient import PadCollator
-from llmkit.training import build_trainer, completed_epochs, training_arguments
+from llmkit.training import EpochEndCallback, build_trainer, completed_epochs, training_arguments
 
 TARGETS = ("resid", "mlp")
 STATE_FILE = "send_state.safetensors"
@@ -123,7 +123,7 @@ def dropped(model: torch.nn.Module, indices: torch.Tensor, target: str) -> Itera
         yield
 
 
-class SensitivityDropout(TrainerCallback):
+class SensitivityDropout(EpochEndCallback):
     """SeND's schedule on a Trainer: after every epoch, embed the tracking samples; after every T-th,
     select the SEIs from the last C embeddings and drop them during the next T epochs.
 
@@ -164,7 +164,7 @@ class SensitivityDropout(TrainerCallback):
         if completed_epochs(state) < self.drop_until and len(self.indices):
             self._mask.enter_context(dropped(model, self.indices, self.config.target))
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def epoch_end(self, args, state, model) -> None:
         self._mask.close()
         epoch = completed_epochs(state)
         was_training = model.training

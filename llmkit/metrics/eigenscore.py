@@ -29,7 +29,7 @@ reproduces it). The training scripts then add the exact SVD log-det to it, which
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +83,7 @@ def logdet_exact(z: torch.Tensor, alpha: float = ALPHA) -> float:
     return float(eigenvalues.clamp_min(alpha).log().sum()) + alpha_only * math.log(alpha)
 
 
-def lanczos(matvec, start: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ritz values, Ritz vectors (columns) and residual norms ‖A·u − θ·u‖ of the symmetric operator
     `matvec` after `steps` Lanczos steps from `start`, with full reorthogonalisation (and against
     the columns `start` is orthogonal to, since every product stays in `matvec`'s range). Exact
@@ -131,8 +131,8 @@ def logdet_ees(z: torch.Tensor, alpha: float = ALPHA, config: EESConfig = EESCon
 
     A polynomial of degree M resolves log only over a spectrum of condition number up to about
     M², and embeddings have a few dominant directions far above the rest; so the top eigenpairs
-    that the bounding Lanczos run has already converged (relative residual ≤ 1e-6; at most half
-    its steps) are taken exactly and deflated, and the expansion runs on the rest of the spectrum,
+    that the bounding Lanczos run has converged (relative residual ≤ 1e-6) are taken exactly and
+    deflated (the run doubles, up to 8x, until M moments resolve what is left), and the expansion runs on the rest of the spectrum,
     stopping at the first m ≤ M where the coefficients' tail is below 1e-6 per eigenvalue. The
     products run in float32: they read Z twice each and are memory-bound, and the expansion's
     error (≈ 1e-3) is far above float32 round-off."""
@@ -146,14 +146,23 @@ def logdet_ees(z: torch.Tensor, alpha: float = ALPHA, config: EESConfig = EESCon
 
     generator = torch.Generator().manual_seed(config.seed)
     start = torch.randn(n, generator=generator, dtype=z.dtype).to(z.device)
-    ritz, vectors, residuals = lanczos(gram_matvec, start, min(config.bound_steps, n))
-    converged = (residuals <= 1e-6 * ritz.abs()).flip(0).tolist()
-    # The smallest Ritz value is never deflated: it bounds what is left.
-    deflated = min(next((i for i, ok in enumerate(converged) if not ok), len(converged)), config.bound_steps // 2, n // 2, len(ritz) - 1)
+    steps = min(config.bound_steps, n)
+    while True:
+        ritz, vectors, residuals = lanczos(gram_matvec, start, steps)
+        converged = (residuals <= 1e-6 * ritz.abs()).flip(0).tolist()
+        # The smallest Ritz value is never deflated: it bounds what is left.
+        deflated = min(next((i for i, ok in enumerate(converged) if not ok), len(converged)), len(ritz) - 1)
+        kept = slice(0, len(ritz) - deflated)
+        a = max(alpha, float((ritz[kept] - residuals[kept]).min()) * (1 - 1e-2))
+        b = float((ritz[kept] + residuals[kept]).max()) * (1 + 1e-2)
+        coefficients = chebyshev_log_coefficients(a, b, config.moments)
+        # M moments resolve [a, b] when the expansion has converged; else more dominant
+        # directions must be deflated: a longer run converges them.
+        resolved = float(coefficients[-1].abs()) <= 1e-4
+        if resolved or len(ritz) < steps or steps >= min(n, 8 * config.bound_steps):
+            break
+        steps = min(2 * steps, n, 8 * config.bound_steps)
     top = vectors[:, vectors.shape[1] - deflated :]
-    kept = slice(0, len(ritz) - deflated)
-    a = max(alpha, float((ritz[kept] - residuals[kept]).min()) * (1 - 1e-2))
-    b = float((ritz[kept] + residuals[kept]).max()) * (1 + 1e-2)
     half, middle = (b - a) / 2, (b + a) / 2
 
     def project(v: torch.Tensor) -> torch.Tensor:
@@ -165,9 +174,8 @@ def logdet_ees(z: torch.Tensor, alpha: float = ALPHA, config: EESConfig = EESCon
         inside = project(v)
         return project(gram_matvec(inside)) + middle * (v - inside)
 
-    coefficients = chebyshev_log_coefficients(a, b, config.moments)
     tail = coefficients.abs().flip(0).cumsum(0).flip(0)
-    used = int((tail > 1e-6).sum()) + 1
+    used = int((tail > 1e-6).sum())
     if config.probes >= n:
         probes, scale = torch.eye(n, dtype=z.dtype, device=z.device), 1.0
     else:
@@ -247,18 +255,11 @@ def answer_embeddings(
     return embeddings if embeddings is not None else torch.empty(0, 0)
 
 
-def sampled_eigenscores(
-    backend: Backend,
-    model: PreTrainedModel,
-    prompts: Sequence[str],
-    params: GenerationParams,
-    *,
-    method: str = "auto",
-    config: EESConfig = EESConfig(),
-    progress: Progress | None = None,
-) -> tuple[list[list[str]], list[float]]:
+def sampled_answers(
+    backend: Backend, model: PreTrainedModel, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None
+) -> tuple[list[list[str]], list[torch.Tensor]]:
     """For each prompt, its K = `params.num_samples` sampled answers (generated by `backend`, any
-    backend) and their EigenScore (embedded by `model`, the same model on HF)."""
+    backend) and their (K, d) embeddings (by `model`, the same model on HF), ready for `eigenscore`."""
     if params.num_samples < 2:
         raise BadInputError(f"EigenScore compares K ≥ 2 sampled answers per prompt, got --samples {params.num_samples}")
     texts = [g.texts for g in backend.generate(prompts, params, progress)]
@@ -266,5 +267,4 @@ def sampled_eigenscores(
     embeddings = answer_embeddings(
         model, backend.tokenizer, [p for p in prompts for _ in range(k)], [t for answers in texts for t in answers]
     )
-    scores = [eigenscore(embeddings[i * k : (i + 1) * k], method=method, config=config) for i in range(len(prompts))]
-    return texts, scores
+    return texts, list(embeddings.split(k))

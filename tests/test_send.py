@@ -1,0 +1,179 @@
+"""SeND: sensitive-index selection, the drop, resuming, torchrun, the HELM files, and bad inputs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from llmkit.hooks import capture
+from llmkit.methods import send
+from llmkit.models import load_model
+from llmkit.training import train
+from test_cli import assert_bad_input, llmkit
+
+HELM = Path(__file__).resolve().parents[2] / "shared" / "data" / "send_helm"
+TEXTS = [f"Text number {i} tells of a {['red', 'blue', 'green'][i % 3]} house by the river {i % 5}." for i in range(20)]
+
+
+def test_sensitive_indices_measure_variability_over_checkpoints_per_sample():
+    """Index 0 swings over checkpoints within each sample; index 1 differs between samples but
+    never moves. The paper's V picks 0; the released code (epoch-mean, then variability across
+    samples) would pick 1."""
+    checkpoints, samples, d = 3, 4, 5
+    history = torch.zeros(checkpoints, samples, d)
+    history[:, :, 0] = torch.tensor([0.0, 1.0, 0.0])[:, None]
+    history[:, :, 1] = torch.arange(samples, dtype=torch.float)[None, :] * 10
+    assert send.sensitive_indices(history, 0.2).tolist() == [0]
+    assert len(send.sensitive_indices(torch.randn(3, 4, 100), 0.2)) == 20
+
+
+def test_sentence_embedding_is_half_mean_plus_last_token_of_the_penultimate_layer(llama_dir):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    texts = ["a short one", "a somewhat longer text with more words in it"]
+    encoded = send.encode_texts(tokenizer, texts, 64)
+    batched = send.sentence_embeddings(model, encoded, tokenizer.pad_token_id, batch_size=2)
+    for row, ids in enumerate(encoded):
+        hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-2][0]
+        assert torch.allclose(batched[row], (hidden.mean(0) + hidden[-1]) / 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", send.TARGETS)
+def test_the_drop_zeroes_the_selected_coordinates_on_every_forward_pass(llama_dir, target):
+    model, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
+    indices = torch.tensor([1, 3])
+    point = "resid_out" if target == "resid" else "mlp_key"
+    layer = send.penultimate_layer(model)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with send.dropped(model, indices, target), capture(model, point, [layer]) as seen:
+        model(ids)
+    assert seen[layer][..., indices].abs().max() == 0 and seen[layer].abs().sum() > 0
+    with capture(model, point, [layer]) as after:
+        model(ids)
+    assert after[layer][..., indices].abs().sum() > 0
+
+
+def send_trainer(llama_dir, checkpoint_dir, config=send.SendConfig(0.25, window=2, drop_epochs=2)):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    dropout = send.SensitivityDropout(config, send.encode_texts(tokenizer, TEXTS[:4], 32), tokenizer.pad_token_id)
+    budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
+    trainer = send.build_text_trainer(model, tokenizer, TEXTS[4:], checkpoint_dir, budget, max_length=32, callbacks=[dropout])
+    return trainer, dropout
+
+
+class Interrupt(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_send_resumes_to_the_same_weights_and_selections(llama_dir, tmp_path):
+    """4 steps an epoch, 4 epochs: a selection after epoch 2, dropped in epochs 3 and 4. The run
+    stops in epoch 4 (step 14) and resumes from checkpoint-12 with the selection it made."""
+    trainer, dropout = send_trainer(llama_dir, tmp_path / "straight")
+    train(trainer, {"test": "send"})
+    expected = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    assert [s["epoch"] for s in dropout.selections] == [2, 4]
+
+    trainer, _ = send_trainer(llama_dir, tmp_path / "stopped")
+    trainer.add_callback(Interrupt(at_step=14))
+    with pytest.raises(KeyboardInterrupt):
+        train(trainer, {"test": "send"})
+    assert (tmp_path / "stopped" / "checkpoint-12" / send.STATE_FILE).is_file()
+
+    resumed, resumed_dropout = send_trainer(llama_dir, tmp_path / "stopped")
+    train(resumed, {"test": "send"})
+    assert resumed.state.global_step == 16
+    assert resumed_dropout.selections[-1]["indices"] == dropout.selections[-1]["indices"]
+    for name, p in resumed.model.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-6), name
+
+
+def test_send_trains_differently_from_sft_once_it_drops(llama_dir, tmp_path):
+    trainer, _ = send_trainer(llama_dir, tmp_path / "send")
+    train(trainer, {"test": "send"})
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
+    plain = send.build_text_trainer(model, tokenizer, TEXTS[4:], tmp_path / "sft", budget, max_length=32)
+    train(plain, {"test": "sft"})
+    assert any(not torch.allclose(a, b) for a, b in zip(trainer.model.parameters(), plain.model.parameters()))
+
+
+def test_train_send_reads_the_helm_files_as_shipped(llama_dir, tmp_path):
+    helm = tmp_path / "helm_validate.jsonl"
+    helm.write_text("".join((HELM / "helm_validate.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:20]), encoding="utf-8")
+    wiki = tmp_path / "wiki_test.json"
+    wiki.write_text(json.dumps(json.loads((HELM / "wiki_test.json").read_text(encoding="utf-8"))[:20]), encoding="utf-8")
+    common = ("--model", llama_dir, "--epochs", 2, "--window", 2, "--drop-epochs", 2, "--track-fraction", 0.2, "--eval-samples", 0,
+              "--max-length", 48, "--json")
+    result = llmkit("train", "send", "--data", helm, "--out", tmp_path / "helm", *common)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["texts"] == {"train": 14, "tracking": 4, "test": 2}
+    assert record["selections"][0]["epoch"] == 2 and len(record["selections"][0]["indices"]) == int(0.2 * 64)
+    assert (tmp_path / "helm" / "model.safetensors").is_file() and (tmp_path / "helm" / "train.json").is_file()
+    result = llmkit("train", "send", "--data", wiki, "--text-field", "sentences", "--out", tmp_path / "wiki", *common)
+    assert result.exit_code == 0, result.output
+
+
+def test_train_logs_the_eigenscore_of_held_out_prompts_each_epoch(llama_dir, tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    result = llmkit("train", "sft", "--model", llama_dir, "--data", data, "--out", tmp_path / "sft", "--epochs", 2,
+                    "--eval-samples", 3, "--test-fraction", 0.2, "--json")
+    assert result.exit_code == 0, result.output
+    evaluations = json.loads(result.stdout)["evaluations"]
+    assert [e["epoch"] for e in evaluations] == [1, 2]
+    assert all(e["evaluation"]["num_prompts"] == 4 and e["evaluation"]["eigenscore"]["mean"] < 10 for e in evaluations)
+
+
+def test_torchrun_selects_the_same_indices_on_every_process(llama_dir, tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    llmkit_script = shutil.which("llmkit", path=str(Path(sys.executable).parent))
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", llmkit_script, "train", "send",
+         "--model", str(llama_dir), "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "2", "--window", "2",
+         "--drop-epochs", "2", "--eval-samples", "0", "--batch-size", "2", "--track-fraction", "0.2", "--json"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads(run.stdout)
+    assert record["processes"] == 2
+    # Each process compared its selection with every other's (all_gather); a mismatch fails the run.
+    assert record["selections"] and all(s["processes_agree"] for s in record["selections"])
+    assert load_file(tmp_path / "two" / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--drop-fraction", 0), "--drop-fraction must be in (0, 1)"),
+        (("--drop-fraction", 1), "--drop-fraction must be in (0, 1)"),
+        (("--track-fraction", 0.01), "leaves no tracking samples"),
+        (("--eval-samples", 1), "--eval-samples must be 0"),
+        (("--window", 1), "--window must be at least 2"),
+    ],
+    ids=["fraction-0", "fraction-1", "no-tracking", "one-sample", "window"],
+)
+def test_bad_send_inputs_are_one_line(args, message, llama_dir, tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    out = tmp_path / "out"
+    assert_bad_input(llmkit("train", "send", "--model", llama_dir, "--data", data, "--out", out, *args), message, out)
+
+
+def test_texts_missing_their_field_are_bad_input(llama_dir, tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text(json.dumps({"body": "x"}) + "\n")
+    out = tmp_path / "out"
+    assert_bad_input(llmkit("train", "sft", "--model", llama_dir, "--data", data, "--out", out), "--text-field", out)
