@@ -20,7 +20,8 @@ from llmkit.errors import BadInputError
 from llmkit.generation import Backend, load_backend
 from llmkit.methods.intervened import apply_interventions, read_interventions
 from llmkit.data import dumps_jsonl
-from llmkit.results import dumps_results
+from llmkit.results import dumps_results, staged_directory
+from llmkit.training import remove_checkpoints, save_trained
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -161,3 +162,18 @@ def parse_lora_targets(text: Optional[str]) -> list[str] | None:
 def is_main_process() -> bool:
     """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool) -> bool:
+    """The end of every training command: the main process writes the trained model (or adapter)
+    and its JSON records into `out` in one staged write and drops the checkpoints; every process
+    waits for it. Returns whether this is the main process (the one that reports)."""
+    main = is_main_process()
+    if main:
+        with staged_directory(out, overwrite=overwrite) as staging:
+            save_trained(trainer.model, tokenizer, staging, base_model)
+            for name, record in records.items():
+                (staging / name).write_text(dumps_results(record), encoding="utf-8")
+        remove_checkpoints(trainer)
+    trainer.accelerator.wait_for_everyone()
+    return main

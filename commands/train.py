@@ -27,6 +27,7 @@ from llmkit.commands._common import (
     print_results_json,
     progress_bar,
     stdout,
+    write_trained_model,
 )
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
@@ -34,8 +35,8 @@ from llmkit.evals.hallucination import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP
 from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import send
 from llmkit.models import load_model, model_fingerprint
-from llmkit.results import check_output_path, dumps_results, staged_directory
-from llmkit.training import EpochEvaluation, add_lora, remove_checkpoints, save_trained, train, training_dtype
+from llmkit.results import check_output_path
+from llmkit.training import EpochEvaluation, add_lora, train, training_dtype
 
 app = typer.Typer(help="Train a model: plain continued training (sft), or SeND (sensitivity dropout).", no_args_is_help=True)
 
@@ -164,13 +165,7 @@ def train_command(method: str) -> Any:
             "epoch_losses": _epoch_losses(history), "evaluations": [e for e in history if "evaluation" in e],
             "selections": sensitivity.selections if sensitivity else None, "train_time_s": round(time.perf_counter() - started, 2),
         }
-        if main:
-            with staged_directory(out, overwrite=overwrite) as staging:
-                save_trained(trainer.model, tokenizer, staging, model)
-                (staging / RECORD_FILE).write_text(dumps_results(record), encoding="utf-8")
-            remove_checkpoints(trainer)
-        trainer.accelerator.wait_for_everyone()
-        if not main:
+        if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
             return
         if json:
             print_results_json(record)

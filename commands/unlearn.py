@@ -32,6 +32,7 @@ from llmkit.commands._common import (
     progress_bar,
     stderr,
     stdout,
+    write_trained_model,
 )
 from llmkit.data import check_records, read_records, read_texts, record_texts
 from llmkit.errors import BadInputError
@@ -39,8 +40,8 @@ from llmkit.generation import CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
 from llmkit.interventions import Artifact, write_artifact
 from llmkit.methods import gradient, ksd, neuron_adjust, rocr
 from llmkit.models import load_model, model_fingerprint
-from llmkit.results import check_output_path, dumps_results, staged_directory
-from llmkit.training import add_lora, remove_checkpoints, save_trained, training_dtype
+from llmkit.results import check_output_path, staged_directory
+from llmkit.training import add_lora, training_dtype
 from llmkit.world.cache import default_cache_dir, pretraining_corpus
 
 app = typer.Typer(help="Make a model forget a concept or a skill.", no_args_is_help=True)
@@ -297,13 +298,7 @@ def gradient_command(method: str) -> Any:
             "processes": trainer.args.world_size, "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None, "train_time_s": round(time.perf_counter() - started, 2),
         }
-        if main:
-            with staged_directory(out, overwrite=overwrite) as staging:
-                save_trained(trainer.model, tokenizer, staging, model)
-                (staging / RECORD_FILE).write_text(dumps_results(record), encoding="utf-8")
-            remove_checkpoints(trainer)
-        trainer.accelerator.wait_for_everyone()
-        if not main:
+        if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
             return
         if json:
             print_results_json(record)

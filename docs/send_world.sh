@@ -3,7 +3,7 @@
 # the world's knowledge-forming pretraining text (biographies and QA sheets; the skill items and
 # the long form sheets left out to keep it within minutes on 2 cores), 6 epochs at SeND's lr 1e-4,
 # so that SeND selects after epoch 3 (C = T = 3) and drops during epochs 4-6. After every epoch:
-# greedy accuracy and EES of 10 sampled answers on 25 QA probes per exposure (0, 1, 3, 10, 30).
+# greedy accuracy and EES of 10 sampled answers on 20 QA probes per exposure (0, 1, 3, 10, 30).
 # Both drop targets. Writes OUT/{sft,send-resid,send-mlp}
 # and prints the summary table of docs/hallucination.md.
 set -euo pipefail
@@ -24,7 +24,7 @@ probes = [json.loads(line) for line in open(f"{world}/probes.jsonl")]
 seen = {}
 with open(f"{out}/probes.jsonl", "w") as f:
     for p in probes:
-        if p["form"] == "qa" and seen.get(p["exposure"], 0) < 25:
+        if p["form"] == "qa" and seen.get(p["exposure"], 0) < 20:
             seen[p["exposure"]] = seen.get(p["exposure"], 0) + 1
             f.write(json.dumps({"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}) + "\n")
 PY

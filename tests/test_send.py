@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from llmkit.hooks import capture
 from llmkit.methods import send
 from llmkit.models import load_model
 from llmkit.training import train
 from test_cli import assert_bad_input, llmkit
+from test_gradient import Interrupt
 
 HELM = Path(__file__).resolve().parents[2] / "shared" / "data" / "send_helm"
 TEXTS = [f"Text number {i} tells of a {['red', 'blue', 'green'][i % 3]} house by the river {i % 5}." for i in range(20)]
@@ -65,15 +65,6 @@ def send_trainer(llama_dir, checkpoint_dir, config=send.SendConfig(0.25, window=
     budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
     trainer = send.build_text_trainer(model, tokenizer, TEXTS[4:], checkpoint_dir, budget, max_length=32, callbacks=[dropout])
     return trainer, dropout
-
-
-class Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_send_resumes_to_the_same_weights_and_selections(llama_dir, tmp_path):
