@@ -133,7 +133,7 @@ def train_command(method: str) -> Any:
         hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
         original = model_fingerprint(hf_model)
         if lora:
-            hf_model = add_lora(hf_model, lora_rank, run["lora"]["targets"])
+            hf_model = add_lora(hf_model, lora_rank, run["lora"]["targets"], seed=seed)
         callbacks: list[Any] = []
         sensitivity = None
         if config is not None:

@@ -282,7 +282,7 @@ def gradient_command(method: str) -> Any:
         hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
         original = model_fingerprint(hf_model)
         if lora:
-            hf_model = add_lora(hf_model, lora_rank, lora_settings["targets"])
+            hf_model = add_lora(hf_model, lora_rank, lora_settings["targets"], seed=seed)
         trainable = sum(p.numel() for p in hf_model.parameters() if p.requires_grad)
         main = is_main_process()
         with progress_bar(f"unlearn {method}", 1) if main else nullcontext(None) as progress:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers import default_data_collator
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -139,15 +139,20 @@ def training_arguments(
     )
 
 
-def add_lora(model: PreTrainedModel, rank: int = 8, targets: Sequence[str] | None = None, alpha: float | None = None) -> PeftModel:
+def add_lora(
+    model: PreTrainedModel, rank: int = 8, targets: Sequence[str] | None = None, alpha: float | None = None, seed: int = 0
+) -> PeftModel:
     """Wrap `model` in a LoRA adapter (rank r, scale α/r with α = 2r by default, as LLaMA-Factory);
-    only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama)."""
+    only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama).
+    The adapter's random initialisation is seeded, so a run does not depend on what drew from the
+    global generator before it."""
     if rank < 1:
         raise BadInputError(f"--lora-rank must be at least 1, got {rank}")
     config = LoraConfig(
         r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
         target_modules=list(targets) if targets else None, task_type="CAUSAL_LM",
     )
+    set_seed(seed)
     try:
         return get_peft_model(model, config)
     except ValueError as err:
