@@ -31,7 +31,7 @@ from llmkit.commands._common import (
 )
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.evals.hallucination import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, evaluate_hallucination
+from llmkit.evals.hallucination import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, evaluate_hallucination, read_items
 from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import send
 from llmkit.models import load_model, model_fingerprint
@@ -73,8 +73,7 @@ def evaluation_prompts(eval_prompts: Path | None, test_texts: list[str], tokeniz
     answer and group where they have them), or the test split's texts cut to their first
     `prompt_tokens` tokens."""
     if eval_prompts is not None:
-        records = read_records(eval_prompts, required={"prompt": str})
-        items = [{k: r[k] for k in ("prompt", "answer", "group") if k in r} for r in records]
+        items = read_items(eval_prompts, correctness=False)
     else:
         items = [{"prompt": tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:prompt_tokens])} for t in test_texts]
     return items[:limit] if limit else items
@@ -116,8 +115,8 @@ def train_command(method: str) -> Any:
         config = send.SendConfig(drop_fraction, window, drop_epochs, drop_target) if method == "send" else None
         if eval_samples == 1 or eval_samples < 0:
             raise BadInputError(f"--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, got {eval_samples}")
-        if epochs < 1 or max_length < 2 or prompt_tokens < 1:
-            raise BadInputError("--epochs and --prompt-tokens must be at least 1, --max-length at least 2")
+        if epochs < 1 or max_length < 2 or prompt_tokens < 1 or (eval_limit is not None and eval_limit < 0):
+            raise BadInputError("--epochs and --prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0")
         texts = read_training_texts(data, text_field)
         train_texts, tracking_texts, test_texts = send.split_texts(texts, track_fraction, test_fraction, seed)
         if method == "send":
@@ -144,9 +143,9 @@ def train_command(method: str) -> Any:
             params = GenerationParams(
                 max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, num_samples=eval_samples, stop=("\n",), seed=seed
             )
+            correctness = all("answer" in item for item in items)
 
             def evaluate(trained: PreTrainedModel) -> dict[str, Any]:
-                correctness = all("answer" in item for item in items)
                 return evaluate_hallucination(HFBackend(trained, tokenizer), trained, items, params, correctness=correctness, method="ees")[0]
 
             callbacks.append(EpochEvaluation(evaluate))

@@ -47,7 +47,8 @@ def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURE
 
 
 def read_items(source: str | Path, correctness: bool) -> list[dict[str, Any]]:
-    """Prompt records (with `answer` when correctness is scored; `group` optional)."""
+    """Prompt records: prompt, and answer and group where they have them; with correctness, every
+    one needs its answer."""
     records = read_records(source, required={"prompt": str})
     if not records:
         raise BadInputError(f"{source} has no records")
@@ -57,8 +58,7 @@ def read_items(source: str | Path, correctness: bool) -> list[dict[str, Any]]:
             f"{source}: {missing} of {len(records)} prompts have no 'answer' to score correctness against; "
             "add answers, or pass --no-correctness to report EigenScores only"
         )
-    keep = ("prompt", "answer", "group") if correctness else ("prompt", "group")
-    return [{k: r[k] for k in keep if k in r} for r in records]
+    return [{k: r[k] for k in ("prompt", "answer", "group") if k in r} for r in records]
 
 
 def auroc(wrong: Sequence[bool], scores: Sequence[float]) -> float | None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from llmkit import arch
-from llmkit.batching import last_token_index, position_ids
+from llmkit.batching import last_token_index, length_sorted_batches, pad_batch, position_ids
 from llmkit.errors import BadInputError
 
 Activation = torch.Tensor
@@ -159,3 +159,31 @@ def intervene(model: nn.Module, point: str, layers: Sequence[int], fn: Intervent
         for layer in layers:
             stack.enter_context(_hook_point(model, point, layer, lambda a, layer=layer: fn(a, layer)))
         yield
+
+
+Pool = Callable[[Activation, torch.Tensor], Activation]
+"""(batch, seq, d) hidden states and their (batch, seq) attention mask -> (batch, d)."""
+
+
+@torch.inference_mode()
+def pooled_states(
+    model: nn.Module, sequences: Sequence[Sequence[int]], layer: int, pad_token_id: int, pool: Pool, batch_size: int = 64
+) -> torch.Tensor:
+    """(N, d) float32: `pool` of block `layer`'s output for each token-id sequence, from
+    length-sorted, right-padded batches whose forward pass stops at the layer."""
+    device = next(model.parameters()).device
+    pooled = torch.empty(0, 0)
+    for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
+        batch = pad_batch([sequences[i] for i in indices], pad_token_id, "right")
+        with capture(model, "resid_out", [layer], stop=True) as captured:
+            model(**{k: v.to(device) for k, v in batch.items()})
+        rows = pool(captured[layer].float(), batch["attention_mask"].to(device)).cpu()
+        if not pooled.numel():
+            pooled = torch.empty(len(sequences), rows.shape[1])
+        pooled[torch.as_tensor(indices)] = rows
+    return pooled
+
+
+def last_token(hidden: Activation, mask: torch.Tensor) -> Activation:
+    """Each row's last real token (right padding)."""
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(1) - 1]

@@ -153,8 +153,9 @@ def test_torchrun_selects_the_same_indices_on_every_process(llama_dir, tmp_path)
         (("--track-fraction", 0.01), "leaves no tracking samples"),
         (("--eval-samples", 1), "--eval-samples must be 0"),
         (("--window", 1), "--window must be at least 2"),
+        (("--eval-limit", -1), "--eval-limit at least 0"),
     ],
-    ids=["fraction-0", "fraction-1", "no-tracking", "one-sample", "window"],
+    ids=["fraction-0", "fraction-1", "no-tracking", "one-sample", "window", "eval-limit"],
 )
 def test_bad_send_inputs_are_one_line(args, message, llama_dir, tmp_path):
     data = tmp_path / "texts.jsonl"

@@ -34,15 +34,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 from llmkit import arch
-from llmkit.batching import length_sorted_batches, pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts
-from llmkit.hooks import capture, intervene
+from llmkit.hooks import intervene, last_token, pooled_states
 from llmkit.methods.gradient import PadCollator
 from llmkit.training import EpochEndCallback, build_trainer, completed_epochs, training_arguments
 
@@ -76,27 +75,15 @@ def penultimate_layer(model: torch.nn.Module) -> int:
     return max(len(arch.decoder_layers(model)) - 2, 0)
 
 
-@torch.inference_mode()
 def sentence_embeddings(model: PreTrainedModel, encoded: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
     """(N, d) float32: e = ½·(mean over real tokens + last real token) of the penultimate block's
     output, from forward passes that stop there."""
-    layer = penultimate_layer(model)
-    embeddings: torch.Tensor | None = None
-    for indices in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-        batch = pad_batch([encoded[i] for i in indices], pad_token_id, "right")
-        device = next(model.parameters()).device
-        with capture(model, "resid_out", [layer], stop=True) as captured:
-            model(**{k: v.to(device) for k, v in batch.items()})
-        hidden = captured[layer].float()
-        mask = batch["attention_mask"].to(hidden.device, hidden.dtype)[..., None]
-        mean = (hidden * mask).sum(1) / mask.sum(1)
-        last = hidden[torch.arange(len(indices)), batch["attention_mask"].sum(1) - 1]
-        rows = ((mean + last) / 2).cpu()
-        if embeddings is None:
-            embeddings = torch.empty(len(encoded), rows.shape[1])
-        embeddings[torch.as_tensor(indices)] = rows
-    assert embeddings is not None
-    return embeddings
+
+    def half_mean_plus_last(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(hidden.dtype)[..., None]
+        return ((hidden * weights).sum(1) / weights.sum(1) + last_token(hidden, mask)) / 2
+
+    return pooled_states(model, encoded, penultimate_layer(model), pad_token_id, half_mean_plus_last, batch_size)
 
 
 def sensitive_indices(history: torch.Tensor, fraction: float) -> torch.Tensor:

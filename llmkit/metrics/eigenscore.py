@@ -36,10 +36,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
-from llmkit.batching import length_sorted_batches, pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import Backend, GenerationParams, Progress, tokenize_pairs
-from llmkit.hooks import capture
+from llmkit.hooks import last_token, pooled_states
 
 ALPHA = 1e-3
 METHODS = ("exact", "ees", "auto")
@@ -227,7 +226,6 @@ def middle_layer(model: PreTrainedModel) -> int:
     return max(len(arch.decoder_layers(model)) // 2 - 1, 0)
 
 
-@torch.inference_mode()
 def answer_embeddings(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -243,16 +241,7 @@ def answer_embeddings(
     layer = middle_layer(model) if layer is None else layer
     sequences = [context + answer for context, answer in tokenize_pairs(tokenizer, prompts, answers)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    embeddings: torch.Tensor | None = None
-    for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
-        batch = pad_batch([sequences[i] for i in indices], pad, "right")
-        with capture(model, "resid_out", [layer], position="last", stop=True) as captured:
-            model(**{k: v.to(model.device) for k, v in batch.items()})
-        rows = captured[layer].float().cpu()
-        if embeddings is None:
-            embeddings = torch.empty(len(sequences), rows.shape[1])
-        embeddings[torch.as_tensor(indices)] = rows
-    return embeddings if embeddings is not None else torch.empty(0, 0)
+    return pooled_states(model, sequences, layer, pad, last_token, batch_size)
 
 
 def sampled_answers(
