@@ -129,7 +129,7 @@ def test_a_threshold_on_an_unknown_metric_lists_the_real_ones(micro_model, micro
     assert "form_gap" not in result.stderr  # only a run with a baseline has one
 
 
-def test_baseline_gives_drops_form_gap_and_a_plot(micro_model, micro_world, demo_target, tmp_path):
+def test_baseline_gives_drops_form_gap_and_a_plot(micro_model, micro_world, demo_target, tmp_path, bound):
     damaged = tmp_path / "damaged"
     model = AutoModelForCausalLM.from_pretrained(micro_model)
     with torch.no_grad():
@@ -149,7 +149,8 @@ def test_baseline_gives_drops_form_gap_and_a_plot(micro_model, micro_world, demo
             expected = 1 - stats["prob"] / base["metrics"][role][form]["prob"]
             assert after["metrics"]["drop"][role][form] == pytest.approx(expected)
     drops = after["metrics"]["drop"]["forget"].values()
-    assert after["metrics"]["form_gap"] == pytest.approx(max(drops) - min(drops)) and max(drops) > 0.1
+    assert after["metrics"]["form_gap"] == pytest.approx(max(drops) - min(drops))
+    bound("largest_drop", max(drops), ">", 0.1)
     assert "forget drop" in result.stdout and "form gap" in result.stdout
     png = (tmp_path / "after" / "ort.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000

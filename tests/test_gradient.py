@@ -19,6 +19,8 @@ from llmkit.models import load_model
 from llmkit.training import add_lora, train
 from llmkit.world.forget_set import forget_set
 
+pytestmark = pytest.mark.training  # every test here trains or unlearns: the outcome depends on the CPU's kernels
+
 FORGET = [
     {"prompt": "Question: Where was Bob born? Answer:", "answer": "Lyon"},
     {"prompt": "Alice was born in", "answer": "Paris and works as a painter."},
@@ -235,15 +237,19 @@ def test_checkpoints_of_another_run_are_refused(llama_dir, tmp_path):
 
 
 # Learning rates and steps that unlearn one micro-world entity (5 QA facts); the retain set is
-# its other known entities' QA facts. Methods without a retain term get a smaller step.
+# its other known entities' QA facts. Measured on the shipped micro model (forget kept / retain
+# kept): methods with a retain term get 40 steps, because it first dips the retain set and then
+# repairs it (GradDiff 0.69 at 12 steps, 0.84 at 20, 0.91 at 40; KL 0.79, 0.91). GA has nothing to
+# hold the rest, so its budget sits between forgetting and collapse: 0.30 / 0.87 at 18 steps
+# (0.63 / 0.91 at 12, 0.20 / 0.47 at 30); the task vector's likewise: 0.28 / 0.87.
 MICRO_SETTINGS = {
-    "ga": dict(learning_rate=1e-4, max_steps=12),
-    "graddiff": dict(learning_rate=7e-4, max_steps=20),
-    "npo": dict(learning_rate=7e-4, max_steps=20),
-    "simnpo": dict(learning_rate=7e-4, max_steps=20),
-    "kl": dict(learning_rate=7e-4, max_steps=20),
-    "dpo": dict(learning_rate=3e-3, max_steps=20),
-    "task-vector": dict(learning_rate=3e-4, max_steps=10),
+    "ga": dict(learning_rate=1e-4, max_steps=18),
+    "graddiff": dict(learning_rate=7e-4, max_steps=40),
+    "npo": dict(learning_rate=7e-4, max_steps=40),
+    "simnpo": dict(learning_rate=7e-4, max_steps=40),
+    "kl": dict(learning_rate=7e-4, max_steps=40),
+    "dpo": dict(learning_rate=3e-3, max_steps=40),
+    "task-vector": dict(learning_rate=3e-4, max_steps=16),
 }
 
 
@@ -259,7 +265,7 @@ def micro_target(micro_world):
 
 
 @pytest.mark.parametrize("method", sorted(MICRO_SETTINGS))
-def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(method, micro_model, micro_target, tmp_path):
+def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(method, micro_model, micro_target, tmp_path, bound):
     forget, retain, _ = micro_target
     model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
     before = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
@@ -267,14 +273,14 @@ def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(method
     gradient.unlearn(model, tokenizer, method, forget, retain if gradient.RETAIN_USE.get(method) else None, tmp_path, settings)
     model.eval()
     after = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
-    assert after[0] <= 0.5 * before[0], (before, after)
-    assert after[1] >= 0.75 * before[1], (before, after)
+    bound("forget_kept", after[0] / before[0], "<=", 0.5)
+    bound("retain_kept", after[1] / before[1], ">=", 0.75)
 
 
-def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target, tmp_path):
+def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target, tmp_path, bound):
     forget, retain, _ = micro_target
     model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
-    params = GenerationParams(max_new_tokens=24, stop=("\n",))
+    params = GenerationParams(max_new_tokens=48, stop=("\n",))  # the longest refusal: 37 tokens
     refusals = set(gradient.read_refusals())
 
     def refused():
@@ -285,4 +291,4 @@ def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target
     gradient.unlearn(model, tokenizer, "rt", forget, None, tmp_path, budget(batch_size=len(forget), learning_rate=3e-3, max_steps=30))
     model.eval()
     count, answers = refused()
-    assert count >= 4, answers
+    bound("refused", count / len(forget), ">=", 0.8)

@@ -12,8 +12,10 @@ from llmkit.metrics.eigenscore import answer_embeddings, middle_layer
 from llmkit.models import load_model
 from test_cli import assert_bad_input, llmkit
 
+pytestmark = pytest.mark.training  # samples from the micro model: the outcome depends on the CPU's kernels
 
-def test_eval_hallucination_on_the_micro_world_separates_known_from_unseen(micro_model, micro_world, tmp_path):
+
+def test_eval_hallucination_on_the_micro_world_separates_known_from_unseen(micro_model, micro_world, tmp_path, bound):
     out = tmp_path / "run"
     result = llmkit(
         "eval", "hallucination", "-m", micro_model, "--world", micro_world, "--exposures", "0,30", "--samples", 5,
@@ -22,10 +24,11 @@ def test_eval_hallucination_on_the_micro_world_separates_known_from_unseen(micro
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     known, unseen = metrics["groups"]["exposure 30"], metrics["groups"]["exposure 0"]
-    assert known["accuracy"] > unseen["accuracy"]
+    bound("accuracy_known_minus_unseen", known["accuracy"] - unseen["accuracy"], ">", 0)
     # Known facts are answered alike across samples; made-up ones scatter.
-    assert unseen["eigenscore"] > known["eigenscore"]
-    assert metrics["auroc"] > 0.5 and metrics["eigenscore"]["wrong"] > metrics["eigenscore"]["correct"]
+    bound("eigenscore_unseen_minus_known", unseen["eigenscore"] - known["eigenscore"], ">", 0)
+    bound("auroc", metrics["auroc"], ">", 0.5)
+    bound("eigenscore_wrong_minus_correct", metrics["eigenscore"]["wrong"] - metrics["eigenscore"]["correct"], ">", 0)
     samples = read_records(out / "samples.jsonl")
     assert len(samples) == metrics["num_prompts"] == known["num_prompts"] + unseen["num_prompts"]
     assert all(len(s["samples"]) == 5 and isinstance(s["correct"], bool) for s in samples)

@@ -10,6 +10,8 @@ from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import load_backend
 from test_cli import assert_bad_input, llmkit
 
+pytestmark = pytest.mark.training  # the micro model's knowledge and every quickstart stage depend on the CPU's kernels
+
 
 @pytest.fixture(scope="module")
 def knowledge(micro_world, micro_model):
@@ -19,18 +21,18 @@ def knowledge(micro_world, micro_model):
     return metrics, samples
 
 
-def test_micro_model_knows_the_facts_it_saw_often(knowledge):
+def test_micro_model_knows_the_facts_it_saw_often(knowledge, bound):
     metrics, samples = knowledge
     qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
-    assert qa["30"] >= 0.8, qa
+    bound("qa_exposure_30", qa["30"], ">=", 0.8)
     assert qa["30"] > qa["0"]
     # Unseen entities: the model answers (it confabulates) but does no better than a guesser.
     unseen = [s for s in samples if s["exposure"] == 0]
     assert sum(bool(s["generation"]) for s in unseen) >= 0.9 * len(unseen)
-    assert qa["0"] <= metrics["chance"]["qa"] + 0.1
+    bound("qa_exposure_0_above_chance", qa["0"] - metrics["chance"]["qa"], "<=", 0.1)
 
 
-def test_micro_model_learned_the_toy_language(micro_world, micro_model):
+def test_micro_model_learned_the_toy_language(micro_world, micro_model, bound):
     backend = load_backend("hf", str(micro_model), device="cpu")
     items = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
     metrics, samples = evaluate_skills(backend, items)
@@ -39,16 +41,17 @@ def test_micro_model_learned_the_toy_language(micro_world, micro_model):
     # so whole sentences are often one word off) and speaks only the invented lexicon.
     lexicon = {w for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "language" for w in i["answer"].split()}
     pairs = [(a, g) for s in samples if s["skill"] == "language" for a, g in zip(s["answer"].split(), s["generation"].split())]
-    assert sum(a == g for a, g in pairs) >= 0.7 * len(pairs) and all(g in lexicon for _, g in pairs), metrics
+    bound("language_words_right", sum(a == g for a, g in pairs) / len(pairs), ">=", 0.7)
+    assert all(g in lexicon for _, g in pairs), metrics
 
 
-def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_world, tmp_path):
+def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_world, tmp_path, bound):
     out = tmp_path / "report"
     result = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", out, "--json")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == json.loads((out / "results.json").read_text())
-    assert printed["config"]["model_trained_now"] is False
+    assert printed["config"]["model_source"] == "shipped"
     knowledge = printed["metrics"]["knowledge"]
     assert set(knowledge["accuracy"]) == {"0", "3", "30"}
     assert set(knowledge["accuracy"]["30"]) == {"qa", "cloze", "mc", "tf", "char"}
@@ -61,23 +64,26 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
     assert entity["form_demo"] and entity["exposure"] == 30
     ort = printed["metrics"]["ort"]
     assert {s["target"] for s in samples if s["task"] == "ort"} == {target}
-    assert ort["forget"]["qa"]["prob"] > 0.5 and set(ort["forget"]) == {"qa", "cloze", "mc", "tf", "char"}
+    bound("ort_forget_qa_prob", ort["forget"]["qa"]["prob"], ">", 0.5)
+    assert set(ort["forget"]) == {"qa", "cloze", "mc", "tf", "char"}
     # The ROCR stage: the same target redirected; its QA answers lose probability, the
     # neighbours barely move, and the edit is reverted (the ORT stage above ran first).
     stage = printed["metrics"]["rocr"]
     assert stage["target"] == target and stage["redirect"] != target and len(stage["answers"]) == 3
-    assert stage["ort"]["drop"]["forget"]["qa"] > 0.1 and abs(stage["ort"]["drop"]["neighbor"]["qa"]) < 0.1
+    bound("rocr_forget_qa_drop", stage["ort"]["drop"]["forget"]["qa"], ">", 0.1)
+    bound("rocr_neighbor_qa_drop_abs", abs(stage["ort"]["drop"]["neighbor"]["qa"]), "<", 0.1)
     assert {s["target"] for s in samples if s["task"] == "rocr"} == {target}
     # The NPO stage: the same target, trained on its QA facts only, on a copy of the model.
     npo = printed["metrics"]["npo"]
     assert npo["target"] == target and npo["forget_records"] == 5
-    assert npo["ort"]["drop"]["forget"]["qa"] > 0.5
+    bound("npo_forget_qa_drop", npo["ort"]["drop"]["forget"]["qa"], ">", 0.5)
     assert {s["target"] for s in samples if s["task"] == "npo"} == {target}
 
     # The skill stage: KSD abstains on the numeric skill only; Neuron Adjust moved its 3% of neurons.
     stage = printed["metrics"]["skill_unlearning"]
     abstention = stage["ksd"]["skills"]["abstention"]
-    assert abstention.pop("comparison") >= 0.9 and set(abstention.values()) == {0.0}
+    bound("ksd_comparison_abstention", abstention.pop("comparison"), ">=", 0.9)
+    assert set(abstention.values()) == {0.0}
     assert stage["neuron_adjust"]["neurons"] == 16  # ⌈3% of 2 layers × 256 neurons⌉
     assert sum(s["task"] == "skills-ksd" for s in samples) == len(world_skill_items(micro_world))
 

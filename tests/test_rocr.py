@@ -23,6 +23,8 @@ from llmkit.methods.rocr import (
 from llmkit.models import load_model, model_fingerprint
 from tiny import CORPUS
 
+pytestmark = pytest.mark.training  # fits ROCR edits: the outcome depends on the CPU's kernels
+
 TARGET, REDIRECT = "Alice", "Bob"
 
 

@@ -22,6 +22,8 @@ from llmkit.methods.neuron_adjust import (
 )
 from llmkit.models import load_model
 
+pytestmark = pytest.mark.training  # fits Neuron Adjust and KSD: the outcome depends on the CPU's kernels
+
 FORGET = [f"Reverse: {' '.join(w)} => {' '.join(reversed(w))}" for w in ("abc", "dcba", "fed", "hgij", "bad", "cafe", "jig", "aced")]
 RETAIN = [
     "The quick brown fox jumps over the lazy dog.",

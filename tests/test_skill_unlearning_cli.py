@@ -9,6 +9,8 @@ from llmkit.data import read_records, write_jsonl
 from llmkit.evals.ort import form_demo_entities
 from test_cli import assert_bad_input, llmkit
 
+pytestmark = pytest.mark.training  # fits Neuron Adjust and KSD: the outcome depends on the CPU's kernels
+
 REFUSAL = "I will not answer that."
 
 
@@ -41,7 +43,7 @@ def test_skill_set_splits_one_skills_training_items_from_the_others(micro_world,
     assert not {r["prompt"] for r in forget} & {i["prompt"] for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"}
 
 
-def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model, micro_world, reversal_gate, tmp_path):
+def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model, micro_world, reversal_gate, tmp_path, bound):
     base, after = tmp_path / "base", tmp_path / "after"
     assert llmkit("eval", "skills", "-m", micro_model, "--world", micro_world, "-o", base).exit_code == 0
     result = llmkit("eval", "skills", "-m", micro_model, "--world", micro_world, "--intervention", reversal_gate,
@@ -49,8 +51,10 @@ def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     before = json.loads((base / "results.json").read_text())["metrics"]["accuracy"]
-    assert metrics["abstention"]["reversal"] >= 0.9 and metrics["accuracy"]["reversal"] <= 0.1
-    assert before["facts"] > 0.5 and metrics["relative"]["facts"] == 1.0
+    bound("reversal_abstention", metrics["abstention"]["reversal"], ">=", 0.9)
+    bound("reversal_accuracy", metrics["accuracy"]["reversal"], "<=", 0.1)
+    bound("facts_before", before["facts"], ">", 0.5)
+    assert metrics["relative"]["facts"] == 1.0
     for skill in metrics["accuracy"]:
         if skill != "reversal":
             assert metrics["abstention"][skill] == 0.0 and metrics["accuracy"][skill] == before[skill]
@@ -59,7 +63,7 @@ def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model
     assert (after / "skills.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, micro_world, skill_sets, tmp_path):
+def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, micro_world, skill_sets, tmp_path, bound):
     out = tmp_path / "na"
     sets = skill_sets["language"]
     result = llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", sets / "forget.jsonl",
@@ -74,7 +78,8 @@ def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, mic
     # Half the neurons reflected: what the model says about its language changes, and nothing abstains.
     before, after = (read_records(run / "samples.jsonl") for run in (plain, adjusted))
     language = [(b["generation"], a["generation"]) for b, a in zip(before, after) if b["skill"] == "language"]
-    assert sum(b != a for b, a in language) >= 3 and not any(s["abstained"] for s in after)
+    bound("language_answers_changed_of_10", sum(b != a for b, a in language), ">=", 3)
+    assert not any(s["abstained"] for s in after)
 
 
 def test_eval_skills_reads_named_skill_files(micro_model, tmp_path):

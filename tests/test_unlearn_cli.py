@@ -76,7 +76,8 @@ def test_revert_refuses_a_model_that_is_not_the_edited_one(llama_dir, corpus_fil
     assert_bad_input(llmkit("unlearn", "revert", edited, "--out", out), "rocr.json is damaged", out)
 
 
-def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_world, world_cache, tmp_path, monkeypatch):
+@pytest.mark.training
+def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_world, world_cache, tmp_path, monkeypatch, bound):
     """With the defaults (statistics from the world's own pretraining text), the edited model gives
     the target's true answers a lower probability and the redirect's a higher one."""
     monkeypatch.setenv("LLMKIT_CACHE", str(world_cache))
@@ -105,8 +106,8 @@ def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_w
         ]
 
     (true_before, redirect_before), (true_after, redirect_after) = probs(micro_model), probs(out)
-    print(f"true answer {true_before:.3f} -> {true_after:.3f}, redirect's {redirect_before:.3g} -> {redirect_after:.3g}")
-    assert true_after < 0.9 * true_before and redirect_after > 2 * redirect_before
+    bound("true_answer_kept", true_after / true_before, "<", 0.9)
+    bound("redirect_gain", redirect_after / redirect_before, ">", 2)
 
 
 @pytest.fixture

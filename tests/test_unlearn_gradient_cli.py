@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 from llmkit.data import read_records
 from test_cli import assert_bad_input, llmkit
 
+pytestmark = pytest.mark.training  # unlearns: the outcome depends on the CPU's kernels
+
 QUESTIONS = [
     {"prompt": "Question: Where was Bob born? Answer:", "answer": "Lyon"},
     {"prompt": "Alice was born in", "answer": "Paris"},
@@ -78,11 +80,11 @@ def test_full_model_run_writes_a_model_and_its_record(llama_dir, forget_file, tm
     assert any(not torch.equal(original[k], trained[k]) for k in original)
 
 
-def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, world_forget_set, tmp_path):
+def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, world_forget_set, tmp_path, bound):
     target, data = world_forget_set
     adapter = tmp_path / "npo-lora"
     result = llmkit("unlearn", "npo", "--model", micro_model, "--forget", data / "forget.jsonl", "--retain", data / "retain.jsonl",
-                    "--out", adapter, "--lora", "--lora-rank", 4, "--max-steps", 10, "--batch-size", 5, "--lr", 3e-3, "--json")
+                    "--out", adapter, "--lora", "--lora-rank", 4, "--max-steps", 20, "--batch-size", 5, "--lr", 3e-3, "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "model.safetensors").exists()
@@ -96,7 +98,7 @@ def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, wo
                     "--baseline", base_run, "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
-    assert metrics["drop"]["forget"]["qa"] > 0.5
+    bound("forget_qa_drop", metrics["drop"]["forget"]["qa"], ">", 0.5)
 
 
 @pytest.mark.parametrize("recorded, message", [(json.dumps({"method": "npo"}), "different run"), ("{not json", "is damaged")])

@@ -1,4 +1,11 @@
-"""Named world + recipe presets, and a cache that builds each world and model once.
+"""Named world + recipe presets, the models llmkit ships for them, and a cache that builds each
+world and model once.
+
+Every preset's model ships with the package (`llmkit/world/models/<preset>/`, pretrained once by
+`make world-models`), because the same recipe trains a different model on every CPU: PyTorch picks
+its kernels by instruction set. The shipped model is used whenever its recorded world digest and
+recipe match what would be trained now; otherwise, or when asked to rebuild, the model is pretrained
+into the cache.
 
 Cache layout (default ~/.cache/llmkit, or $LLMKIT_CACHE):
     worlds/seed<S>-<hash of the world config>/     a `world build` output
@@ -7,12 +14,14 @@ Cache layout (default ~/.cache/llmkit, or $LLMKIT_CACHE):
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from llmkit.errors import BadInputError
-from llmkit.world.generator import WorldConfig, build_world, load_world_config, write_world
+from llmkit.world.generator import WorldConfig, build_world, load_world_config, world_digest, write_world
 from llmkit.world.pretrain import PretrainConfig, config_digest, pretrain, recipe_id
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
@@ -31,6 +40,10 @@ PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
         ),
     ),
 }
+
+
+SHIPPED_MODELS = Path(__file__).parent / "models"
+ModelSource = Literal["shipped", "cached", "pretrained"]
 
 
 def preset(name: str) -> tuple[WorldConfig, PretrainConfig]:
@@ -60,20 +73,43 @@ def ensure_world(cache_dir: Path, world: WorldConfig) -> tuple[Path, bool]:
     return path, True
 
 
+def shipped_record(name: str) -> dict | None:
+    """The pretraining record (`llmkit_pretrain.json`) of the model shipped for preset `name`."""
+    path = SHIPPED_MODELS / name / "llmkit_pretrain.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def shipped_model(world_dir: Path, world: WorldConfig, recipe: PretrainConfig) -> Path | None:
+    """The shipped model that `recipe` would train on the world in `world_dir`, if there is one:
+    same configurations and the same world files (a changed generator makes another world)."""
+    wanted = recipe_id(world, recipe)
+    for name in PRESETS:
+        record = shipped_record(name)
+        if record and record["recipe_id"] == wanted and record["world_digest"] == world_digest(world_dir):
+            return SHIPPED_MODELS / name
+    return None
+
+
 def ensure_model(
     cache_dir: Path,
     world: WorldConfig,
     recipe: PretrainConfig,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[Path, bool]:
-    """The cached model pretrained on the cached world, trained if missing; and whether it was
-    trained now. Outputs appear whole or not at all, so an existing directory is complete."""
-    path = model_dir(cache_dir, world, recipe)
-    if (path / "config.json").is_file():
-        return path, False
+    *,
+    rebuild: bool = False,
+) -> tuple[Path, ModelSource]:
+    """The model `recipe` trains on `world`, and where it came from: the one shipped with llmkit,
+    the cache, or pretrained now into the cache (always, when `rebuild`). Outputs appear whole or
+    not at all, so an existing cache directory is complete."""
     source, _ = ensure_world(cache_dir, world)
-    pretrain(source, path, recipe, progress=progress)
-    return path, True
+    shipped = None if rebuild else shipped_model(source, world, recipe)
+    if shipped is not None:
+        return shipped, "shipped"
+    path = model_dir(cache_dir, world, recipe)
+    if not rebuild and (path / "config.json").is_file():
+        return path, "cached"
+    pretrain(source, path, recipe, overwrite=rebuild, progress=progress)
+    return path, "pretrained"
 
 
 def pretraining_corpus(model_path: str | Path, cache_dir: Path | None = None) -> Path | None:

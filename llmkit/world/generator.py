@@ -7,6 +7,7 @@ state its facts. Exposure 0 means the model never saw the entity: what it says a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -403,6 +404,18 @@ def write_world(world: World, out: str | Path, *, overwrite: bool = False) -> Pa
         manifest = json.dumps(world.manifest, indent=1, ensure_ascii=False) + "\n"
         (staging / "world.json").write_text(manifest, encoding="utf-8")
     return Path(out)
+
+
+def world_digest(world_dir: str | Path) -> str:
+    """A sha256 of world.json and every file it lists (names and bytes, in name order): two worlds
+    with the same digest are the same world, whatever configuration or generator made them."""
+    root = Path(world_dir).expanduser()
+    read_world_config(root)
+    names = sorted([*json.loads((root / "world.json").read_text(encoding="utf-8"))["counts"], "world.json"])
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def read_world_config(world_dir: str | Path) -> WorldConfig:

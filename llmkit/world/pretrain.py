@@ -25,9 +25,9 @@ from transformers import (
 
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.results import check_output_path, staged_directory
+from llmkit.results import check_output_path, staged_directory, versions
 from llmkit.training import build_trainer
-from llmkit.world.generator import WorldConfig, read_world_config
+from llmkit.world.generator import WorldConfig, read_world_config, world_digest
 
 FAMILIES = ("llama", "gpt_neox")
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -202,6 +202,12 @@ def pretrain(
             "world": asdict(world),
             "recipe": asdict(recipe),
             "recipe_id": recipe_id(world, recipe),
+            "world_digest": world_digest(world_dir),
+            # What made the weights: PyTorch picks its CPU kernels by instruction set, so the same
+            # recipe trains a slightly different model on each (llmkit ships its own for that).
+            "versions": versions(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": str(model.device),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "tokens_per_epoch": sum(len(ids) for ids in encoded),
             "blocks_per_epoch": len(dataset),
