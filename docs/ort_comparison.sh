@@ -8,9 +8,9 @@ out=${1:?usage: docs/ort_comparison.sh OUT_DIR [N_TARGETS]}
 n=${2:-5}
 mkdir -p "$out"
 paths=$(python - <<'PY'
-from llmkit.world.cache import default_cache_dir, model_dir, preset, world_dir
-cache = default_cache_dir()
-print(world_dir(cache, preset("default")[0]), model_dir(cache, *preset("default")))
+from llmkit.world.cache import default_cache_dir, ensure_model, ensure_world, preset
+cache, (world, recipe) = default_cache_dir(), preset("default")
+print(ensure_world(cache, world)[0], ensure_model(cache, world, recipe)[0])
 PY
 )
 read -r world model <<<"$paths"
