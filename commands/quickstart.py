@@ -249,7 +249,7 @@ def _answers_table(stage: dict[str, Any]) -> Table:
 
 
 MODEL_SOURCES = {
-    "shipped": "the model shipped with llmkit, pretrained once by this recipe (--rebuild pretrains it here)",
+    "shipped": "shipped with llmkit, the same on every machine (--rebuild trains one)",
     "cached": "pretrained earlier on this machine, from the cache",
     "pretrained": "pretrained now on this machine",
 }
@@ -295,7 +295,7 @@ def quickstart(
         world_dir, _ = ensure_world(cache, world_config)
     with progress_bar("pretraining the model", recipe.steps) as progress:
         model_dir, model_source = ensure_model(cache, world_config, recipe, progress, rebuild=rebuild)
-    stderr.print(f"model: {MODEL_SOURCES[model_source]} ({model_dir})")
+    stderr.print(f"model: {MODEL_SOURCES[model_source]}")
     backend = load_backend("hf", str(model_dir), device="auto")
 
     probes = read_records(world_dir / "probes.jsonl")
