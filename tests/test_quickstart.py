@@ -89,6 +89,7 @@ def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_wo
 
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
+    assert "model: shipped with llmkit" in table.stderr
     assert "NPO forget" in table.stdout and "Skill unlearning: comparison removed" in table.stdout
     assert f"ORT: is {target} known in every form?" in table.stdout
     assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
