@@ -21,7 +21,7 @@ from llmkit.generation import Backend, load_backend
 from llmkit.methods.intervened import apply_interventions, read_interventions
 from llmkit.data import dumps_jsonl
 from llmkit.results import dumps_results, staged_directory
-from llmkit.training import remove_checkpoints, save_trained
+from llmkit.training import leave_process_group, remove_checkpoints, save_trained
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -167,9 +167,8 @@ def is_main_process() -> bool:
 def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool) -> bool:
     """The end of every training command: the main process writes the trained model (or adapter)
     and its JSON records into `out` in one staged write and drops the checkpoints; every process
-    waits for it, then leaves the process group (under torchrun, a process that exits without doing
-    so can abort in its communication thread as the others close their sockets). Returns whether
-    this is the main process (the one that reports)."""
+    waits for it, then leaves the process group. Returns whether this is the main process (the one
+    that reports)."""
     main = is_main_process()
     if main:
         with staged_directory(out, overwrite=overwrite) as staging:
@@ -178,5 +177,5 @@ def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str
                 (staging / name).write_text(dumps_results(record), encoding="utf-8")
         remove_checkpoints(trainer)
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    leave_process_group(trainer)
     return main

@@ -227,6 +227,17 @@ def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
     return resume_from
 
 
+def leave_process_group(trainer: Trainer) -> None:
+    """End a finished run's part in torchrun's process group: drop the DDP wrapper first, then the
+    group. In the other order, or left to interpreter exit, the group's last reference goes with
+    DDP's reducer while the GIL is held, and gloo's worker thread, still freeing a finished
+    collective's tensors, waits for that GIL: a deadlock (PyTorch issue 56297), or SIGABRT at
+    exit. A single process has no group, and this only frees references."""
+    trainer.model_wrapped = trainer.model
+    trainer.accelerator.free_memory()
+    trainer.accelerator.end_training()
+
+
 def save_trained(
     model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, directory: Path, base_model: str
 ) -> None:
