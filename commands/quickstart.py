@@ -282,7 +282,8 @@ def quickstart(
 
     The model is the one llmkit ships for the preset, the same weights on every machine, so the
     report reads the same everywhere; --rebuild pretrains it here instead (about five minutes on
-    two cores, and on another CPU a slightly different model). A run takes a minute or two. The report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
+    two cores, and on another CPU a slightly different model). A run takes a minute or two. The
+    report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
     ./llmkit_output/quickstart-<time>).
     """
     started = time.perf_counter()

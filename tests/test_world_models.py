@@ -8,6 +8,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmkit.data import read_records
+from llmkit.errors import BadInputError
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.generation import load_backend
 from llmkit.world.cache import PRESETS, SHIPPED_MODELS, ensure_model, ensure_world, model_dir, shipped_record
@@ -40,11 +41,19 @@ def test_the_shipped_model_is_an_ordinary_hf_directory_of_the_recorded_size(name
         assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"F32"}
 
 
-def test_the_cache_hands_out_the_shipped_model_unless_asked_to_rebuild(tmp_path):
+def test_the_cache_hands_out_the_shipped_model_without_copying_it(tmp_path):
     world, recipe = PRESETS["micro"]
     path, source = ensure_model(tmp_path, world, recipe)
     assert (path, source) == (SHIPPED_MODELS / "micro", "shipped")
     assert not (model_dir(tmp_path, world, recipe)).exists()  # nothing was trained or copied
+
+
+def test_a_damaged_cached_world_is_one_line_naming_the_fix(tmp_path):
+    world, recipe = PRESETS["micro"]
+    world_dir, _ = ensure_world(tmp_path, world)
+    (world_dir / "probes.jsonl").unlink()
+    with pytest.raises(BadInputError, match="is incomplete \\(no probes.jsonl\\); delete it and build it again"):
+        ensure_model(tmp_path, world, recipe)
 
 
 @pytest.mark.training

@@ -412,6 +412,9 @@ def world_digest(world_dir: str | Path) -> str:
     root = Path(world_dir).expanduser()
     read_world_config(root)
     names = sorted([*json.loads((root / "world.json").read_text(encoding="utf-8"))["counts"], "world.json"])
+    missing = [name for name in names if not (root / name).is_file()]
+    if missing:
+        raise BadInputError(f"world {root} is incomplete (no {', '.join(missing)}); delete it and build it again")
     digest = hashlib.sha256()
     for name in names:
         digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
