@@ -27,7 +27,7 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten_metrics(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif _is_number(value):
             flat[name] = float(value)
     return flat
 
@@ -103,6 +103,11 @@ def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, A
         ) from None
     except (OSError, ValueError) as err:
         raise BadInputError(f"--baseline {run_dir}: cannot read {RESULTS_FILE} ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), Mapping):
+        raise BadInputError(f"--baseline {run_dir}: {RESULTS_FILE} holds no metrics object; pass the directory of an earlier run")
+    damaged = [name for name, value in _leaves(results["metrics"]) if not _is_number(value) and value is not None]
+    if damaged:
+        raise BadInputError(f"--baseline {run_dir}: metric {damaged[0]!r} in {RESULTS_FILE} is not a number; the file is damaged")
     if results.get("command") != command:
         raise BadInputError(
             f"--baseline {run_dir} is a run of {results.get('command')!r}, not {command!r}; "
@@ -114,6 +119,19 @@ def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, A
             "pass a run on the same probes"
         )
     return results
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted name, value) of every leaf of a nested metrics dict, lists included as leaves."""
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def limit_per_group(items: Sequence[Mapping[str, Any]], limit: int, key: str) -> list[Any]:

@@ -14,10 +14,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from llmkit.errors import BadInputError, first_line
+from llmkit.hub import check_hub_reachable, dataset_cached
 
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "a boolean"}
@@ -59,17 +61,39 @@ def read_texts(source: str | Path, field: str = "text") -> Iterator[str]:
     works); any other source `read_records` reads gives each record's `field`."""
     path = Path(source).expanduser()
     if path.is_file() and path.suffix.lower() == ".txt":
-        with path.open(encoding="utf-8") as handle:
+        with open_text(path) as handle:
             yield from (line.rstrip("\n") for line in handle if line.strip())
         return
     if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as handle:
+        with open_text(path) as handle:
             for where, record in _iter_jsonl(handle, str(path)):
                 _validate(str(path), where, record, {field: str})
                 yield record[field]
         return
     for record in read_records(source, required={field: str}):
         yield record[field]
+
+
+@contextmanager
+def open_text(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open a user's text file as UTF-8 (a leading byte-order mark is skipped); bytes that are
+    not UTF-8, wherever the reading meets them, are bad input naming the file."""
+    path = Path(path).expanduser()
+    try:
+        with path.open(encoding="utf-8-sig", newline=newline) as handle:
+            yield handle
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start]
+        raise BadInputError(
+            f"{path} is not UTF-8 text (byte 0x{byte:02x} cannot be decoded); save it as UTF-8, "
+            "e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole of a user's UTF-8 text file (see `open_text`)."""
+    with open_text(path) as handle:
+        return handle.read()
 
 
 def _validate(source: str, where: str, record: Any, required: Mapping[str, type | tuple[type, ...]]) -> None:
@@ -103,11 +127,11 @@ def _iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[str, Any]]:
 def _read_file(path: Path) -> list[tuple[str, Any]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as handle:
+        with open_text(path) as handle:
             return _parse_jsonl(handle, str(path))
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as err:
             raise BadInputError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
         if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
@@ -116,7 +140,7 @@ def _read_file(path: Path) -> list[tuple[str, Any]]:
             raise BadInputError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
         return [(f"record {i}", record) for i, record in enumerate(data)]
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        with open_text(path, newline="") as handle:
             return [(f"line {i + 2}", dict(row)) for i, row in enumerate(csv.DictReader(handle))]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -145,6 +169,8 @@ def _read_saved_dataset(path: Path, split: str) -> list[tuple[str, Any]]:
 
 def _read_hub_dataset(name: str, split: str) -> list[tuple[str, Any]]:
     import datasets
+
+    check_hub_reachable(name, "input", cached=dataset_cached(name))
 
     try:
         loaded = datasets.load_dataset(name, split=split)
@@ -194,6 +220,9 @@ def check_records(records: Sequence[Mapping[str, Any]], source: str, *, qa_only:
             raise BadInputError(
                 f"{source} record {number}: needs a 'text' string (a passage) or 'prompt' and 'answer' strings (a question)"
             )
+        # An empty passage or answer has no tokens to learn or forget.
+        if not (record["answer"] if is_qa else record["text"]).strip():
+            raise BadInputError(f"{source} record {number}: its {'answer' if is_qa else 'text'} is empty; give it text or drop the record")
 
 
 def record_texts(records: Sequence[Mapping[str, Any]], *, queries: bool = False) -> list[str]:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 
 from llmkit.errors import BadInputError, first_line
+from llmkit.hub import check_hub_reachable, model_cached
 
 DTYPES = {
     "float32": torch.float32,
@@ -95,6 +97,7 @@ def check_model_path(name_or_path: str) -> None:
     # A hub id is `name` or `org/name`; anything else that does not exist is a mistyped path.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
         raise BadInputError(f"model path {name_or_path} does not exist; check the path, or pass a hub id")
+    check_hub_reachable(name_or_path, "model", cached=model_cached(name_or_path))
 
 
 def load_model(
@@ -116,13 +119,28 @@ def load_model(
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     tokenizer = load_tokenizer(name_or_path, **common)
     with loading_errors(name_or_path, trust_remote_code):
-        model = AutoModelForCausalLM.from_pretrained(
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
             # No device map on CPU: Trainer then moves a model it trains to its own device.
-            name_or_path, dtype=torch_dtype, device_map=None if torch_device.type == "cpu" else str(torch_device), **common
+            name_or_path, dtype=torch_dtype, device_map=None if torch_device.type == "cpu" else str(torch_device),
+            output_loading_info=True, **common,
         )
+    check_loaded_weights(name_or_path, loading_info)
     set_pad_token(model, tokenizer)
     model.eval()
     return model, tokenizer
+
+
+def check_loaded_weights(name_or_path: str, loading_info: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose weights do not fit its architecture. transformers fills a missing
+    weight with random values (and only logs it), which would make every result meaningless."""
+    for kind, what in (("missing_keys", "misses"), ("mismatched_keys", "has wrongly shaped"), ("unexpected_keys", "has unexpected")):
+        names = sorted(str(name if isinstance(name, str) else name[0]) for name in loading_info.get(kind) or ())
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise BadInputError(
+                f"cannot load model {name_or_path!r}: its checkpoint {what} weights ({shown}); "
+                "the checkpoint is damaged or belongs to another architecture"
+            )
 
 
 def _load_adapter(path: str, base: str, **options: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -133,7 +151,7 @@ def _load_adapter(path: str, base: str, **options: Any) -> tuple[PreTrainedModel
     model, tokenizer = load_model(base, **options)
     try:
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise BadInputError(f"cannot load adapter {path} on {base}: {first_line(err)}") from err
     if any(Path(path, name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         tokenizer = load_tokenizer(path, trust_remote_code=options.get("trust_remote_code", False))
@@ -156,9 +174,39 @@ def loading_errors(name_or_path: str, trust_remote_code: bool) -> Iterator[None]
     """Turn a model that cannot be loaded into one line of bad input, naming the first reason."""
     try:
         yield
+    except SafetensorError as err:
+        raise BadInputError(
+            f"cannot load model {name_or_path!r}: a weights file is damaged or incomplete ({first_line(err)})"
+        ) from err
     except (OSError, ValueError, KeyError) as err:
         hint = "" if trust_remote_code else " (if it needs custom code, add --trust-remote-code)"
         raise BadInputError(f"cannot load model {name_or_path!r}: {first_line(err)}{hint}") from err
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The most tokens the model has positions for (`max_position_embeddings`, GPT-2's
+    `n_positions`), or None when its config names no limit."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def check_context(model: PreTrainedModel, lengths: Sequence[int], new_tokens: int = 0) -> None:
+    """Refuse input that does not fit the model's context: the longest of `lengths` (token counts)
+    plus `new_tokens` to generate. Past it, position embeddings run out (an IndexError deep in
+    the model) or generation runs on without bound."""
+    limit = context_length(model)
+    longest = max(lengths, default=0)
+    if limit is None or longest + new_tokens <= limit:
+        return
+    if new_tokens:
+        raise BadInputError(
+            f"the longest prompt has {longest} tokens and --max-new-tokens asks for {new_tokens} more, beyond the model's "
+            f"context of {limit} tokens; shorten the prompts or lower --max-new-tokens (at most {max(limit - longest, 0)})"
+        )
+    raise BadInputError(
+        f"the longest input has {longest} tokens, beyond the model's context of {limit} tokens; shorten it"
+    )
 
 
 def model_fingerprint(model: PreTrainedModel) -> str:

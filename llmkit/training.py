@@ -9,8 +9,10 @@ the batches; only the main process writes the output (`is_main_process`).
 from __future__ import annotations
 
 import json
+import math
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llmkit.errors import BadInputError, first_line
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 RUN_FILE = "llmkit_run.json"
+LOCK_FILE = "llmkit.lock"
 
 
 class _ReportProgress(TrainerCallback):
@@ -45,6 +53,28 @@ class _NoFinalCheckpoint(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps and state.global_step % args.save_steps:
             control.should_save = False
+
+
+class TrainingDiverged(BadInputError):
+    """The loss or the weights became NaN or infinite: the settings (most often the learning
+    rate) make this run diverge, so it writes no model and keeps no checkpoints."""
+
+
+class _StopOnDivergence(TrainerCallback):
+    """Stops a run at the first logged loss that is not finite (every step is logged)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: the loss became {loss} at step {state.global_step}; lower --lr")
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Refuse trained weights that hold NaN or infinity (a finite loss can hide them: with
+    infinite weights the logits, and so the loss, can come out as anything)."""
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDiverged(f"training diverged: the trained weight {name} holds NaN or infinity; lower --lr")
 
 
 class EpochEndCallback(TrainerCallback):
@@ -176,7 +206,7 @@ def build_trainer(
     """A `trainer_class` (Trainer, a subclass overriding `compute_loss`, or one of TRL's) with
     llmkit's defaults: progress reported to the caller instead of tqdm, nothing printed; the
     method's `callbacks` run in order, before the progress report."""
-    callbacks = [_NoFinalCheckpoint(), *callbacks]
+    callbacks = [_NoFinalCheckpoint(), _StopOnDivergence(), *callbacks]
     if progress:
         callbacks.append(_ReportProgress(progress))
     trainer = trainer_class(
@@ -218,13 +248,41 @@ def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
     """Train, resuming from the newest checkpoint of this same run if there is one; returns it."""
     checkpoint_dir = Path(trainer.args.output_dir)
     resume_from = check_checkpoints(checkpoint_dir, run)
+    created = not checkpoint_dir.exists()
     # Every process has read the directory before the first one records this run in it.
     trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (checkpoint_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
-    trainer.train(resume_from_checkpoint=resume_from)
+    with checkpoint_lock(checkpoint_dir, trainer.is_world_process_zero()):
+        if trainer.is_world_process_zero():
+            (checkpoint_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+            check_finite_weights(trainer.model)
+        except BadInputError as err:
+            # A diverged run's checkpoints are of no use; a run that failed on its input leaves
+            # the directory as it found it.
+            if trainer.is_world_process_zero() and (created or isinstance(err, TrainingDiverged)):
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            raise
     return resume_from
+
+
+@contextmanager
+def checkpoint_lock(checkpoint_dir: Path, main: bool) -> Iterator[None]:
+    """Hold an exclusive lock on `checkpoint_dir` (created if need be) for the run, so that a
+    second run into the same directory (the same --out) fails at once instead of sharing it. The
+    main process holds it; where the OS has no `fcntl` (Windows) there is no lock."""
+    if not main or fcntl is None:
+        yield
+        return
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with open(checkpoint_dir / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInputError(
+                f"another run is training into {checkpoint_dir} (the same --out); wait for it or choose another --out"
+            ) from None
+        yield
 
 
 def leave_process_group(trainer: Trainer) -> None:

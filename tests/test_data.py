@@ -3,7 +3,7 @@ import json
 import datasets
 import pytest
 
-from llmkit.data import read_records, write_jsonl
+from llmkit.data import check_records, read_records, read_texts, write_jsonl
 from llmkit.errors import BadInputError
 
 RECORDS = [{"prompt": "Alice was born in", "id": 1}, {"prompt": "Bob works at", "id": 2}]
@@ -71,5 +71,34 @@ def test_directory_that_is_not_a_dataset(tmp_path):
 
 
 def test_unreachable_hub_dataset_is_one_clear_error():
-    with pytest.raises(BadInputError, match="no-such-org-xyz/no-such-data is not a file, and loading it as a hub"):
+    with pytest.raises(BadInputError, match="no-such-org-xyz/no-such-data is not a local path .*cannot come from the hub"):
         read_records("no-such-org-xyz/no-such-data")
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "x.json", "x.csv"])
+def test_bytes_that_are_not_utf8_are_one_clear_error(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(b'\xff\xfe\x00bad\x80\n' if name != "x.csv" else "prompt\ncaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(BadInputError, match=f"{name} is not UTF-8 text .*save it as UTF-8"):
+        read_records(path)
+
+
+def test_streamed_texts_that_are_not_utf8_are_one_clear_error(tmp_path):
+    for name in ("corpus.txt", "corpus.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(b'{"text": "fine"}\n' * 3 + b'{"text": "caf\xe9"}\n')
+        with pytest.raises(BadInputError, match=f"{name} is not UTF-8 text"):
+            list(read_texts(path))
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    for name, content in (("x.jsonl", '{"prompt": "a"}\n'), ("x.json", '[{"prompt": "a"}]'), ("x.csv", "prompt\na\n")):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+        assert read_records(path, required={"prompt": str}) == [{"prompt": "a"}]
+
+
+@pytest.mark.parametrize("record, field", [({"text": ""}, "text"), ({"text": "  "}, "text"), ({"prompt": "Q", "answer": ""}, "answer")])
+def test_records_with_nothing_to_learn_are_refused(record, field):
+    with pytest.raises(BadInputError, match=f"record 1: its {field} is empty"):
+        check_records([record], "the forget set")

@@ -89,10 +89,10 @@ def test_cut_at_stop_uses_the_earliest_stop():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"max_new_tokens": 0}, "--max-new-tokens must be at least 1"),
         ({"temperature": -1.0}, "temperature must be >= 0"),
         ({"num_samples": 2}, "several samples per prompt need sampling"),
-        ({"top_p": 0.0, "temperature": 1.0}, "top_p must be in"),
+        ({"top_p": 0.0, "temperature": 1.0}, "--top-p must be in"),
     ],
 )
 def test_bad_generation_params(kwargs, message):
