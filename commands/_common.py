@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
+import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from llmkit.errors import BadInputError
-from llmkit.generation import Backend, load_backend
-from llmkit.methods.intervened import apply_interventions, read_interventions
 from llmkit.data import dumps_jsonl
 from llmkit.results import dumps_results, staged_directory
-from llmkit.training import leave_process_group, remove_checkpoints, save_trained
+
+if TYPE_CHECKING:
+    from llmkit.generation import Backend
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -49,24 +54,89 @@ InterventionOpt = Annotated[
 ]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, schedulers and CI send), raised like Ctrl-C so that every staged
+    write and training run cleans up as it does for an interrupt."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def check_finite(fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Every float option must be a finite number: `nan` and `inf` parse as floats, and would run
+    to the end and write NaN weights or records that are not JSON."""
+    for name, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        bad = next((v for v in values if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is not None:
+            raise BadInputError(f"{option_flag(fn, name)} must be a finite number, got {bad}")
+
+
+def option_flag(fn: Callable[..., Any], name: str) -> str:
+    """The flag a command's parameter is given by (`lam` -> `--lambda`)."""
+    parameter = inspect.signature(fn, eval_str=True).parameters[name]
+    for meta in getattr(parameter.annotation, "__metadata__", ()):
+        # typer.Option("--flag", ...) keeps its first declaration as `default`.
+        declared = [getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ())]
+        flags = [d for d in declared if isinstance(d, str) and d.startswith("--")]
+        if flags:
+            return flags[0]
+    return "--" + name.replace("_", "-")
+
+
 def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into the CLI contract: one line on stderr and exit code 2 for bad
-    input (the traceback only with --debug); exit code 130 on Ctrl-C."""
+    input (the traceback only with --debug); exit code 130 on Ctrl-C, 143 on SIGTERM."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_finite(fn, kwargs)
             return fn(*args, **kwargs)
         except BadInputError as err:
             if kwargs.get("debug"):
                 raise
             sys.stderr.write(f"error: {err}\n")
             raise typer.Exit(2) from None
+        except Terminated:
+            sys.stderr.write("terminated; no output was written\n")
+            raise typer.Exit(128 + signal.SIGTERM) from None
         except KeyboardInterrupt:
             sys.stderr.write("interrupted; no output was written\n")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+class LlmkitGroup(TyperGroup):
+    """The root command: a usage error (a missing option, a value of the wrong type, an unknown
+    command) is one `error:` line and exit code 2 instead of Typer's panel, and SIGTERM is
+    handled as an interrupt while a command runs."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as Typer shows it
+                sys.stderr.write(err.format_message() + "\n")
+            else:
+                ctx = getattr(err, "ctx", None)
+                hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+                sys.stderr.write(f"error: {err.format_message()}{hint}\n")
+            code = err.exit_code
+        except typer.Abort:
+            sys.stderr.write("interrupted\n")
+            code = 130
+        finally:
+            if on_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
 
 def parse_batch_size(value: str) -> int | str:
@@ -137,6 +207,9 @@ def open_backend(
 ) -> Backend:
     """The generation/scoring backend every command uses, with its --intervention artifacts applied
     (read first, so a bad artifact fails before any model loads)."""
+    from llmkit.generation import load_backend
+    from llmkit.methods.intervened import apply_interventions, read_interventions
+
     artifacts = read_interventions(interventions or [], backend)
     with stderr.status(f"loading {model}"):
         engine = load_backend(
@@ -164,11 +237,26 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def resume_note(checkpoint_dir: Path, run: dict[str, Any]) -> str | None:
+    """The checkpoint a training command resumes from (its name), said on stderr; None for a fresh
+    run. Checked before the model loads, so checkpoints of another run fail at once."""
+    from llmkit.training import check_checkpoints
+
+    resume_from = check_checkpoints(checkpoint_dir, run)
+    if resume_from is None:
+        return None
+    if is_main_process():
+        stderr.print(f"resuming from {resume_from}", highlight=False, soft_wrap=True)
+    return Path(resume_from).name
+
+
 def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool) -> bool:
     """The end of every training command: the main process writes the trained model (or adapter)
     and its JSON records into `out` in one staged write and drops the checkpoints; every process
     waits for it, then leaves the process group. Returns whether this is the main process (the one
     that reports)."""
+    from llmkit.training import leave_process_group, remove_checkpoints, save_trained
+
     main = is_main_process()
     if main:
         with staged_directory(out, overwrite=overwrite) as staging:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
 from llmkit import __version__
 from llmkit.commands import data, evaluate, generate, model, quickstart, train, unlearn, world
+from llmkit.commands._common import LlmkitGroup
 
 app = typer.Typer(
     name="llmkit",
@@ -15,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LlmkitGroup,
 )
 app.command("quickstart")(quickstart.quickstart)
 app.add_typer(world.app, name="world")
@@ -39,12 +42,25 @@ def root(
     """Quiet the libraries underneath: llmkit shows its own progress on stderr."""
     import warnings
 
-    import datasets
-    import transformers
+    # By environment, not by importing them: transformers and datasets take seconds to import, and
+    # read these when they are imported (by the command that needs them), so `--help` stays fast.
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # Already imported (llmkit driven from Python, as under the tests), they are told directly.
+    if "transformers" in sys.modules:
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    elif "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
     # Renamed-argument notices from transformers (raised through TRL's configs) are not the user's to act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

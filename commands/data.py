@@ -40,7 +40,7 @@ def forget_set_command(
     Retain entities come from outside the target's exposure bucket where the world has known
     entities there, so ORT's neighbours (that bucket) stay unseen by training.
     """
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[world])
     forget, retain, summary = forget_set(world, target, form)
     write_sets(out, forget, retain, "forget_set.json", {"world": str(world), **summary}, overwrite)
     stdout.print(
@@ -60,7 +60,7 @@ def skill_set_command(
 ) -> None:
     """One skill's training items (forget.jsonl) and the other skills' (retain.jsonl), ready for
     `llmkit unlearn ksd | neuron-adjust --forget --retain`. Test items are left for `llmkit eval skills`."""
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[world])
     forget, retain, summary = skill_set(world, skill)
     write_sets(out, forget, retain, "skill_set.json", {"world": str(world), **summary}, overwrite)
     stdout.print(

@@ -44,6 +44,7 @@ from llmkit.evals.common import (
     missed_thresholds,
     parse_thresholds,
     probe_digest,
+    read_baseline,
 )
 from llmkit.evals.ort import (
     FORMS,
@@ -56,20 +57,16 @@ from llmkit.evals.ort import (
     plot_ort,
     probe_prompts,
 )
-from llmkit.evals.hallucination import (
+from llmkit.configs import (
+    BACKENDS,
+    CHAT_TEMPLATE_MODES,
     MAX_NEW_TOKENS,
     SAMPLES,
     TEMPERATURE,
     TOP_K,
     TOP_P,
-    evaluate_hallucination,
-    plot_hallucination,
-    read_items,
-    world_items,
+    GenerationParams,
 )
-from llmkit.evals.skills import evaluate_skills, parse_skill_files, plot_skills, skills_digest, world_skill_items
-from llmkit.generation import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams, chat_wrap, hf_model, use_chat_template
-from llmkit.metrics.eigenscore import METHODS as EIGENSCORE_METHODS
 from llmkit.world.generator import parse_exposures
 from llmkit.results import check_output_path, make_results, write_run
 
@@ -99,10 +96,15 @@ ChatTemplateOpt = Annotated[
 BackendOpt = Annotated[str, typer.Option(help=f"Scoring backend: {' or '.join(BACKENDS)}.")]
 
 
-def check_eval_options(output_path: Path | None, overwrite: bool, plot: bool, limit: int | None) -> None:
+def check_eval_options(
+    command: str, output_path: Path | None, overwrite: bool, plot: bool, limit: int | None, baseline: Path | None,
+    inputs: Sequence[Any],
+) -> None:
     """Checks every eval command makes before it loads anything."""
     if output_path is not None:
-        check_output_path(output_path, overwrite)
+        check_output_path(output_path, overwrite, inputs=[*inputs, baseline])
+    if baseline is not None:
+        read_baseline(baseline, command)
     if plot and output_path is None:
         raise BadInputError("--plot writes into the run directory: add --output-path")
     if limit is not None and limit < 1:
@@ -211,10 +213,12 @@ def ort(
     targets) and neighbour probes (knowledge to keep). With --baseline: each form's relative drop
     1 - p/p_baseline and the form gap, the largest minus the smallest forget drop.
     """
+    from llmkit.generation import use_chat_template
+
     started = time.perf_counter()
     thresholds = parse_thresholds(fail_over or (), fail_under or ())
     form_list = parse_forms(forms)
-    check_eval_options(output_path, overwrite, plot, limit)
+    check_eval_options("eval ort", output_path, overwrite, plot, limit, baseline, inputs=[model, probes])
     batch = parse_batch_size(batch_size)
     probe_list = load_probes(probes, targets, form_list)
     if limit is not None:
@@ -300,9 +304,12 @@ def skills(
     performance, accuracy after / before, and its drop, 1 - relative. Metrics are named
     accuracy.SKILL, abstention.SKILL, relative.SKILL and drop.SKILL for --fail-over/--fail-under.
     """
+    from llmkit.evals.skills import evaluate_skills, parse_skill_files, plot_skills, skills_digest, world_skill_items
+    from llmkit.generation import chat_wrap, use_chat_template
+
     started = time.perf_counter()
     thresholds = parse_thresholds(fail_over or (), fail_under or ())
-    check_eval_options(output_path, overwrite, plot, limit)
+    check_eval_options("eval skills", output_path, overwrite, plot, limit, baseline, inputs=[model, world, *(s.partition("=")[2] for s in skill or ())])
     if (world is None) == (not skill):
         raise BadInputError("name the items: --world DIR, or --skill NAME=FILE (repeatable)")
     batch = parse_batch_size(batch_size)
@@ -401,9 +408,13 @@ def hallucination(
     and the AUROC of the EigenScore for detecting wrong answers is reported. Metrics: auroc,
     accuracy, sample_accuracy, eigenscore.mean / .correct / .wrong, groups.NAME.*.
     """
+    from llmkit.evals.hallucination import evaluate_hallucination, plot_hallucination, read_items, world_items
+    from llmkit.generation import chat_wrap, hf_model, use_chat_template
+    from llmkit.metrics.eigenscore import METHODS as EIGENSCORE_METHODS
+
     started = time.perf_counter()
     thresholds = parse_thresholds(fail_over or (), fail_under or ())
-    check_eval_options(output_path, overwrite, plot, limit)
+    check_eval_options("eval hallucination", output_path, overwrite, plot, limit, baseline, inputs=[model, data, world])
     if samples < 2:
         raise BadInputError(f"--samples must be at least 2: EigenScore compares K ≥ 2 answers per prompt, got {samples}")
     if method not in EIGENSCORE_METHODS:

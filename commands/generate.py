@@ -28,9 +28,9 @@ from llmkit.commands._common import (
     progress_bar,
     stderr,
 )
+from llmkit.configs import BACKENDS, GenerationParams
 from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
-from llmkit.generation import BACKENDS, GenerationParams
 from llmkit.results import check_output_path, make_results, write_run
 
 
@@ -73,7 +73,7 @@ def generate(
     """
     started = time.perf_counter()
     if output_path is not None:
-        check_output_path(output_path, overwrite)
+        check_output_path(output_path, overwrite, inputs=[model, input])
     elif json:
         raise BadInputError("--json needs --output-path: without it stdout carries the generations")
     if limit is not None and limit < 1:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-import torch
 import typer
 from rich.table import Table
 
-from llmkit import arch, hooks
 from llmkit.commands._common import (
     DebugOpt,
     DeviceOpt,
@@ -23,13 +21,16 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.models import load_model
 
 app = typer.Typer(help="Look inside a model.", no_args_is_help=True)
 
 
 def _measured_dims(model, tokenizer) -> dict[str, int]:
     """Run one short forward pass and read every point's last dimension at the first layer."""
+    import torch
+
+    from llmkit import arch, hooks
+
     batch = tokenizer(["Hello world"], return_tensors="pt").to(model.device)
     with ExitStack() as stack:
         captured = {point: stack.enter_context(hooks.capture(model, point, [0])) for point in arch.POINTS}
@@ -50,6 +51,9 @@ def inspect(
 ) -> None:
     """Print the resolved architecture map (module paths and shapes of every hook point), the sizes
     and the parameter count of a model. Run it first when a hook-based method fails."""
+    from llmkit import arch
+    from llmkit.models import load_model
+
     with stderr.status(f"loading {model}"):
         loaded, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     summary = arch.summarize(loaded)

@@ -8,12 +8,11 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from llmkit import arch
 from llmkit.commands._common import (
     DebugOpt,
     JsonOpt,
@@ -27,20 +26,18 @@ from llmkit.commands._common import (
     stdout,
 )
 from llmkit.commands.evaluate import ort_table
+from llmkit.configs import SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams
 from llmkit.data import read_records, read_texts, record_texts
 from llmkit.evals.common import limit_per_group
-from llmkit.evals.hallucination import SAMPLES, TEMPERATURE, TOP_K, TOP_P, evaluate_hallucination, world_items
-from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
-from llmkit.evals.skills import evaluate_skills, world_skill_items
-from llmkit.generation import Backend, GenerationParams, HFBackend, load_backend
-from llmkit.methods import gradient, ksd, neuron_adjust, rocr
-from llmkit.methods.intervened import IntervenedBackend
 from llmkit.results import check_output_path, make_results, write_run
 from llmkit.world.cache import PRESETS, default_cache_dir, ensure_model, ensure_world, preset
 from llmkit.world.forget_set import forget_set, skill_set
 from llmkit.world.generator import NUMERIC_SKILL
 from llmkit.world.forms import FORMS
+
+if TYPE_CHECKING:
+    from llmkit.generation import Backend, HFBackend
 
 
 def _percent(value: float | None) -> str:
@@ -65,6 +62,9 @@ def _rocr_stage(
     """ROCR on the ORT target, in memory: edit, score the ORT stage's probes again against its
     unedited run, ask three questions about the target, then revert. Statistics come from (and
     go to) the cache, so only the first run pays for them."""
+    from llmkit import arch
+    from llmkit.methods import rocr
+
     model, tokenizer = backend.model, backend.tokenizer
     redirect_to = redirect_entity(entities, target)
     config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
@@ -109,6 +109,9 @@ def _npo_stage(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """NPO on the ORT target's QA facts (other known entities' QA facts retained), trained on a
     copy of the model, then every form scored against the unedited run."""
+    from llmkit.generation import HFBackend
+    from llmkit.methods import gradient
+
     forget, retain, summary = forget_set(world_dir, target["name"], "qa")
     model = copy.deepcopy(backend.model)
     budget = {"epochs": 1, "batch_size": len(forget), "seed": 0, "save_steps": 1000, **NPO_BUDGET[preset_name]}
@@ -156,6 +159,10 @@ def _skill_stage(
     """KSD and Neuron Adjust, each fitted on the numeric skill's training items (Neuron Adjust
     also on the other skills' as its retain set), then every skill scored against the model
     without them. Both are inference-time interventions: the model itself is never changed."""
+    from llmkit.evals.skills import evaluate_skills
+    from llmkit.methods import ksd, neuron_adjust
+    from llmkit.methods.intervened import IntervenedBackend
+
     forget, retain, _ = skill_set(world_dir, NUMERIC_SKILL)
     model, tokenizer = backend.model, backend.tokenizer
     settings = SKILL_STAGE[preset_name]
@@ -193,6 +200,8 @@ def _hallucination_stage(backend: HFBackend, world_dir: Path, preset_name: str) 
     """EigenScore of 10 answers sampled per question, about well-known entities (exposure 30)
     and entities never seen (exposure 0); how well it flags the wrong greedy answers (AUROC), by
     the exact log-det and by EES on the same answers."""
+    from llmkit.evals.hallucination import evaluate_hallucination, world_items
+
     items = limit_per_group(world_items(world_dir, (0, 30)), HALLUCINATION_STAGE[preset_name], "group")
     params = GenerationParams(
         max_new_tokens=16, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, num_samples=SAMPLES, stop=("\n",), seed=0
@@ -286,6 +295,10 @@ def quickstart(
     report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
     ./llmkit_output/quickstart-<time>).
     """
+    from llmkit.evals.knowledge import evaluate_knowledge
+    from llmkit.evals.skills import evaluate_skills, world_skill_items
+    from llmkit.generation import load_backend
+
     started = time.perf_counter()
     world_config, recipe = preset(preset_name)
     cache = cache_dir.expanduser() if cache_dir else default_cache_dir()

@@ -7,10 +7,9 @@ import inspect
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from transformers import PreTrainedModel
 
 from llmkit.commands._common import (
     DebugOpt,
@@ -26,17 +25,17 @@ from llmkit.commands._common import (
     parse_lora_targets,
     print_results_json,
     progress_bar,
+    resume_note,
     stdout,
     write_trained_model,
 )
+from llmkit.configs import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.evals.hallucination import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, evaluate_hallucination, read_items
-from llmkit.generation import GenerationParams, HFBackend
-from llmkit.methods import send
-from llmkit.models import load_model, model_fingerprint
 from llmkit.results import check_output_path
-from llmkit.training import EpochEvaluation, add_lora, train, training_dtype
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 app = typer.Typer(help="Train a model: plain continued training (sft), or SeND (sensitivity dropout).", no_args_is_help=True)
 
@@ -72,6 +71,8 @@ def evaluation_prompts(eval_prompts: Path | None, test_texts: list[str], tokeniz
     """The prompts EigenScore is logged on after each epoch: `--eval-prompts` records (prompt, and
     answer and group where they have them), or the test split's texts cut to their first
     `prompt_tokens` tokens."""
+    from llmkit.evals.hallucination import read_items
+
     if eval_prompts is not None:
         items = read_items(eval_prompts, correctness=False)
     else:
@@ -111,7 +112,13 @@ def train_command(method: str) -> Any:
         json: JsonOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        check_output_path(out, overwrite)
+        from llmkit.evals.hallucination import evaluate_hallucination
+        from llmkit.generation import HFBackend
+        from llmkit.methods import send
+        from llmkit.models import load_model, model_fingerprint
+        from llmkit.training import EpochEvaluation, add_lora, train, training_dtype
+
+        check_output_path(out, overwrite, inputs=[model, data, eval_prompts])
         config = send.SendConfig(drop_fraction, window, drop_epochs, drop_target) if method == "send" else None
         if eval_samples == 1 or eval_samples < 0:
             raise BadInputError(f"--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, got {eval_samples}")
@@ -128,6 +135,7 @@ def train_command(method: str) -> Any:
             "split": [track_fraction, test_fraction], "max_length": max_length, "send": config.__dict__ if config else None,
             "lora": {"rank": lora_rank, "targets": parse_lora_targets(lora_target)} if lora else None,
         }
+        resumed_from = resume_note(checkpoints, run)
         started = time.perf_counter()
         hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
         original = model_fingerprint(hf_model)
@@ -163,6 +171,7 @@ def train_command(method: str) -> Any:
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
             "epoch_losses": _epoch_losses(history), "evaluations": [e for e in history if "evaluation" in e],
             "selections": sensitivity.selections if sensitivity else None, "train_time_s": round(time.perf_counter() - started, 2),
+            "resumed_from": resumed_from,
         }
         if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
             return

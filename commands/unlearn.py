@@ -8,12 +8,11 @@ import inspect
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from llmkit import arch
 from llmkit.commands._common import (
     DebugOpt,
     DeviceOpt,
@@ -30,19 +29,21 @@ from llmkit.commands._common import (
     parse_lora_targets,
     print_results_json,
     progress_bar,
+    resume_note,
     stderr,
     stdout,
     write_trained_model,
 )
-from llmkit.data import check_records, read_records, read_texts, record_texts
+from llmkit.configs import CHAT_TEMPLATE_MODES
+from llmkit.data import check_records, read_records, read_text, read_texts, record_texts
 from llmkit.errors import BadInputError
-from llmkit.generation import CHAT_TEMPLATE_MODES, chat_wrap, use_chat_template
-from llmkit.interventions import Artifact, write_artifact
-from llmkit.methods import gradient, ksd, neuron_adjust, rocr
-from llmkit.models import load_model, model_fingerprint
+from llmkit.methods.configs import DEFAULT_REFUSAL, METHODS, PRESERVE_MODES, KSDConfig, default_layers
 from llmkit.results import check_output_path, staged_directory
-from llmkit.training import add_lora, training_dtype
 from llmkit.world.cache import default_cache_dir, pretraining_corpus
+
+if TYPE_CHECKING:
+    from llmkit.interventions import Artifact
+    from llmkit.methods import rocr
 
 app = typer.Typer(help="Make a model forget a concept or a skill.", no_args_is_help=True)
 
@@ -53,7 +54,7 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the mode
 def parse_layers(text: str | None, num_layers: int) -> list[int]:
     """'4,5,6' or '4-6' -> [4, 5, 6]; None -> the default rule. Contiguous and in range."""
     if text is None:
-        return rocr.default_layers(num_layers)
+        return default_layers(num_layers)
     try:
         if "-" in text:
             first, last = (int(part) for part in text.split("-"))
@@ -70,6 +71,8 @@ def parse_layers(text: str | None, num_layers: int) -> list[int]:
 
 
 def pair_requests(targets: list[str], redirects: list[str]) -> list[rocr.Request]:
+    from llmkit.methods import rocr
+
     if not targets or not redirects:
         raise BadInputError("name what to forget with --target and where to send it with --redirect")
     if len(redirects) not in (1, len(targets)):
@@ -85,7 +88,7 @@ def read_contexts(path: Path | None) -> list[str] | None:
         return None
     if not path.is_file():
         raise BadInputError(f"--contexts file {path} does not exist")
-    contexts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    contexts = [line.rstrip("\n") for line in read_text(path).splitlines() if line.strip()]
     bad = [c for c in contexts if c.count("{}") != 1]
     if not contexts or bad:
         raise BadInputError(f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'")
@@ -94,6 +97,8 @@ def read_contexts(path: Path | None) -> list[str] | None:
 
 def statistics_corpus(source: str | None, tokens: int, max_length: int) -> rocr.StatisticsCorpus | None:
     """The corpus the key statistics are read from, or None when none is named."""
+    from llmkit.methods import rocr
+
     if source is None:
         return None
     if source == "-":
@@ -127,7 +132,7 @@ def rocr_command(
     redirect: Annotated[list[str], typer.Option("--redirect", "-r", help="Harmless concept the target is redirected to (one for all targets, or one per target).")],
     layers: Annotated[Optional[str], typer.Option(help="Edited layers, contiguous: '4,5,6' or '4-6' [default: the paper's 4-6 of 32, scaled to the depth].")] = None,
     lam: Annotated[float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")] = 1.0,
-    preserve: Annotated[str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(rocr.PRESERVE_MODES)}.")] = "nullspace",
+    preserve: Annotated[str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(PRESERVE_MODES)}.")] = "nullspace",
     nullspace_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues of E[kkᵀ] below this span the null space [default: 2e-2 (the paper's); 1.0 on llmkit world models].")] = None,
     subject_token: Annotated[str, typer.Option(help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last).")] = "auto",
     stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset [default: a world model's pretraining text; required otherwise unless --preserve none].")] = None,
@@ -150,11 +155,18 @@ def rocr_command(
     edit's factors with the original weights (rocr_edit.safetensors): `llmkit unlearn revert`
     restores the original exactly. Key statistics are cached and reused.
     """
+    from llmkit import arch
+    from llmkit.generation import use_chat_template
+    from llmkit.methods import rocr
+    from llmkit.models import load_model
+
     requests = pair_requests(target, redirect)
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[model, contexts, stats_corpus, stats_cache])
     context_templates = read_contexts(contexts)
     if stats_tokens < 1:
         raise BadInputError(f"--stats-tokens must be at least 1, got {stats_tokens}")
+    if stats_cache is not None and stats_cache.expanduser().exists() and not stats_cache.expanduser().is_dir():
+        raise BadInputError(f"--stats-cache {stats_cache} is a file; it names a directory to keep key statistics in")
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     num_layers = len(arch.decoder_layers(hf_model))
     world_text = pretraining_corpus(model)
@@ -179,6 +191,11 @@ def rocr_command(
     statistics = record["statistics"]
     if statistics and statistics["cached_layers"]:
         stderr.print(f"key statistics for layers {statistics['cached_layers']} reused from the cache ({cache_dir})", highlight=False, soft_wrap=True)
+    if statistics and statistics["recomputed_damaged_layers"]:
+        stderr.print(
+            f"key statistics for layers {statistics['recomputed_damaged_layers']} were damaged in the cache ({cache_dir}); recomputed",
+            highlight=False, soft_wrap=True,
+        )
     rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), overwrite)
     if json:
         print_results_json(record)
@@ -196,7 +213,10 @@ def revert_command(
     debug: DebugOpt = False,
 ) -> None:
     """Restore the model ROCR edited, bit for bit, from the original weights saved beside the edit."""
-    check_output_path(out, overwrite)
+    from llmkit.methods import rocr
+    from llmkit.models import load_model, model_fingerprint
+
+    check_output_path(out, overwrite, inputs=[edited])
     record, tensors = rocr.read_edit(edited)
     model, tokenizer = load_model(str(edited), dtype=record["dtype"], device="cpu")
     found = model_fingerprint(model)
@@ -265,7 +285,11 @@ def gradient_command(method: str) -> Any:
         json: JsonOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        check_output_path(out, overwrite)
+        from llmkit.methods import gradient
+        from llmkit.models import load_model, model_fingerprint
+        from llmkit.training import add_lora, training_dtype
+
+        check_output_path(out, overwrite, inputs=[model, forget, retain, checkpoint_dir])
         forget_records, retain_records = read_data(forget), read_data(retain)
         beta = beta if beta is not None else DEFAULT_BETA.get(method, 0.1)
         gradient.check_request(method, forget_records, retain_records, alpha=alpha, beta=beta)
@@ -278,6 +302,7 @@ def gradient_command(method: str) -> Any:
             "method": method, "model": model, "forget_digest": data_digest(forget_records), "retain_digest": data_digest(retain_records),
             "budget": budget, "settings": settings, "lora": lora_settings,
         }
+        resumed_from = resume_note(checkpoints, run)
         started = time.perf_counter()
         hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
         original = model_fingerprint(hf_model)
@@ -297,6 +322,7 @@ def gradient_command(method: str) -> Any:
             "original_fingerprint": original, "trainable_parameters": trainable, "steps": trainer.state.global_step,
             "processes": trainer.args.world_size, "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None, "train_time_s": round(time.perf_counter() - started, 2),
+            "resumed_from": resumed_from,
         }
         if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
             return
@@ -322,7 +348,7 @@ def gradient_command(method: str) -> Any:
     return cli_command(command)
 
 
-for _method in gradient.METHODS:
+for _method in METHODS:
     app.command(_method)(gradient_command(_method))
 
 
@@ -373,8 +399,12 @@ def neuron_adjust_command(
     inference maps a value that is more likely under the forget Gaussian onto the retain one,
     with probability p_f/(p_r+p_f). Writes an artifact to apply with --intervention.
     """
+    from llmkit.interventions import write_artifact
+    from llmkit.methods import neuron_adjust
+    from llmkit.models import load_model
+
     config = neuron_adjust.NeuronAdjustConfig(fraction=fraction, seed=seed, batch_size=batch_size)
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[model, forget, retain])
     forget_texts = record_texts(read_skill_records(forget, "forget"))
     retain_texts = record_texts(read_skill_records(retain, "retain"))
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
@@ -399,10 +429,10 @@ def ksd_command(
     model: ModelOpt,
     out: ArtifactOutOpt,
     forget: ForgetOpt,
-    layer: Annotated[int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")] = ksd.KSDConfig.layer,
-    alpha: Annotated[float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")] = ksd.KSDConfig.alpha,
-    positions: Annotated[str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")] = ksd.KSDConfig.positions,
-    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = ksd.DEFAULT_REFUSAL,
+    layer: Annotated[int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")] = KSDConfig.layer,
+    alpha: Annotated[float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")] = KSDConfig.alpha,
+    positions: Annotated[str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")] = KSDConfig.positions,
+    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = DEFAULT_REFUSAL,
     check_generated: Annotated[bool, typer.Option("--check-generated", help="Also refuse when a generated token's key falls in the hypercube (the paper's check at each decoding step).")] = False,
     chat_template: Annotated[str, typer.Option(help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = 32,
@@ -421,8 +451,13 @@ def ksd_command(
     --refusal; the check is one prefill pass, so the gate works with --backend hf and vllm.
     Writes an artifact to apply with --intervention.
     """
+    from llmkit.generation import chat_wrap, use_chat_template
+    from llmkit.interventions import write_artifact
+    from llmkit.methods import ksd
+    from llmkit.models import load_model
+
     config = ksd.KSDConfig(layer=layer, alpha=alpha, positions=positions, refusal=refusal, check_generated=check_generated, batch_size=batch_size)
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[model, forget])
     queries = record_texts(read_skill_records(forget, "forget"), queries=True)
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     if use_chat_template(chat_template, tokenizer):

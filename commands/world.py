@@ -19,9 +19,9 @@ from llmkit.commands._common import (
     progress_bar,
     stdout,
 )
+from llmkit.configs import FAMILIES, PretrainConfig
 from llmkit.results import check_output_path, make_results
 from llmkit.world.generator import WorldConfig, build_world, parse_exposures, write_world
-from llmkit.world.pretrain import FAMILIES, PretrainConfig, pretrain
 
 app = typer.Typer(help="Build the synthetic world and pretrain its tiny model.", no_args_is_help=True)
 DEFAULT_WORLD, DEFAULT_RECIPE = WorldConfig(), PretrainConfig()
@@ -77,6 +77,8 @@ def pretrain_command(
 ) -> None:
     """Train a byte-level BPE tokenizer and a model from scratch on a world's pretraining text,
     through transformers' Trainer; save an ordinary HF model directory with a model card."""
+    from llmkit.world.pretrain import pretrain
+
     started = time.perf_counter()
     recipe = PretrainConfig(
         family=family, layers=layers, d_model=d_model, heads=heads, d_mlp=d_mlp, steps=steps,

@@ -91,9 +91,9 @@ def probe_digest(probes: Iterable[Mapping[str, Any]]) -> str:
     return sha.hexdigest()[:16]
 
 
-def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, Any]:
-    """The results of an earlier run to compare with: it must come from `command` and from probes
-    with this `digest`, or the comparison would mean nothing."""
+def read_baseline(run_dir: str | Path, command: str) -> dict[str, Any]:
+    """The results.json of an earlier run of `command` to compare with, its metrics numbers;
+    read before any work starts, so that a wrong --baseline fails at once."""
     path = Path(run_dir).expanduser() / RESULTS_FILE
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -113,6 +113,13 @@ def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, A
             f"--baseline {run_dir} is a run of {results.get('command')!r}, not {command!r}; "
             "pass a run of the same command"
         )
+    return results
+
+
+def load_baseline(run_dir: str | Path, command: str, digest: str) -> dict[str, Any]:
+    """`read_baseline`, and it must come from probes with this `digest`, or the comparison would
+    mean nothing."""
+    results = read_baseline(run_dir, command)
     if results.get("probe_digest") != digest:
         raise BadInputError(
             f"--baseline {run_dir} ran on other probes (digest {results.get('probe_digest')}, this run {digest}); "

@@ -15,6 +15,13 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from llmkit.configs import (  # re-exported: INSIDE's and SeND's sampling, and the answer length
+    MAX_NEW_TOKENS as MAX_NEW_TOKENS,
+    SAMPLES as SAMPLES,
+    TEMPERATURE as TEMPERATURE,
+    TOP_K as TOP_K,
+    TOP_P as TOP_P,
+)
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.greedy import accuracy, answer_items
@@ -23,9 +30,6 @@ from llmkit.generation import Backend, GenerationParams, Progress
 from llmkit.metrics.eigenscore import EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
 
-SAMPLES, TEMPERATURE, TOP_P, TOP_K = 10, 0.5, 0.99, 5
-"""INSIDE's and SeND's sampling: K = 10 answers at T = 0.5, top-p 0.99, top-k 5 (SeND's generator)."""
-MAX_NEW_TOKENS = 32
 WORLD_EXPOSURES = (0, 30)
 
 

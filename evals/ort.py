@@ -25,16 +25,18 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from llmkit.data import read_records
 from llmkit.evals.common import probe_digest
 from llmkit.evals.plots import grouped_bars
 from llmkit.errors import BadInputError
-from llmkit.generation import Backend, Progress, chat_wrap
 from llmkit.metrics.probability import answer_probability
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from llmkit.generation import Backend, Progress
 
 FORMS = ("qa", "cloze", "mc", "tf", "char")
 ROLES = ("forget", "neighbor")
@@ -248,6 +250,8 @@ def limit_probes(probes: Sequence[Probe], limit: int) -> list[Probe]:
 
 def probe_prompts(probes: Sequence[Probe], tokenizer: PreTrainedTokenizerBase, chat: bool) -> list[str]:
     """The text each probe's answer is scored after: its content, chat-wrapped when `chat`, then its cue."""
+    from llmkit.generation import chat_wrap
+
     return [(chat_wrap(tokenizer, p.content) if chat else p.content) + p.cue for p in probes]
 
 

@@ -25,44 +25,19 @@ import torch
 from accelerate.utils import find_executable_batch_size
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.streamers import BaseStreamer
 
 from llmkit.batching import length_sorted_batches, pad_batch
+from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams
 from llmkit.errors import BadInputError, first_line
-from llmkit.models import adapter_base, check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
+from llmkit.models import adapter_base, check_context, check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
 
-Progress = Callable[[int, int], None]
-"""Called as progress(done, total), counting prompts (or scored pairs), as work finishes."""
+Progress = Callable[[float, int], None]
+"""Called as progress(done, total), counting prompts (or scored pairs), as work finishes; `done`
+is fractional while a batch of generations decodes."""
 
 AUTO_START_BATCH_SIZE = 64
 VLLM_INSTALL_HINT = "pip install 'llmkit[vllm]'"
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Decoding settings. temperature 0 means greedy decoding."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    """Sample only among the k most likely tokens; 0 is off."""
-    num_samples: int = 1
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise BadInputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise BadInputError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise BadInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise BadInputError(f"top_k must be >= 0 (0 is off), got {self.top_k}")
-        if self.num_samples < 1:
-            raise BadInputError(f"num_samples must be at least 1, got {self.num_samples}")
-        if self.num_samples > 1 and self.temperature == 0:
-            raise BadInputError("several samples per prompt need sampling: set a temperature > 0")
 
 
 @dataclass
@@ -129,10 +104,14 @@ def decode_generation(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[in
     return cut_at_stop(tokenizer.decode(token_ids, skip_special_tokens=True), stop)
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, allow_empty: bool = False
+) -> list[list[int]]:
     """Prompt token ids as the model reads them: with the tokenizer's BOS if it adds one, but never
     a second one in front of a text that already starts with it (a rendered chat template).
-    Encoded in one batched call per case (the fast tokenizers' batch path)."""
+    Encoded in one batched call per case (the fast tokenizers' batch path). A prompt of no tokens
+    (an empty text, with a tokenizer that adds no BOS) gives a model nothing to read: bad input,
+    unless `allow_empty` (a caller that handles it)."""
     bos = tokenizer.bos_token
     has_bos = [bool(bos) and p.startswith(bos) for p in prompts]
     encoded: list[list[int]] = [[] for _ in prompts]
@@ -142,6 +121,12 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -
             ids = tokenizer([prompts[i] for i in indices], add_special_tokens=not starts_with_bos)["input_ids"]
             for i, row in zip(indices, ids):
                 encoded[i] = list(row)
+    empty = next((i for i, ids in enumerate(encoded) if not ids), None)
+    if empty is not None and not allow_empty:
+        raise BadInputError(
+            f"prompt {empty + 1} of {len(prompts)} is empty ({prompts[empty]!r}), and this tokenizer adds no BOS token, "
+            "so the model has nothing to read; give every prompt some text"
+        )
     return encoded
 
 
@@ -160,13 +145,10 @@ def tokenize_pairs(
     if len(prompts) != len(continuations):
         raise BadInputError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
     contexts = [p.rstrip(" ") for p in prompts]
-    context_ids = encode_prompts(tokenizer, contexts)
-    whole_ids = encode_prompts(tokenizer, [p + c for p, c in zip(prompts, continuations)])
+    context_ids = encode_prompts(tokenizer, contexts, allow_empty=True)
+    whole_ids = encode_prompts(tokenizer, [p + c for p, c in zip(prompts, continuations)], allow_empty=True)
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return [(context or [prefix], whole[len(context) :]) for context, whole in zip(context_ids, whole_ids)]
-
-
-CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 
 
 def use_chat_template(mode: str, tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -224,6 +206,7 @@ class HFBackend(Backend):
         self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None
     ) -> list[Generation]:
         encoded = encode_prompts(self.tokenizer, prompts)
+        check_context(self.model, [len(ids) for ids in encoded], params.max_new_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         sampling = params.temperature > 0
         options = dict(
@@ -240,11 +223,16 @@ class HFBackend(Backend):
         if params.seed is not None:
             torch.manual_seed(params.seed)
 
+        done = 0
+
         def run_batch(indices: list[int]) -> None:
+            nonlocal done
             batch = pad_batch([encoded[i] for i in indices], self.tokenizer.pad_token_id, "left")
             # generate() derives positions from the attention mask itself.
             batch.pop("position_ids")
-            output = self.model.generate(**self._to_device(batch), **options)
+            streamer = _DecodingProgress(done, len(indices), params.max_new_tokens, len(prompts), progress) if progress else None
+            output = self.model.generate(**self._to_device(batch), **options, streamer=streamer)
+            done += len(indices)
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             texts = [decode_generation(self.tokenizer, row, params.stop) for row in new_tokens]
             n = params.num_samples
@@ -260,6 +248,7 @@ class HFBackend(Backend):
     ) -> list[ContinuationScore]:
         pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
         sequences = [ctx + cont for ctx, cont in pairs]
+        check_context(self.model, [len(s) for s in sequences])
         results: list[ContinuationScore | None] = [None] * len(pairs)
 
         def run_batch(indices: list[int]) -> None:
@@ -293,6 +282,24 @@ class HFBackend(Backend):
 
         self._batched([len(s) for s in sequences], run_batch, progress)
         return results
+
+
+class _DecodingProgress(BaseStreamer):
+    """Moves the progress bar while a batch decodes: after each step, the batch's prompts count
+    as done in proportion to the steps taken of `max_new_tokens` (a batch that stops early jumps
+    to done when it returns). Long generations are minutes per batch."""
+
+    def __init__(self, done: int, size: int, max_new_tokens: int, total: int, progress: Progress) -> None:
+        self.done, self.size, self.max_new_tokens, self.total, self.progress = done, size, max_new_tokens, total, progress
+        self.steps = -1  # generate() first puts the prompt
+
+    def put(self, value: torch.Tensor) -> None:
+        self.steps += 1
+        if self.steps:
+            self.progress(self.done + self.size * min(self.steps, self.max_new_tokens) / self.max_new_tokens, self.total)
+
+    def end(self) -> None:
+        pass
 
 
 def vllm_available() -> bool:
@@ -504,9 +511,6 @@ def _vllm_reason(err: ValueError) -> str:
     if fields:
         return fields[0]["msg"].removeprefix("Value error, ").strip().splitlines()[0]
     return first_line(err)
-
-
-BACKENDS = ("hf", "vllm")
 
 
 def load_backend(

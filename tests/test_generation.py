@@ -1,5 +1,7 @@
 import pytest
 import torch
+from tokenizers import Tokenizer, processors
+from transformers import PreTrainedTokenizerFast
 
 from llmkit.errors import BadInputError
 from llmkit.generation import GenerationParams, HFBackend, cut_at_stop, load_backend
@@ -52,6 +54,36 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(family, loaded_mo
         assert single.generate([prompt], params)[0].texts == generation.texts
 
 
+def test_progress_moves_while_a_batch_decodes(loaded_models):
+    model, tokenizer = loaded_models["llama"]
+    reports = []
+    HFBackend(model, tokenizer, batch_size=len(PROMPTS)).generate(
+        PROMPTS, GenerationParams(max_new_tokens=4), lambda done, total: reports.append((done, total))
+    )
+    # One batch: a report after each of its 4 decoding steps, then the batch's own.
+    assert [done for done, _ in reports[:4]] == [len(PROMPTS) * step / 4 for step in (1, 2, 3, 4)]
+    assert reports[-1] == (len(PROMPTS), len(PROMPTS))
+
+
+def test_inputs_beyond_the_context_are_refused_before_any_work(loaded_models):
+    model, tokenizer = loaded_models["llama"]
+    backend = HFBackend(model, tokenizer, batch_size=2)
+    with pytest.raises(BadInputError, match="beyond the model's context of 512 tokens"):
+        backend.generate(PROMPTS, GenerationParams(max_new_tokens=10**23))
+    with pytest.raises(BadInputError, match="beyond the model's context of 512 tokens"):
+        backend.score(["word " * 600], [" end"])
+
+
+def test_an_empty_prompt_without_a_bos_token_is_refused(loaded_models):
+    model, with_bos = loaded_models["gpt2"]
+    backend = Tokenizer.from_str(with_bos.backend_tokenizer.to_str())
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=with_bos.eos_token, pad_token=with_bos.eos_token)
+    assert not tokenizer("")["input_ids"]
+    with pytest.raises(BadInputError, match="prompt 2 of 2 is empty .* adds no BOS token"):
+        HFBackend(model, tokenizer, batch_size=2).generate(["Hello", ""], GenerationParams(max_new_tokens=2))
+
+
 def test_auto_batch_size_gives_the_same_results(loaded_models):
     model, tokenizer = loaded_models["qwen2"]
     params = GenerationParams(max_new_tokens=8)
@@ -93,6 +125,7 @@ def test_cut_at_stop_uses_the_earliest_stop():
         ({"temperature": -1.0}, "temperature must be >= 0"),
         ({"num_samples": 2}, "several samples per prompt need sampling"),
         ({"top_p": 0.0, "temperature": 1.0}, "--top-p must be in"),
+        ({"stop": ("\n", "")}, "--stop takes a non-empty string"),
     ],
 )
 def test_bad_generation_params(kwargs, message):

@@ -1,5 +1,7 @@
 """ROCR's edit on tiny models: the rank-one identity, the three preservation modes, every family."""
 
+import os
+
 import pytest
 import torch
 
@@ -138,6 +140,20 @@ def test_a_statistics_cache_from_another_model_is_refused(llama_dir, tmp_path):
     cached.rename(tmp_path / f"{other}.safetensors")
     with pytest.raises(BadInputError, match="was computed on model .* not this model"):
         key_statistics(model, tokenizer, corpus, [0], "0123456789abcdef", tmp_path)
+
+
+@pytest.mark.parametrize("size", [0, 100, 1000])
+def test_a_damaged_statistics_cache_entry_is_recomputed(llama_dir, tmp_path, size):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    corpus = StatisticsCorpus("tiny", lambda: CORPUS, 10_000, batch_size=4, max_length=64)
+    fingerprint = model_fingerprint(model)
+    first, record = key_statistics(model, tokenizer, corpus, [0, 1], fingerprint, tmp_path)
+    os.truncate(tmp_path / f"{record['keys'][1]}.safetensors", size)
+    second, record = key_statistics(model, tokenizer, corpus, [0, 1], fingerprint, tmp_path)
+    assert record["cached_layers"] == [0] and record["recomputed_damaged_layers"] == [1]
+    assert all(torch.equal(first[layer], second[layer]) for layer in (0, 1))
+    # The recomputed entry replaced the damaged one.
+    assert key_statistics(model, tokenizer, corpus, [0, 1], fingerprint, tmp_path)[1]["cached_layers"] == [0, 1]
 
 
 def test_statistics_stop_the_forward_pass_at_the_deepest_layer_asked_for(llama_dir):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,33 +46,14 @@ from llmkit.data import check_records
 from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.methods import task_vector
+from llmkit.methods.configs import LOSSES as LOSSES  # re-exported
+from llmkit.methods.configs import METHODS, QUESTIONS_ONLY, RETAIN_USE, GradientConfig
 from llmkit.training import build_trainer, train, training_arguments
 
-METHODS = ("ga", "graddiff", "npo", "simnpo", "kl", "rt", "dpo", "task-vector")
-LOSSES = ("sft", "ga", "graddiff", "npo", "simnpo", "kl")
-"""`sft` is plain fine-tuning: RT's loss on refusals, task vector's on the forget data."""
-RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional", "dpo": "optional"}
-QUESTIONS_ONLY = ("rt", "dpo")
 IGNORE = -100
 MAX_RETAIN_PER_FORGET = 8
 REFUSALS_FILE = Path(__file__).with_name("refusals.txt")
 """ORT's 99 "I don't know" answers (generation/idontknow.jsonl; MIT, © 2025 Xiaotian Ye)."""
-
-
-@dataclass(frozen=True)
-class GradientConfig:
-    """α weighs the retain term; β is NPO's / SimNPO's inverse temperature; γ SimNPO's margin."""
-
-    loss: str
-    alpha: float = 1.0
-    beta: float = 0.1
-    gamma: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise BadInputError(f"unknown unlearning loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.beta <= 0:
-            raise BadInputError(f"--beta must be positive, got {self.beta}")
 
 
 # ---- data ---------------------------------------------------------------------------------------

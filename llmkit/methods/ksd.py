@@ -29,34 +29,13 @@ from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.hooks import capture
 from llmkit.interventions import Artifact
+from llmkit.methods.configs import DEFAULT_REFUSAL as DEFAULT_REFUSAL  # re-exported
+from llmkit.methods.configs import POSITIONS as POSITIONS  # re-exported
+from llmkit.methods.configs import KSD_METHOD, KSDConfig
 from llmkit.models import model_fingerprint
 
-METHOD = "ksd"
-POSITIONS = ("last", "all")
-DEFAULT_REFUSAL = "Sorry, your query is not valid"
+METHOD = KSD_METHOD
 STD_FLOOR = 1e-6
-
-
-@dataclass(frozen=True)
-class KSDConfig:
-    layer: int = -1
-    """The layer whose key is read; negative counts from the end (the paper: the last)."""
-    alpha: float = 1.0
-    """Scale of the tight hypercube: the half-width is α·k·σ."""
-    positions: str = "last"
-    refusal: str = DEFAULT_REFUSAL
-    check_generated: bool = False
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.alpha <= 0:
-            raise BadInputError(f"--alpha must be positive, got {self.alpha}")
-        if self.positions not in POSITIONS:
-            raise BadInputError(f"--positions takes {' or '.join(POSITIONS)}, got {self.positions!r}")
-        if not self.refusal.strip():
-            raise BadInputError("--refusal must not be empty")
-        if self.batch_size < 1:
-            raise BadInputError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 def resolve_layer(model: PreTrainedModel, layer: int) -> int:

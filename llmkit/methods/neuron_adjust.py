@@ -35,25 +35,11 @@ from llmkit.batching import corpus_batches, pad_batch
 from llmkit.errors import BadInputError
 from llmkit.hooks import ForwardInputs, StopForward, intervene, track_inputs
 from llmkit.interventions import Artifact
+from llmkit.methods.configs import NEURON_ADJUST_METHOD, NeuronAdjustConfig
 from llmkit.models import model_fingerprint
 
-METHOD = "neuron-adjust"
+METHOD = NEURON_ADJUST_METHOD
 STD_FLOOR = 1e-5
-
-
-@dataclass(frozen=True)
-class NeuronAdjustConfig:
-    fraction: float = 0.005
-    """Share of all MLP neurons adjusted (the paper's default 0.5%; its figures also use 1.5% and 3%)."""
-    seed: int = 0
-    batch_size: int = 16
-    max_length: int = 512
-
-    def __post_init__(self) -> None:
-        if not 0 < self.fraction <= 1:
-            raise BadInputError(f"--fraction must be in (0, 1] (0.005 adjusts 0.5% of the neurons), got {self.fraction}")
-        if self.batch_size < 1:
-            raise BadInputError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 @dataclass

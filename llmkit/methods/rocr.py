@@ -39,7 +39,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,42 +53,12 @@ from llmkit.batching import corpus_batches, pad_batch
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
+from llmkit.methods.configs import CONTEXT_STARTERS as CONTEXT_STARTERS  # re-exported
+from llmkit.methods.configs import WORLD_MODEL_SETTINGS as WORLD_MODEL_SETTINGS  # re-exported
+from llmkit.methods.configs import default_layers as default_layers  # re-exported
+from llmkit.methods.configs import PRESERVE_MODES, SUBJECT_TOKENS, ROCRConfig
 from llmkit.results import staged_directory
 from llmkit.models import model_fingerprint
-
-# The released code's six context starters; each becomes "<starter> {}." (chat-wrapped when the
-# tokenizer has a chat template) followed by "Answer:".
-CONTEXT_STARTERS = (
-    "", "Please answer the question about", "Choose the best answer about", "Write the answer about",
-    "Tell me about", "Write something about",
-)
-PRESERVE_MODES = ("nullspace", "covariance", "none")
-SUBJECT_TOKENS = ("last", "first")
-
-
-@dataclass
-class ROCRConfig:
-    layers: Sequence[int]
-    """Edited layers, contiguous and increasing; the value is read at the last one."""
-    lam: float = 1.0
-    """λ (the code's L2): the edit reaches s/(λ + s) of the residual, s = kᵀPk."""
-    preserve: str = "nullspace"
-    nullspace_threshold: float = 2e-2
-    """Eigenvalues of Σ below this span the null space the edit is confined to."""
-    contexts: Sequence[str] = field(default_factory=lambda: [f"{s} {{}}.".strip() for s in CONTEXT_STARTERS])
-    """Templates with one "{}" for the subject, each read after chat wrapping, then "Answer:"."""
-    chat: bool = False
-    subject_token: str = "last"
-    """Where keys and values are read: the subject's "last" token (ROME's and the paper's
-    `subject_last`) or its "first" (ROME's `subject_first`)."""
-
-
-def default_layers(num_layers: int) -> list[int]:
-    """The paper edits layers 4–6 of Llama-3-8B's 32: early layers, where the MLPs recall a
-    subject's attributes. Scaled to any depth: layers ⌊4n/32⌋ to ⌊6n/32⌋, e.g. 4–6 of 32, 2–3 of
-    16, 1–2 of 12, and layer 0 alone of 4, which is also what worked best on the world model (one
-    layer: 75% QA drop; layers 0–1: 56%; 0–2: 24%)."""
-    return list(range(num_layers * 4 // 32, num_layers * 6 // 32 + 1))
 
 
 # --- key statistics ----------------------------------------------------------------------------
@@ -179,11 +149,15 @@ def key_statistics(
     started = time.perf_counter()
     digest = corpus_digest(corpus, tokenizer)
     keys = {layer: statistics_key(fingerprint, layer, digest, corpus.max_tokens) for layer in layers}
-    stats, tokens = {}, 0
+    stats, tokens, damaged = {}, 0, []
     for layer in layers:
         path = cache_dir / f"{keys[layer]}.safetensors" if cache_dir else None
         if path is not None and path.is_file():
-            stats[layer], tokens = load_statistics(path, fingerprint, layer)
+            cached = load_statistics(path, fingerprint, layer)
+            if cached is None:
+                damaged.append(layer)
+            else:
+                stats[layer], tokens = cached
     missing = [layer for layer in layers if layer not in stats]
     if missing:
         computed, tokens = key_second_moment(model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress)
@@ -193,7 +167,8 @@ def key_statistics(
                 save_statistics(cache_dir / f"{keys[layer]}.safetensors", computed[layer], fingerprint, layer, digest, tokens)
     record = {
         "corpus": corpus.name, "corpus_digest": digest, "tokens": tokens, "keys": keys,
-        "cached_layers": [layer for layer in layers if layer not in missing], "seconds": time.perf_counter() - started,
+        "cached_layers": [layer for layer in layers if layer not in missing], "recomputed_damaged_layers": damaged,
+        "seconds": time.perf_counter() - started,
     }
     return stats, record
 
@@ -206,16 +181,22 @@ def save_statistics(path: Path, second_moment: torch.Tensor, fingerprint: str, l
     staging.replace(path)
 
 
-def load_statistics(path: Path, fingerprint: str, layer: int) -> tuple[torch.Tensor, int]:
-    """A cached Σ and the tokens it was read from, refused when computed on another model or layer."""
-    with safetensors.safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("fingerprint") != fingerprint or metadata.get("layer") != str(layer):
-            raise BadInputError(
-                f"statistics cache {path} was computed on model {metadata.get('fingerprint')} layer "
-                f"{metadata.get('layer')}, not this model ({fingerprint}) layer {layer}; delete it to recompute"
-            )
-        return handle.get_tensor("second_moment"), int(metadata["tokens"])
+def load_statistics(path: Path, fingerprint: str, layer: int) -> tuple[torch.Tensor, int] | None:
+    """A cached Σ and the tokens it was read from, refused when computed on another model or layer;
+    None when the file is damaged (cut short, say, by a full disk), so that it is recomputed."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            second_moment, tokens = handle.get_tensor("second_moment"), int(metadata["tokens"])
+    except (safetensors.SafetensorError, OSError, KeyError, ValueError):
+        return None
+    if metadata.get("fingerprint") != fingerprint or metadata.get("layer") != str(layer):
+        raise BadInputError(
+            f"statistics cache {path} was computed on model {metadata.get('fingerprint')} layer "
+            f"{metadata.get('layer')}, not this model ({fingerprint}) layer {layer}; delete it to recompute"
+        )
+    square = second_moment.dim() == 2 and second_moment.shape[0] == second_moment.shape[1]
+    return (second_moment, tokens) if square else None
 
 
 def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: float) -> torch.Tensor:
@@ -247,7 +228,7 @@ def subject_prompt(
     if token == "last":
         return rendered + cue, len(encode_prompts(tokenizer, [rendered[: start + len(subject)]])[0]) - 1
     # The space before the subject belongs to its first token, so the prefix is encoded without it.
-    return rendered + cue, len(encode_prompts(tokenizer, [rendered[:start].rstrip(" ")])[0])
+    return rendered + cue, len(encode_prompts(tokenizer, [rendered[:start].rstrip(" ")], allow_empty=True)[0])
 
 
 @torch.inference_mode()
@@ -323,14 +304,6 @@ def redirect(
 
 
 # --- the whole run: statistics, projectors, one redirection per target -----------------------
-
-# Tuned on llmkit's world models (4 layers, d = 192, m = 512), measured on 5 form-demo entities of
-# exposure ≥ 10: their 4 layers carry a name's identity on its first token (editing at the last
-# token moved the QA probability by 9%, at the first by 75%), and the keys there lie in Σ's
-# high-variance directions, so the paper's absolute threshold 2e-2 leaves them outside the null
-# space (a 0.1% drop); 1.0 keeps 483 of 512 directions and the 74% drop.
-WORLD_MODEL_SETTINGS = {"subject_token": "first", "nullspace_threshold": 1.0}
-
 
 @dataclass
 class Request:
@@ -465,8 +438,11 @@ def read_edit(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise BadInputError(f"{path} is not a directory written by `llmkit unlearn rocr` (no {EDIT_FILE} and {WEIGHTS_FILE})")
     try:
         record = json.loads((path / EDIT_FILE).read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8
         record = None
     if not isinstance(record, dict) or not {"edited_fingerprint", "original_fingerprint", "dtype", "config"} <= record.keys():
         raise BadInputError(f"{path / EDIT_FILE} is damaged (not the JSON `llmkit unlearn rocr` writes); it cannot be reverted")
-    return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))
+    try:
+        return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))
+    except (safetensors.SafetensorError, OSError) as err:
+        raise BadInputError(f"{path / WEIGHTS_FILE} is damaged ({err}); the edit cannot be reverted") from None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +41,12 @@ from llmkit import arch
 from llmkit.errors import BadInputError
 from llmkit.generation import encode_prompts
 from llmkit.hooks import intervene, last_token, pooled_states
+from llmkit.methods.configs import TARGETS as TARGETS  # re-exported
+from llmkit.methods.configs import SendConfig
 from llmkit.methods.gradient import PadCollator
 from llmkit.training import EpochEndCallback, build_trainer, completed_epochs, training_arguments
 
-TARGETS = ("resid", "mlp")
 STATE_FILE = "send_state.safetensors"
-
-
-@dataclass(frozen=True)
-class SendConfig:
-    """K (`drop_fraction`), C (`window`, checkpoints the variability spans), T (`drop_epochs`, how
-    long a selection is dropped, and how often one is made), and what is dropped."""
-
-    drop_fraction: float = 0.2
-    window: int = 3
-    drop_epochs: int = 3
-    target: str = "resid"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.drop_fraction < 1:
-            raise BadInputError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
-        if self.window < 2:
-            raise BadInputError(f"--window must be at least 2 checkpoints (variability needs two), got {self.window}")
-        if self.drop_epochs < 1:
-            raise BadInputError(f"--drop-epochs must be at least 1, got {self.drop_epochs}")
-        if self.target not in TARGETS:
-            raise BadInputError(f"--drop-target must be one of {', '.join(TARGETS)}, got {self.target!r}")
 
 
 def penultimate_layer(model: torch.nn.Module) -> int:

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from llmkit.configs import PretrainConfig, config_digest, recipe_id
 from llmkit.errors import BadInputError
 from llmkit.world.generator import WorldConfig, build_world, load_world_config, world_digest, write_world
-from llmkit.world.pretrain import PretrainConfig, config_digest, pretrain, recipe_id
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
     # The embedded default: a 2M-parameter Llama that knows the facts it saw 10+ times.
@@ -108,6 +108,8 @@ def ensure_model(
     path = model_dir(cache_dir, world, recipe)
     if not rebuild and (path / "config.json").is_file():
         return path, "cached"
+    from llmkit.world.pretrain import pretrain
+
     pretrain(source, path, recipe, overwrite=rebuild, progress=progress)
     return path, "pretrained"
 

@@ -4,11 +4,10 @@ HF model directory that loads with `AutoModelForCausalLM` without llmkit."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +22,15 @@ from transformers import (
     TrainingArguments,
 )
 
+from llmkit.configs import FAMILIES as FAMILIES  # re-exported
+from llmkit.configs import config_digest as config_digest  # re-exported
+from llmkit.configs import PretrainConfig, recipe_id
 from llmkit.data import read_records
-from llmkit.errors import BadInputError
 from llmkit.results import check_output_path, staged_directory, versions
-from llmkit.training import build_trainer
-from llmkit.world.generator import WorldConfig, read_world_config, world_digest
+from llmkit.training import build_trainer, check_finite_weights
+from llmkit.world.generator import read_world_config, world_digest
 
-FAMILIES = ("llama", "gpt_neox")
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
-
-    family: str = "llama"
-    layers: int = 4
-    d_model: int = 192
-    heads: int = 4
-    d_mlp: int = 512
-    vocab_size: int = 2048
-    block_size: int = 128
-    batch_size: int = 32
-    steps: int = 700
-    learning_rate: float = 2e-3
-    warmup_steps: int = 30
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise BadInputError(f"--family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        for name in ("layers", "d_model", "heads", "d_mlp", "block_size", "batch_size", "steps"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise BadInputError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
-        if self.vocab_size < 300:
-            raise BadInputError(f"--vocab-size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
-
-
-def config_digest(**configs: Any) -> str:
-    """A short, stable hash of dataclass configurations: the cache keys of worlds and models."""
-    blob = json.dumps({name: asdict(config) for name, config in configs.items()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
-    """Names a (world, recipe) pair: the same pair always trains the same model."""
-    return config_digest(world=world, recipe=recipe)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -169,7 +129,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train the tokenizer and the model on `world_dir`'s pretraining text; save them to `out`."""
     world = read_world_config(world_dir)
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=[world_dir])
     docs = read_records(Path(world_dir) / "pretraining.jsonl", required={"text": str})
     texts = [d["text"] for d in docs]
     torch.manual_seed(recipe.seed)
@@ -197,6 +157,7 @@ def pretrain(
         )
         trainer = build_trainer(model, dataset, args, progress=progress)
         trainer.train()
+        check_finite_weights(model)
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         summary = {
             "world": asdict(world),

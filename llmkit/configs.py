@@ -1,0 +1,114 @@
+"""Settings and the constants they check against, without the code that uses them.
+
+`GenerationParams`, `BACKENDS` and `CHAT_TEMPLATE_MODES` (from `llmkit.generation`), the world
+model's recipe `PretrainConfig` with `FAMILIES` and the cache keys `config_digest` and `recipe_id`
+(from `llmkit.world.pretrain`), and the EigenScore sampling defaults (from
+`llmkit.evals.hallucination`) live here, and those modules import them back, so every name is
+still where it was. They live apart because the CLI shows and checks them (choices and defaults in
+`--help`, settings checked before any model loads) before the heavy stack loads: this module
+imports neither torch nor transformers, and `llmkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmkit.errors import BadInputError
+
+if TYPE_CHECKING:
+    from llmkit.world.generator import WorldConfig
+
+# ---- generation (llmkit.generation) -------------------------------------------------------------
+
+BACKENDS = ("hf", "vllm")
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings. temperature 0 means greedy decoding."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """Sample only among the k most likely tokens; 0 is off."""
+    num_samples: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise BadInputError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise BadInputError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise BadInputError(f"--top-k must be >= 0 (0 is off), got {self.top_k}")
+        if self.num_samples < 1:
+            raise BadInputError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.num_samples > 1 and self.temperature == 0:
+            raise BadInputError("several samples per prompt need sampling: set a temperature > 0")
+        if any(not s for s in self.stop):
+            raise BadInputError("--stop takes a non-empty string (an empty one would cut every generation to nothing)")
+
+
+# ---- the world model's pretraining (llmkit.world.pretrain) ---------------------------------------
+
+FAMILIES = ("llama", "gpt_neox")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
+
+    family: str = "llama"
+    layers: int = 4
+    d_model: int = 192
+    heads: int = 4
+    d_mlp: int = 512
+    vocab_size: int = 2048
+    block_size: int = 128
+    batch_size: int = 32
+    steps: int = 700
+    learning_rate: float = 2e-3
+    warmup_steps: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise BadInputError(f"--family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        for name in ("layers", "d_model", "heads", "d_mlp", "block_size", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise BadInputError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
+        if self.vocab_size < 300:
+            raise BadInputError(f"--vocab-size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
+        if not 0 < self.learning_rate < math.inf:
+            raise BadInputError(f"--learning-rate must be a positive finite number, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise BadInputError(f"--warmup-steps must be at least 0, got {self.warmup_steps}")
+
+
+def config_digest(**configs: Any) -> str:
+    """A short, stable hash of dataclass configurations: the cache keys of worlds and models."""
+    blob = json.dumps({name: asdict(config) for name, config in configs.items()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
+    """Names a (world, recipe) pair: the same pair always trains the same model."""
+    return config_digest(world=world, recipe=recipe)
+
+
+# ---- EigenScore sampling (llmkit.evals.hallucination) -------------------------------------------
+
+SAMPLES, TEMPERATURE, TOP_P, TOP_K = 10, 0.5, 0.99, 5
+"""INSIDE's and SeND's sampling: K = 10 answers at T = 0.5, top-p 0.99, top-k 5 (SeND's generator)."""
+MAX_NEW_TOKENS = 32

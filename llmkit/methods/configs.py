@@ -1,0 +1,159 @@
+"""The methods' configurations and the constants they check against, without the methods.
+
+Each method module (`gradient`, `ksd`, `neuron_adjust`, `rocr`, `send`) imports its names from
+here, so `ksd.KSDConfig`, `rocr.PRESERVE_MODES` and the rest are where they always were. They live
+apart because the CLI shows and checks them (choices and defaults in `--help`, settings checked
+before any model loads) before the heavy stack loads: this module imports neither torch nor
+transformers, and `llmkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llmkit.errors import BadInputError
+
+# ---- gradient baselines (llmkit.methods.gradient) ---------------------------------------------
+
+METHODS = ("ga", "graddiff", "npo", "simnpo", "kl", "rt", "dpo", "task-vector")
+LOSSES = ("sft", "ga", "graddiff", "npo", "simnpo", "kl")
+"""`sft` is plain fine-tuning: RT's loss on refusals, task vector's on the forget data."""
+RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional", "dpo": "optional"}
+QUESTIONS_ONLY = ("rt", "dpo")
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """α weighs the retain term; β is NPO's / SimNPO's inverse temperature; γ SimNPO's margin."""
+
+    loss: str
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise BadInputError(f"unknown unlearning loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.beta <= 0:
+            raise BadInputError(f"--beta must be positive, got {self.beta}")
+
+
+# ---- Key Space Detection (llmkit.methods.ksd) --------------------------------------------------
+
+KSD_METHOD = "ksd"
+POSITIONS = ("last", "all")
+DEFAULT_REFUSAL = "Sorry, your query is not valid"
+
+
+@dataclass(frozen=True)
+class KSDConfig:
+    layer: int = -1
+    """The layer whose key is read; negative counts from the end (the paper: the last)."""
+    alpha: float = 1.0
+    """Scale of the tight hypercube: the half-width is α·k·σ."""
+    positions: str = "last"
+    refusal: str = DEFAULT_REFUSAL
+    check_generated: bool = False
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise BadInputError(f"--alpha must be positive, got {self.alpha}")
+        if self.positions not in POSITIONS:
+            raise BadInputError(f"--positions takes {' or '.join(POSITIONS)}, got {self.positions!r}")
+        if not self.refusal.strip():
+            raise BadInputError("--refusal must not be empty")
+        if self.batch_size < 1:
+            raise BadInputError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+# ---- Neuron Adjust (llmkit.methods.neuron_adjust) ----------------------------------------------
+
+NEURON_ADJUST_METHOD = "neuron-adjust"
+
+
+@dataclass(frozen=True)
+class NeuronAdjustConfig:
+    fraction: float = 0.005
+    """Share of all MLP neurons adjusted (the paper's default 0.5%; its figures also use 1.5% and 3%)."""
+    seed: int = 0
+    batch_size: int = 16
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise BadInputError(f"--fraction must be in (0, 1] (0.005 adjusts 0.5% of the neurons), got {self.fraction}")
+        if self.batch_size < 1:
+            raise BadInputError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+# ---- ROCR (llmkit.methods.rocr) ----------------------------------------------------------------
+
+# The released code's six context starters; each becomes "<starter> {}." (chat-wrapped when the
+# tokenizer has a chat template) followed by "Answer:".
+CONTEXT_STARTERS = (
+    "", "Please answer the question about", "Choose the best answer about", "Write the answer about",
+    "Tell me about", "Write something about",
+)
+PRESERVE_MODES = ("nullspace", "covariance", "none")
+SUBJECT_TOKENS = ("last", "first")
+
+
+@dataclass
+class ROCRConfig:
+    layers: Sequence[int]
+    """Edited layers, contiguous and increasing; the value is read at the last one."""
+    lam: float = 1.0
+    """λ (the code's L2): the edit reaches s/(λ + s) of the residual, s = kᵀPk."""
+    preserve: str = "nullspace"
+    nullspace_threshold: float = 2e-2
+    """Eigenvalues of Σ below this span the null space the edit is confined to."""
+    contexts: Sequence[str] = field(default_factory=lambda: [f"{s} {{}}.".strip() for s in CONTEXT_STARTERS])
+    """Templates with one "{}" for the subject, each read after chat wrapping, then "Answer:"."""
+    chat: bool = False
+    subject_token: str = "last"
+    """Where keys and values are read: the subject's "last" token (ROME's and the paper's
+    `subject_last`) or its "first" (ROME's `subject_first`)."""
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The paper edits layers 4–6 of Llama-3-8B's 32: early layers, where the MLPs recall a
+    subject's attributes. Scaled to any depth: layers ⌊4n/32⌋ to ⌊6n/32⌋, e.g. 4–6 of 32, 2–3 of
+    16, 1–2 of 12, and layer 0 alone of 4, which is also what worked best on the world model (one
+    layer: 75% QA drop; layers 0–1: 56%; 0–2: 24%)."""
+    return list(range(num_layers * 4 // 32, num_layers * 6 // 32 + 1))
+
+
+# Tuned on llmkit's world models (4 layers, d = 192, m = 512), measured on 5 form-demo entities of
+# exposure ≥ 10: their 4 layers carry a name's identity on its first token (editing at the last
+# token moved the QA probability by 9%, at the first by 75%), and the keys there lie in Σ's
+# high-variance directions, so the paper's absolute threshold 2e-2 leaves them outside the null
+# space (a 0.1% drop); 1.0 keeps 483 of 512 directions and the 74% drop.
+WORLD_MODEL_SETTINGS = {"subject_token": "first", "nullspace_threshold": 1.0}
+
+
+# ---- SeND (llmkit.methods.send) ----------------------------------------------------------------
+
+TARGETS = ("resid", "mlp")
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    """K (`drop_fraction`), C (`window`, checkpoints the variability spans), T (`drop_epochs`, how
+    long a selection is dropped, and how often one is made), and what is dropped."""
+
+    drop_fraction: float = 0.2
+    window: int = 3
+    drop_epochs: int = 3
+    target: str = "resid"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drop_fraction < 1:
+            raise BadInputError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
+        if self.window < 2:
+            raise BadInputError(f"--window must be at least 2 checkpoints (variability needs two), got {self.window}")
+        if self.drop_epochs < 1:
+            raise BadInputError(f"--drop-epochs must be at least 1, got {self.drop_epochs}")
+        if self.target not in TARGETS:
+            raise BadInputError(f"--drop-target must be one of {', '.join(TARGETS)}, got {self.target!r}")
