@@ -267,7 +267,7 @@ MODEL_SOURCES = {
 @cli_command
 def quickstart(
     cache_dir: Annotated[
-        Optional[Path], typer.Option(help="Where worlds and models are cached [default: $LLMKIT_CACHE or ~/.cache/llmkit].")
+        Optional[Path], typer.Option(help="Where worlds and models are cached.", show_default="$LLMKIT_CACHE or ~/.cache/llmkit")
     ] = None,
     preset_name: Annotated[str, typer.Option("--preset", help=f"World and recipe: {', '.join(PRESETS)}.")] = "default",
     rebuild: Annotated[
