@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from llmkit.errors import BadInputError
 from llmkit.data import dumps_jsonl
-from llmkit.results import dumps_results, staged_directory
+from llmkit.results import NAME_MAX, dumps_results, staged_directory
 
 if TYPE_CHECKING:
     from llmkit.generation import Backend
@@ -235,6 +235,16 @@ def parse_lora_targets(text: Optional[str]) -> list[str] | None:
 def is_main_process() -> bool:
     """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def checkpoint_path(out: Path, checkpoint_dir: Path | None) -> Path:
+    """Where a training command checkpoints: --checkpoint-dir, or OUT.checkpoints beside --out."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir
+    name = f"{out.name}.checkpoints"
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise BadInputError(f"--out {out.name[:40]}... is too long to name its checkpoint directory {name[:20]}...; pass --checkpoint-dir")
+    return out.parent / name
 
 
 def resume_note(checkpoint_dir: Path, run: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ from llmkit.commands._common import (
     ModelOpt,
     OverwriteOpt,
     TrustRemoteCodeOpt,
+    checkpoint_path,
     cli_command,
     data_digest,
     is_main_process,
@@ -128,7 +129,7 @@ def train_command(method: str) -> Any:
         train_texts, tracking_texts, test_texts = send.split_texts(texts, track_fraction, test_fraction, seed)
         if method == "send":
             send.check_tracking(tracking_texts, len(texts), track_fraction)
-        checkpoints = checkpoint_dir or out.parent / f"{out.name}.checkpoints"
+        checkpoints = checkpoint_path(out, checkpoint_dir)
         budget = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "seed": seed, "save_steps": save_steps}
         run = {
             "method": method, "model": model, "data_digest": data_digest([{"text": t} for t in texts]), "budget": budget,

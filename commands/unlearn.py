@@ -21,6 +21,7 @@ from llmkit.commands._common import (
     ModelOpt,
     OverwriteOpt,
     TrustRemoteCodeOpt,
+    checkpoint_path,
     cli_command,
     counting_progress_bar,
     data_digest,
@@ -293,7 +294,7 @@ def gradient_command(method: str) -> Any:
         forget_records, retain_records = read_data(forget), read_data(retain)
         beta = beta if beta is not None else DEFAULT_BETA.get(method, 0.1)
         gradient.check_request(method, forget_records, retain_records, alpha=alpha, beta=beta)
-        checkpoints = checkpoint_dir or out.parent / f"{out.name}.checkpoints"
+        checkpoints = checkpoint_path(out, checkpoint_dir)
         budget = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed, "save_steps": save_steps}
         hyper = {"alpha": alpha, "beta": beta, "gamma": gamma}
         settings = {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]}

@@ -40,7 +40,7 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Iterable[str | 
     path = Path(path).expanduser()
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise BadInputError(
-            f"output name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes long; file names are at most {NAME_MAX}"
+            f"output name {path.name[:40]}... is too long ({len(os.fsencode(path.name))} bytes; file names are at most {NAME_MAX})"
         )
     resolved = path.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:

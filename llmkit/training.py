@@ -135,9 +135,9 @@ def training_arguments(
     """TrainingArguments with llmkit's defaults: a constant learning rate, no weight decay, one
     checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm and no
     reporting integrations, and every dataset column passed to the loss (methods read their own)."""
-    for name, value in (("epochs", epochs), ("learning rate", learning_rate), ("batch size", batch_size)):
+    for flag, value in (("--epochs", epochs), ("--lr", learning_rate), ("--batch-size", batch_size)):
         if value <= 0:
-            raise BadInputError(f"the {name} must be positive, got {value}")
+            raise BadInputError(f"{flag} must be positive, got {value}")
     if max_steps is not None and max_steps < 1:
         raise BadInputError(f"--max-steps must be at least 1, got {max_steps}")
     if save_steps < 1:
@@ -225,6 +225,8 @@ def build_trainer(
 def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | None:
     """The checkpoint to resume from, if `checkpoint_dir` holds one of this same run (`run` is its
     configuration); checkpoints of another run are bad input, not silently resumed."""
+    if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise BadInputError(f"checkpoint directory {checkpoint_dir} is a file; pass another --checkpoint-dir")
     record = checkpoint_dir / RUN_FILE
     if not record.is_file():
         if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):

@@ -83,7 +83,7 @@ def test_overwrite_replaces_only_an_llmkit_output(tmp_path):
 
 
 def test_names_too_long_are_refused_and_the_longest_legal_one_is_written(tmp_path):
-    with pytest.raises(BadInputError, match="is 300 bytes long; file names are at most 255"):
+    with pytest.raises(BadInputError, match=r"is too long \(300 bytes; file names are at most 255\)"):
         write_run(tmp_path / ("x" * 300), _results())
     longest = tmp_path / ("y" * 255)
     write_run(longest, _results())

@@ -116,6 +116,19 @@ class ROCRConfig:
     """Where keys and values are read: the subject's "last" token (ROME's and the paper's
     `subject_last`) or its "first" (ROME's `subject_first`)."""
 
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise BadInputError(f"--lambda must be at least 0, got {self.lam}")
+        if self.preserve not in PRESERVE_MODES:
+            raise BadInputError(f"--preserve takes {', '.join(PRESERVE_MODES)}, got {self.preserve!r}")
+        if self.nullspace_threshold <= 0:
+            raise BadInputError(
+                f"--nullspace-threshold must be positive (no eigenvalue is below {self.nullspace_threshold}, "
+                f"so the edit would be confined to nothing), got {self.nullspace_threshold}"
+            )
+        if self.subject_token not in SUBJECT_TOKENS:
+            raise BadInputError(f"--subject-token takes {' or '.join(SUBJECT_TOKENS)}, got {self.subject_token!r}")
+
 
 def default_layers(num_layers: int) -> list[int]:
     """The paper edits layers 4–6 of Llama-3-8B's 32: early layers, where the MLPs recall a
