@@ -30,7 +30,7 @@ from transformers.generation.streamers import BaseStreamer
 from llmkit.batching import length_sorted_batches, pad_batch
 from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams
 from llmkit.errors import BadInputError, first_line
-from llmkit.models import adapter_base, check_context, check_model_path, load_model, load_tokenizer, resolve_device, resolve_dtype
+from llmkit.models import adapter_base, check_context, check_model_path, context_length, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 Progress = Callable[[float, int], None]
 """Called as progress(done, total), counting prompts (or scored pairs), as work finishes; `done`
@@ -206,7 +206,7 @@ class HFBackend(Backend):
         self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None
     ) -> list[Generation]:
         encoded = encode_prompts(self.tokenizer, prompts)
-        check_context(self.model, [len(ids) for ids in encoded], params.max_new_tokens)
+        check_context(context_length(self.model), [len(ids) for ids in encoded], params.max_new_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         sampling = params.temperature > 0
         options = dict(
@@ -248,7 +248,7 @@ class HFBackend(Backend):
     ) -> list[ContinuationScore]:
         pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
         sequences = [ctx + cont for ctx, cont in pairs]
-        check_context(self.model, [len(s) for s in sequences])
+        check_context(context_length(self.model), [len(s) for s in sequences])
         results: list[ContinuationScore | None] = [None] * len(pairs)
 
         def run_batch(indices: list[int]) -> None:
@@ -407,6 +407,7 @@ class VLLMBackend(Backend):
         if not prompts:
             return []
         encoded = encode_prompts(self.tokenizer, prompts)
+        check_context(self.llm.model_config.max_model_len, [len(ids) for ids in encoded], params.max_new_tokens)
         options = dict(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -471,6 +472,7 @@ class VLLMBackend(Backend):
         from vllm.inputs import TokensPrompt
 
         pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
+        check_context(self.llm.model_config.max_model_len, [len(c) + len(t) for c, t in pairs])
         # prompt_logprobs=1 returns, at every prompt position, the actual token with its rank.
         sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         requests = [TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in pairs]

@@ -191,11 +191,10 @@ def context_length(model: PreTrainedModel) -> int | None:
     return limit if isinstance(limit, int) and limit > 0 else None
 
 
-def check_context(model: PreTrainedModel, lengths: Sequence[int], new_tokens: int = 0) -> None:
-    """Refuse input that does not fit the model's context: the longest of `lengths` (token counts)
-    plus `new_tokens` to generate. Past it, position embeddings run out (an IndexError deep in
-    the model) or generation runs on without bound."""
-    limit = context_length(model)
+def check_context(limit: int | None, lengths: Sequence[int], new_tokens: int = 0) -> None:
+    """Refuse input that does not fit a model's context of `limit` tokens (None: no limit): the
+    longest of `lengths` (token counts) plus `new_tokens` to generate. Past it, position
+    embeddings run out (an IndexError deep in the model) or generation runs on without bound."""
     longest = max(lengths, default=0)
     if limit is None or longest + new_tokens <= limit:
         return

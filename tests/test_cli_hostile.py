@@ -448,16 +448,22 @@ def test_a_statistics_cache_that_is_a_file_is_one_line(llama_dir, corpus, tmp_pa
 # --- 15. two runs writing the same output at once -------------------------------------------------------
 
 
-@pytest.mark.parametrize("attempt", [1, 2, 3])
-def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
-    out = tmp_path / "world"
-    procs = {seed: start_llmkit("world", "build", "--out", out, "--seed", seed, cwd=tmp_path) for seed in (1, 2)}
+def one_wins(procs: dict[int, subprocess.Popen]) -> int:
+    """Of two concurrent runs by seed, exactly one succeeds and the other is refused in one line;
+    returns the winner's seed."""
     done = {seed: (proc.communicate(timeout=300), proc.returncode) for seed, proc in procs.items()}
     codes = sorted(code for _, code in done.values())
     assert codes == [0, 2], {seed: (code, err[-2000:]) for seed, ((_, err), code) in done.items()}
     [winner] = [seed for seed, (_, code) in done.items() if code == 0]
     [((loser_out, loser_err), _)] = [v for seed, v in done.items() if seed != winner]
     assert_process_refused(subprocess.CompletedProcess([], 2, loser_out, loser_err))
+    return winner
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
+    out = tmp_path / "world"
+    winner = one_wins({seed: start_llmkit("world", "build", "--out", out, "--seed", seed, cwd=tmp_path) for seed in (1, 2)})
     assert json.loads((out / "world.json").read_text())["config"]["seed"] == winner
     assert len(read_records(out / "entities.jsonl")) == 200
     assert leftovers(tmp_path, "world") == ["world"]
@@ -466,17 +472,11 @@ def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
 def test_concurrent_unlearning_runs_one_wins(llama_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"text": t} for t in TEXTS[:8]])
     out = tmp_path / "g"
-    procs = {
+    winner = one_wins({
         seed: start_llmkit("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", out, "--max-steps", 4,
                            "--batch-size", 2, "--lr", "1e-3", "--seed", seed, cwd=tmp_path)
         for seed in (0, 1)
-    }
-    done = {seed: (proc.communicate(timeout=300), proc.returncode) for seed, proc in procs.items()}
-    codes = sorted(code for _, code in done.values())
-    assert codes == [0, 2], {seed: (code, err[-2000:]) for seed, ((_, err), code) in done.items()}
-    [winner] = [seed for seed, (_, code) in done.items() if code == 0]
-    [((loser_out, loser_err), _)] = [v for seed, v in done.items() if seed != winner]
-    assert_process_refused(subprocess.CompletedProcess([], 2, loser_out, loser_err))
+    })
     record = json.loads((out / "unlearn.json").read_text())
     assert record["budget"]["seed"] == winner and (out / "model.safetensors").is_file()
     assert not [name for name in leftovers(tmp_path, "g") if name.startswith(".")]

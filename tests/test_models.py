@@ -84,8 +84,8 @@ def test_input_beyond_the_context_is_refused(tmp_path):
     config.n_positions = 64
     model = AutoModelForCausalLM.from_config(config)
     assert context_length(model) == 64
-    check_context(model, [40], 24)
+    check_context(context_length(model), [40], 24)
     with pytest.raises(BadInputError, match=r"the longest prompt has 40 tokens .* context of 64 tokens.*at most 24"):
-        check_context(model, [40, 3], 25)
+        check_context(context_length(model), [40, 3], 25)
     with pytest.raises(BadInputError, match="the longest input has 65 tokens, beyond the model's context of 64"):
-        check_context(model, [65])
+        check_context(context_length(model), [65])

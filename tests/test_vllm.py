@@ -87,6 +87,14 @@ class TestOnTheMicroWorldModel:
         assert reported[-1] == (len(prompts), len(prompts))  # progress counts prompts, as HF's does
         assert [done for done, _ in reported] == sorted(done for done, _ in reported)
 
+    def test_inputs_beyond_the_context_are_refused_as_hf_refuses_them(self, micro_vllm, micro_hf):
+        limit = micro_vllm.llm.model_config.max_model_len
+        for backend in (micro_vllm, micro_hf):
+            with pytest.raises(BadInputError, match=f"--max-new-tokens asks for {limit} more, beyond the model's context of {limit}"):
+                backend.generate(["Alice"], GenerationParams(max_new_tokens=limit))
+            with pytest.raises(BadInputError, match=f"beyond the model's context of {limit} tokens"):
+                backend.score(["word " * limit], [" end"])
+
     def test_a_second_engine_in_the_process_is_refused_while_one_is_open(self, micro_vllm, micro_model):
         with pytest.raises(RuntimeError, match="already open in this process"):
             VLLMBackend(str(micro_model))
