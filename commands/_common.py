@@ -114,7 +114,9 @@ class LlmkitGroup(TyperGroup):
     command) is one `error:` line and exit code 2 instead of Typer's panel, and SIGTERM is
     handled as an interrupt while a command runs."""
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
         on_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
         try:
