@@ -65,7 +65,7 @@ def sft_steps(model, tokenizer, forget, retain, budget):
     """Plain fine-tuning steps on the same batches: NLL_f (+ NLL_r when there is retain data)."""
     trainer = build_trainer(
         model, gradient.unlearning_dataset(tokenizer, forget, retain, 0),
-        training_arguments(tempfile.mkdtemp(), **budget), trainer_class=gradient.UnlearningTrainer,
+        training_arguments(tempfile.mkdtemp(), budget), trainer_class=gradient.UnlearningTrainer,
         data_collator=gradient.PadCollator(tokenizer.pad_token_id), unlearning=gradient.GradientConfig("sft"),
     )
     return run_steps(trainer)

@@ -10,8 +10,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -234,6 +236,11 @@ def parse_lora_targets(text: Optional[str]) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def lora_settings(lora: bool, rank: int, targets: Optional[str]) -> dict[str, Any] | None:
+    """--lora, --lora-rank and --lora-target as a training run records them (None: no LoRA)."""
+    return {"rank": rank, "targets": parse_lora_targets(targets)} if lora else None
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -279,3 +286,61 @@ def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str
     trainer.accelerator.wait_for_everyone()
     leave_process_group(trainer)
     return main
+
+
+def train_and_write(
+    title: str,
+    model: str,
+    out: Path,
+    checkpoints: Path,
+    run: dict[str, Any],
+    fit: Callable[[Any, Any, Callable[[int, int], None] | None], tuple[Any, dict[str, Any]]],
+    rows: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    record_file: str,
+    dtype: str,
+    trust_remote_code: bool,
+    overwrite: bool,
+    json: bool,
+) -> None:
+    """The tail of every training command (`train`, `unlearn` with a gradient method). Says which
+    checkpoint of `run` it resumes from, loads `model` for training (on the CPU: Trainer places
+    it), adds LoRA as `run["lora"]` records it, seeded by `run["budget"]["seed"]`, and calls
+    `fit(model, tokenizer, progress)` under a progress bar on the main process: it trains and
+    returns the trainer and the command's own record fields. The record, `run` + those fields +
+    the `RunSummary`, goes beside the trained model in `out` as `record_file`; the main process
+    prints it (--json) or a table of `rows(record)` and the time."""
+    from llmkit.models import load_model, model_fingerprint
+    from llmkit.training import RunSummary, add_lora, training_dtype
+
+    resumed_from = resume_note(checkpoints, run)
+    started = time.perf_counter()
+    hf_model, tokenizer = load_model(
+        model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
+    )
+    original = model_fingerprint(hf_model)
+    if run["lora"]:
+        hf_model = add_lora(hf_model, run["lora"]["rank"], run["lora"]["targets"], seed=run["budget"]["seed"])
+    with progress_bar(title, 1) if is_main_process() else nullcontext(None) as progress:
+        trainer, fields = fit(hf_model, tokenizer, progress)
+    seconds = time.perf_counter() - started
+    summary = RunSummary.of(trainer, original_fingerprint=original, seconds=seconds, resumed_from=resumed_from)
+    record = {**run, **fields, **asdict(summary)}
+    if not write_trained_model(trainer, tokenizer, out, model, {record_file: record}, overwrite):
+        return
+    if json:
+        print_results_json(record)
+        return
+    stdout.print(key_value_table(title, {**rows(record), "time": f"{record['train_time_s']:.1f} s"}))
+    stdout.print(f"{'adapter' if run['lora'] else 'model'}: {out}")
+
+
+def loss_change(record: dict[str, Any]) -> str:
+    """A training record's first → final loss, for its table."""
+    return "-" if record["first_loss"] is None else f"{record['first_loss']:.4g} → {record['final_loss']:.4g}"
+
+
+def backend_config(engine: Backend, backend: str, batch_size: int | str, dtype: str, device: str) -> dict[str, Any]:
+    """How a command's backend ran, for its results.json config: the options and the dtype they resolved to."""
+    resolved = str(engine.dtype).removeprefix("torch.")
+    return {"backend": backend, "batch_size": batch_size, "dtype": dtype, "resolved_dtype": resolved, "device": device}

@@ -20,6 +20,7 @@ from llmkit.commands._common import (
     OverwriteOpt,
     SeedOpt,
     TrustRemoteCodeOpt,
+    backend_config,
     cli_command,
     key_value_table,
     open_backend,
@@ -106,10 +107,10 @@ def generate(
         "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
     }
     config = {
-        "model": model, "input": input, "backend": backend, "batch_size": batch, "dtype": dtype,
-        "resolved_dtype": str(engine.dtype).removeprefix("torch."), "device": device,
+        "model": model, "input": input, **backend_config(engine, backend, batch, dtype, device),
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "num_samples": num_samples,
-        "stop": list(params.stop), "seed": seed, "intervention": [str(p) for p in intervention or []], "limit": limit, "prompt_field": prompt_field,
+        "stop": list(params.stop), "seed": seed, "intervention": [str(p) for p in intervention or []], "limit": limit,
+        "prompt_field": prompt_field,
     }
     results = make_results(
         "generate", config, metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)

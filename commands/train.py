@@ -4,8 +4,7 @@ sensitivity dropout; both split the data alike and log the held-out EigenScore a
 from __future__ import annotations
 
 import inspect
-import time
-from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -21,18 +20,14 @@ from llmkit.commands._common import (
     checkpoint_path,
     cli_command,
     data_digest,
-    is_main_process,
-    key_value_table,
-    parse_lora_targets,
-    print_results_json,
-    progress_bar,
-    resume_note,
-    stdout,
-    write_trained_model,
+    lora_settings,
+    loss_change,
+    train_and_write,
 )
 from llmkit.configs import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
+from llmkit.methods.configs import SendConfig
 from llmkit.results import check_output_path
 
 if TYPE_CHECKING:
@@ -87,10 +82,22 @@ def train_command(method: str) -> Any:
         data: Annotated[Path, typer.Option(help="Texts to train on: any data format with a text field (JSONL, CSV, Parquet, a saved or hub dataset).")],
         out: Annotated[Path, typer.Option("--out", help="Where the trained model goes: an HF model directory, or a peft adapter with --lora.")],
         text_field: Annotated[str, typer.Option(help="The field holding each text (a list of sentences is joined).")] = "text",
-        drop_fraction: Annotated[float, typer.Option(help="K: the share of embedding indices dropped, in (0, 1).")] = 0.2,
-        window: Annotated[int, typer.Option(help="C: epochs (checkpoints) the variability is measured over.")] = 3,
-        drop_epochs: Annotated[int, typer.Option(help="T: epochs a selection is dropped for; one is made every T epochs.")] = 3,
-        drop_target: Annotated[str, typer.Option(help="resid: the penultimate layer's output coordinates (the paper); mlp: its MLP units (the official code).")] = "resid",
+        drop_fraction: Annotated[
+            float, typer.Option(help="K: the share of embedding indices dropped, in (0, 1).")
+        ] = SendConfig.drop_fraction,
+        window: Annotated[
+            int, typer.Option(help="C: epochs (checkpoints) the variability is measured over.")
+        ] = SendConfig.window,
+        drop_epochs: Annotated[
+            int, typer.Option(help="T: epochs a selection is dropped for; one is made every T epochs.")
+        ] = SendConfig.drop_epochs,
+        drop_target: Annotated[
+            str,
+            typer.Option(
+                help="resid: the penultimate layer's output coordinates (the paper); "
+                "mlp: its MLP units (the official code)."
+            ),
+        ] = SendConfig.target,
         track_fraction: Annotated[float, typer.Option(help="Share of the texts held out as SeND's tracking split.")] = 0.1,
         test_fraction: Annotated[float, typer.Option(help="Share held out as the test split (EigenScore prompts unless --eval-prompts).")] = 0.1,
         eval_prompts: Annotated[Optional[Path], typer.Option(help="Prompts (with 'answer' for accuracy, 'group' optional) to log EigenScore on after each epoch.")] = None,
@@ -116,11 +123,10 @@ def train_command(method: str) -> Any:
         from llmkit.evals.hallucination import evaluate_hallucination
         from llmkit.generation import HFBackend
         from llmkit.methods import send
-        from llmkit.models import load_model, model_fingerprint
-        from llmkit.training import EpochEvaluation, add_lora, train, training_dtype
+        from llmkit.training import EpochEvaluation, TrainingBudget, build_text_trainer, train
 
         check_output_path(out, overwrite, inputs=[model, data, eval_prompts])
-        config = send.SendConfig(drop_fraction, window, drop_epochs, drop_target) if method == "send" else None
+        config = SendConfig(drop_fraction, window, drop_epochs, drop_target) if method == "send" else None
         if eval_samples == 1 or eval_samples < 0:
             raise BadInputError(f"--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, got {eval_samples}")
         if epochs < 1 or max_length < 2 or prompt_tokens < 1 or (eval_limit is not None and eval_limit < 0):
@@ -130,68 +136,55 @@ def train_command(method: str) -> Any:
         if method == "send":
             send.check_tracking(tracking_texts, len(texts), track_fraction)
         checkpoints = checkpoint_path(out, checkpoint_dir)
-        budget = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "seed": seed, "save_steps": save_steps}
+        budget = TrainingBudget(epochs, lr, batch_size, seed=seed, save_steps=save_steps)
         run = {
-            "method": method, "model": model, "data_digest": data_digest([{"text": t} for t in texts]), "budget": budget,
+            "method": method, "model": model, "data_digest": data_digest([{"text": t} for t in texts]),
+            # train has no --max-steps, and its records (which a resumed run must match) never held one
+            "budget": {k: v for k, v in asdict(budget).items() if k != "max_steps"},
             "split": [track_fraction, test_fraction], "max_length": max_length, "send": config.__dict__ if config else None,
-            "lora": {"rank": lora_rank, "targets": parse_lora_targets(lora_target)} if lora else None,
+            "lora": lora_settings(lora, lora_rank, lora_target),
         }
-        resumed_from = resume_note(checkpoints, run)
-        started = time.perf_counter()
-        hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
-        original = model_fingerprint(hf_model)
-        if lora:
-            hf_model = add_lora(hf_model, lora_rank, run["lora"]["targets"], seed=seed)
-        callbacks: list[Any] = []
-        sensitivity = None
-        if config is not None:
-            sensitivity = send.SensitivityDropout(config, send.encode_texts(tokenizer, tracking_texts, max_length), tokenizer.pad_token_id)
-            callbacks.append(sensitivity)
-        items = evaluation_prompts(eval_prompts, test_texts, tokenizer, prompt_tokens, eval_limit) if eval_samples else []
-        if items:
-            params = GenerationParams(
-                max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, num_samples=eval_samples, stop=("\n",), seed=seed
-            )
-            correctness = all("answer" in item for item in items)
 
-            def evaluate(trained: PreTrainedModel) -> dict[str, Any]:
-                return evaluate_hallucination(HFBackend(trained, tokenizer), trained, items, params, correctness=correctness, method="ees")[0]
+        def fit(hf_model: PreTrainedModel, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
+            callbacks: list[Any] = []
+            sensitivity = None
+            if config is not None:
+                tracking = send.encode_texts(tokenizer, tracking_texts, max_length)
+                sensitivity = send.SensitivityDropout(config, tracking, tokenizer.pad_token_id)
+                callbacks.append(sensitivity)
+            items = []
+            if eval_samples:
+                items = evaluation_prompts(eval_prompts, test_texts, tokenizer, prompt_tokens, eval_limit)
+            if items:
+                params = GenerationParams(
+                    max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K,
+                    num_samples=eval_samples, stop=("\n",), seed=seed,
+                )
+                correctness = all("answer" in item for item in items)
 
-            callbacks.append(EpochEvaluation(evaluate))
-        main = is_main_process()
-        with progress_bar(f"train {method}", 1) if main else nullcontext(None) as progress:
-            trainer = send.build_text_trainer(
+                def evaluate(trained: PreTrainedModel) -> dict[str, Any]:
+                    metrics, _ = evaluate_hallucination(
+                        HFBackend(trained, tokenizer), trained, items, params, correctness=correctness, method="ees"
+                    )
+                    return metrics
+
+                callbacks.append(EpochEvaluation(evaluate))
+            trainer = build_text_trainer(
                 hf_model, tokenizer, train_texts, checkpoints, budget, max_length=max_length, callbacks=callbacks, progress=progress
             )
             train(trainer, run)
-        history = trainer.state.log_history
-        losses = [entry["loss"] for entry in history if "loss" in entry]
-        record = {
-            **run, "data": str(data), "texts": {"train": len(train_texts), "tracking": len(tracking_texts), "test": len(test_texts)},
-            "original_fingerprint": original, "steps": trainer.state.global_step, "processes": trainer.args.world_size,
-            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-            "epoch_losses": _epoch_losses(history), "evaluations": [e for e in history if "evaluation" in e],
-            "selections": sensitivity.selections if sensitivity else None, "train_time_s": round(time.perf_counter() - started, 2),
-            "resumed_from": resumed_from,
-        }
-        if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
-            return
-        if json:
-            print_results_json(record)
-            return
-        rows: dict[str, Any] = {
-            "texts (train/tracking/test)": f"{len(train_texts)}/{len(tracking_texts)}/{len(test_texts)}",
-            "steps": record["steps"], "loss": f"{record['first_loss']:.4g} → {record['final_loss']:.4g}" if losses else "-",
-        }
-        for entry in record["evaluations"]:
-            metrics = entry["evaluation"]
-            accuracy = f", accuracy {metrics['accuracy']:.0%}" if metrics.get("accuracy") is not None else ""
-            rows[f"epoch {entry['epoch']}"] = f"EES {metrics['eigenscore']['mean']:.3f}{accuracy}"
-        if sensitivity:
-            rows["SeND selections"] = ", ".join(f"epoch {s['epoch']}: {len(s['indices'])} indices" for s in sensitivity.selections) or "none"
-        rows["time"] = f"{record['train_time_s']:.1f} s"
-        stdout.print(key_value_table(f"train {method}", rows))
-        stdout.print(f"{'adapter' if lora else 'model'}: {out}")
+            history = trainer.state.log_history
+            return trainer, {
+                "data": str(data),
+                "texts": {"train": len(train_texts), "tracking": len(tracking_texts), "test": len(test_texts)},
+                "epoch_losses": _epoch_losses(history), "evaluations": [e for e in history if "evaluation" in e],
+                "selections": sensitivity.selections if sensitivity else None,
+            }
+
+        train_and_write(
+            f"train {method}", model, out, checkpoints, run, fit, _table_rows,
+            record_file=RECORD_FILE, dtype=dtype, trust_remote_code=trust_remote_code, overwrite=overwrite, json=json,
+        )
 
     parameters = [p for p in inspect.signature(command, eval_str=True).parameters.values() if method == "send" or p.name not in SEND_OPTIONS]
     command.__signature__ = inspect.Signature(parameters)
@@ -201,6 +194,23 @@ def train_command(method: str) -> Any:
         "(EES) of sampled answers to held-out prompts after every epoch, and SeND's selections."
     )
     return cli_command(command)
+
+
+def _table_rows(record: dict[str, Any]) -> dict[str, Any]:
+    """What `train` prints of its record (the time aside)."""
+    texts = record["texts"]
+    rows: dict[str, Any] = {
+        "texts (train/tracking/test)": f"{texts['train']}/{texts['tracking']}/{texts['test']}",
+        "steps": record["steps"], "loss": loss_change(record),
+    }
+    for entry in record["evaluations"]:
+        metrics = entry["evaluation"]
+        accuracy = f", accuracy {metrics['accuracy']:.0%}" if metrics.get("accuracy") is not None else ""
+        rows[f"epoch {entry['epoch']}"] = f"EES {metrics['eigenscore']['mean']:.3f}{accuracy}"
+    if record["selections"] is not None:
+        selections = [f"epoch {s['epoch']}: {len(s['indices'])} indices" for s in record["selections"]]
+        rows["SeND selections"] = ", ".join(selections) or "none"
+    return rows
 
 
 def _epoch_losses(history: list[dict[str, Any]]) -> list[float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -25,62 +25,38 @@ from llmkit.commands._common import (
     cli_command,
     counting_progress_bar,
     data_digest,
-    is_main_process,
     key_value_table,
-    parse_lora_targets,
+    lora_settings,
+    loss_change,
     print_results_json,
-    progress_bar,
-    resume_note,
     stderr,
     stdout,
-    write_trained_model,
+    train_and_write,
 )
 from llmkit.configs import CHAT_TEMPLATE_MODES
-from llmkit.data import check_records, read_records, read_text, read_texts, record_texts
+from llmkit.data import check_records, read_records, read_text, record_texts
 from llmkit.errors import BadInputError
-from llmkit.methods.configs import DEFAULT_REFUSAL, METHODS, PRESERVE_MODES, KSDConfig, default_layers
-from llmkit.results import check_output_path, staged_directory
+from llmkit.methods.configs import (
+    DEFAULT_BETA,
+    METHOD_HELP,
+    METHOD_OPTIONS,
+    METHODS,
+    PRESERVE_MODES,
+    GradientConfig,
+    KSDConfig,
+    NeuronAdjustConfig,
+    ROCRConfig,
+)
+from llmkit.results import check_output_path
 from llmkit.world.cache import default_cache_dir, pretraining_corpus
 
 if TYPE_CHECKING:
     from llmkit.interventions import Artifact
-    from llmkit.methods import rocr
 
 app = typer.Typer(help="Make a model forget a concept or a skill.", no_args_is_help=True)
 
 RECORD_FILE = "unlearn.json"
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")]
-
-
-def parse_layers(text: str | None, num_layers: int) -> list[int]:
-    """'4,5,6' or '4-6' -> [4, 5, 6]; None -> the default rule. Contiguous and in range."""
-    if text is None:
-        return default_layers(num_layers)
-    try:
-        if "-" in text:
-            first, last = (int(part) for part in text.split("-"))
-            layers = list(range(first, last + 1))
-        else:
-            layers = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise BadInputError(f"--layers takes comma-separated layer numbers or a range like 4-6, got {text!r}") from None
-    if not layers or any(not 0 <= layer < num_layers for layer in layers):
-        raise BadInputError(f"--layers {text}: the model has layers 0..{num_layers - 1}")
-    if layers != list(range(layers[0], layers[0] + len(layers))):
-        raise BadInputError(f"--layers {text}: edited layers must be contiguous and increasing, e.g. 4,5,6")
-    return layers
-
-
-def pair_requests(targets: list[str], redirects: list[str]) -> list[rocr.Request]:
-    from llmkit.methods import rocr
-
-    if not targets or not redirects:
-        raise BadInputError("name what to forget with --target and where to send it with --redirect")
-    if len(redirects) not in (1, len(targets)):
-        raise BadInputError(f"give one --redirect for all targets or one per target; got {len(targets)} targets and {len(redirects)} redirects")
-    if len(redirects) == 1:
-        redirects = redirects * len(targets)
-    return [rocr.Request(t, r) for t, r in zip(targets, redirects)]
 
 
 def read_contexts(path: Path | None) -> list[str] | None:
@@ -94,19 +70,6 @@ def read_contexts(path: Path | None) -> list[str] | None:
     if not contexts or bad:
         raise BadInputError(f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'")
     return contexts
-
-
-def statistics_corpus(source: str | None, tokens: int, max_length: int) -> rocr.StatisticsCorpus | None:
-    """The corpus the key statistics are read from, or None when none is named."""
-    from llmkit.methods import rocr
-
-    if source is None:
-        return None
-    if source == "-":
-        raise BadInputError("--stats-corpus is read twice (digest, then statistics), so it cannot be stdin; save it to a file")
-    elif not Path(source).expanduser().exists() and Path(source).suffix:
-        raise BadInputError(f"--stats-corpus {source} does not exist")
-    return rocr.StatisticsCorpus(source, lambda: read_texts(source), tokens, max_length=max_length)
 
 
 def edit_table(record: dict[str, Any]) -> Table:
@@ -132,8 +95,12 @@ def rocr_command(
     target: Annotated[list[str], typer.Option("--target", "-t", help="Concept to forget (repeatable: edited one after another).")],
     redirect: Annotated[list[str], typer.Option("--redirect", "-r", help="Harmless concept the target is redirected to (one for all targets, or one per target).")],
     layers: Annotated[Optional[str], typer.Option(help="Edited layers, contiguous: '4,5,6' or '4-6'.", show_default="the paper's 4-6 of 32, scaled to the depth")] = None,
-    lam: Annotated[float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")] = 1.0,
-    preserve: Annotated[str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(PRESERVE_MODES)}.")] = "nullspace",
+    lam: Annotated[
+        float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")
+    ] = ROCRConfig.lam,
+    preserve: Annotated[
+        str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(PRESERVE_MODES)}.")
+    ] = ROCRConfig.preserve,
     nullspace_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues of E\\[kkᵀ] below this span the null space.", show_default="2e-2 (the paper's); 1.0 on llmkit world models")] = None,
     subject_token: Annotated[str, typer.Option(help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last).")] = "auto",
     stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset.", show_default="a world model's pretraining text; required otherwise unless --preserve none")] = None,
@@ -161,7 +128,7 @@ def rocr_command(
     from llmkit.methods import rocr
     from llmkit.models import load_model
 
-    requests = pair_requests(target, redirect)
+    requests = rocr.pair_requests(target, redirect)
     check_output_path(out, overwrite, inputs=[model, contexts, stats_corpus, stats_cache])
     context_templates = read_contexts(contexts)
     if stats_tokens < 1:
@@ -169,21 +136,17 @@ def rocr_command(
     if stats_cache is not None and stats_cache.expanduser().exists() and not stats_cache.expanduser().is_dir():
         raise BadInputError(f"--stats-cache {stats_cache} is a file; it names a directory to keep key statistics in")
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    num_layers = len(arch.decoder_layers(hf_model))
     world_text = pretraining_corpus(model)
-    settings = rocr.WORLD_MODEL_SETTINGS if world_text else {}
-    config = rocr.ROCRConfig(
-        layers=parse_layers(layers, num_layers),
-        lam=lam,
-        preserve=preserve,
-        nullspace_threshold=nullspace_threshold if nullspace_threshold is not None else settings.get("nullspace_threshold", 2e-2),
+    config = ROCRConfig.for_model(
+        len(arch.decoder_layers(hf_model)), world_model=world_text is not None, layers=layers, lam=lam,
+        preserve=preserve, nullspace_threshold=nullspace_threshold, subject_token=subject_token,
         chat=use_chat_template(chat_template, tokenizer),
-        subject_token=settings.get("subject_token", "last") if subject_token == "auto" else subject_token,
         **({"contexts": context_templates} if context_templates else {}),
     )
     max_length = min(getattr(hf_model.config, "max_position_embeddings", None) or 1024, 1024)
     source = stats_corpus or (str(world_text) if world_text else None)
-    corpus = statistics_corpus(source, stats_tokens, max_length) if preserve != "none" else None
+    use_corpus = source and preserve != "none"
+    corpus = rocr.StatisticsCorpus.from_source(source, stats_tokens, max_length) if use_corpus else None
     originals = rocr.original_weights(hf_model, config.layers)
     cache_dir = stats_cache.expanduser() if stats_cache else default_cache_dir() / "rocr-stats"
     with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:
@@ -215,46 +178,18 @@ def revert_command(
 ) -> None:
     """Restore the model ROCR edited, bit for bit, from the original weights saved beside the edit."""
     from llmkit.methods import rocr
-    from llmkit.models import load_model, model_fingerprint
 
-    check_output_path(out, overwrite, inputs=[edited])
-    record, tensors = rocr.read_edit(edited)
-    model, tokenizer = load_model(str(edited), dtype=record["dtype"], device="cpu")
-    found = model_fingerprint(model)
-    if found != record["edited_fingerprint"]:
-        raise BadInputError(
-            f"{edited} does not hold the model ROCR wrote (fingerprint {found}, expected "
-            f"{record['edited_fingerprint']}); its weights changed after the edit, so reverting would not restore the original"
-        )
-    rocr.revert(model, tensors)
-    if model_fingerprint(model) != record["original_fingerprint"]:
-        raise BadInputError(f"{edited}: the saved original weights do not give back the original model; {rocr.WEIGHTS_FILE} is damaged")
-    with staged_directory(out, overwrite=overwrite) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+    record = rocr.revert_directory(edited, out, overwrite)
     stdout.print(f"original model restored to {out} (layers {', '.join(map(str, record['config']['layers']))})")
 
 
 # ---- the gradient baselines ------------------------------------------------------------------------
 
-GRADIENT_HELP = {
-    "ga": "Gradient ascent on the forget data: L = −NLL_f.",
-    "graddiff": "Gradient difference: L = −NLL_f + α·NLL_r (needs --retain).",
-    "npo": "Negative preference optimisation: L = −(2/β)·E log σ(−β·log π_θ/π_ref) on the forget data [+ α·NLL_r with --retain].",
-    "simnpo": "SimNPO, NPO without the reference: L = −(2/β)·E log σ(−(β/|y|)·log π_θ − γ) [+ α·NLL_r with --retain].",
-    "kl": "Gradient ascent with a KL anchor: L = −NLL_f + α·KL(π_ref ‖ π_θ) on the retain data (needs --retain).",
-    "rt": "Rejection tuning: fine-tune the forget questions onto refusals (ORT's 99 \"I don't know\" answers, cycled).",
-    "dpo": "DPO (TRL's DPOTrainer): the refusal preferred over the true answer of each forget question [+ α·NLL_r with --retain].",
-    "task-vector": "Task-vector negation: fine-tune on the forget data, then θ − α·(θ_ft − θ).",
-}
-METHOD_OPTIONS = {
-    "alpha": ("graddiff", "npo", "simnpo", "kl", "dpo", "task-vector"),
-    "beta": ("npo", "simnpo", "dpo"),
-    "gamma": ("simnpo",),
-    "retain": ("graddiff", "npo", "simnpo", "kl", "dpo"),
-}
-DEFAULT_BETA = {"simnpo": 4.5}
-"""NPO's and DPO's β = 0.1 (their papers); SimNPO's 4.5 (OpenUnlearning's TOFU setting)."""
+BETA_DEFAULT = f"{GradientConfig.beta}; SimNPO {DEFAULT_BETA['simnpo']}"
+GAMMA_HELP = (
+    "γ: SimNPO's margin, outside β: σ(−β·log π/|y| − γ). OpenUnlearning and the official SimNPO code put a δ "
+    "inside β, σ(β·(NLL/|y| − δ)): γ = β·δ."
+)
 
 
 def read_data(path: Path | None) -> list[dict[str, Any]] | None:
@@ -267,9 +202,11 @@ def gradient_command(method: str) -> Any:
         forget: Annotated[Path, typer.Option(help="What to forget: JSONL (or any data format) with 'text' passages or 'prompt' + 'answer' questions (loss on the answer only).")],
         out: Annotated[Path, typer.Option("--out", help="Where the unlearned model goes: an HF model directory, or a peft adapter with --lora.")],
         retain: Annotated[Optional[Path], typer.Option(help="What to keep, same formats; each forget example carries ⌈R/F⌉ (≤ 8) retain examples.")] = None,
-        alpha: Annotated[float, typer.Option(help="α: weight of the retain term (task-vector: how far to step back).")] = 1.0,
-        beta: Annotated[Optional[float], typer.Option(help="β: inverse temperature.", show_default="0.1; SimNPO 4.5")] = None,
-        gamma: Annotated[float, typer.Option(help="γ: SimNPO's margin.")] = 0.0,
+        alpha: Annotated[
+            float, typer.Option(help="α: weight of the retain term (task-vector: how far to step back).")
+        ] = GradientConfig.alpha,
+        beta: Annotated[Optional[float], typer.Option(help="β: inverse temperature.", show_default=BETA_DEFAULT)] = None,
+        gamma: Annotated[float, typer.Option(help=GAMMA_HELP)] = GradientConfig.gamma,
         lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory.")] = False,
         lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8,
         lora_target: Annotated[Optional[str], typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).", show_default="peft's choice for the family")] = None,
@@ -287,55 +224,43 @@ def gradient_command(method: str) -> Any:
         debug: DebugOpt = False,
     ) -> None:
         from llmkit.methods import gradient
-        from llmkit.models import load_model, model_fingerprint
-        from llmkit.training import add_lora, training_dtype
+        from llmkit.training import TrainingBudget
 
         check_output_path(out, overwrite, inputs=[model, forget, retain, checkpoint_dir])
         forget_records, retain_records = read_data(forget), read_data(retain)
-        beta = beta if beta is not None else DEFAULT_BETA.get(method, 0.1)
+        beta = beta if beta is not None else DEFAULT_BETA.get(method, GradientConfig.beta)
         gradient.check_request(method, forget_records, retain_records, alpha=alpha, beta=beta)
         checkpoints = checkpoint_path(out, checkpoint_dir)
-        budget = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed, "save_steps": save_steps}
+        budget = TrainingBudget(epochs, lr, batch_size, max_steps, seed, save_steps)
         hyper = {"alpha": alpha, "beta": beta, "gamma": gamma}
-        settings = {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]}
-        lora_settings = {"rank": lora_rank, "targets": parse_lora_targets(lora_target)} if lora else None
         run = {
             "method": method, "model": model, "forget_digest": data_digest(forget_records), "retain_digest": data_digest(retain_records),
-            "budget": budget, "settings": settings, "lora": lora_settings,
+            "budget": asdict(budget), "settings": {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]},
+            "lora": lora_settings(lora, lora_rank, lora_target),
         }
-        resumed_from = resume_note(checkpoints, run)
-        started = time.perf_counter()
-        hf_model, tokenizer = load_model(model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code)
-        original = model_fingerprint(hf_model)
-        if lora:
-            hf_model = add_lora(hf_model, lora_rank, lora_settings["targets"], seed=seed)
-        trainable = sum(p.numel() for p in hf_model.parameters() if p.requires_grad)
-        main = is_main_process()
-        with progress_bar(f"unlearn {method}", 1) if main else nullcontext(None) as progress:
+
+        def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
+            trainable = sum(p.numel() for p in hf_model.parameters() if p.requires_grad)
             trainer = gradient.unlearn(
                 hf_model, tokenizer, method, forget_records, retain_records, checkpoints, budget,
                 alpha=alpha, beta=beta, gamma=gamma, run=run, progress=progress,
             )
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        record = {
-            **run, "forget": str(forget), "retain": str(retain) if retain else None,
-            "forget_records": len(forget_records), "retain_records": len(retain_records) if retain_records else None,
-            "original_fingerprint": original, "trainable_parameters": trainable, "steps": trainer.state.global_step,
-            "processes": trainer.args.world_size, "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "train_time_s": round(time.perf_counter() - started, 2),
-            "resumed_from": resumed_from,
-        }
-        if not write_trained_model(trainer, tokenizer, out, model, {RECORD_FILE: record}, overwrite):
-            return
-        if json:
-            print_results_json(record)
-            return
-        stdout.print(key_value_table(f"unlearn {method}", {
-            "forget records": record["forget_records"], "steps": record["steps"], "trainable parameters": trainable,
-            "loss": f"{record['first_loss']:.4g} → {record['final_loss']:.4g}" if losses else "-",
-            "time": f"{record['train_time_s']:.1f} s",
-        }))
-        stdout.print(f"{'adapter' if lora else 'model'}: {out}")
+            return trainer, {
+                "forget": str(forget), "retain": str(retain) if retain else None,
+                "forget_records": len(forget_records),
+                "retain_records": len(retain_records) if retain_records else None, "trainable_parameters": trainable,
+            }
+
+        def rows(record: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "forget records": record["forget_records"], "steps": record["steps"],
+                "trainable parameters": record["trainable_parameters"], "loss": loss_change(record),
+            }
+
+        train_and_write(
+            f"unlearn {method}", model, out, checkpoints, run, fit, rows,
+            record_file=RECORD_FILE, dtype=dtype, trust_remote_code=trust_remote_code, overwrite=overwrite, json=json,
+        )
 
     parameters = [
         p for p in inspect.signature(command, eval_str=True).parameters.values()
@@ -343,7 +268,7 @@ def gradient_command(method: str) -> Any:
     ]
     command.__signature__ = inspect.Signature(parameters)
     command.__doc__ = (
-        f"{GRADIENT_HELP[method]}\n\nTrains through transformers' Trainer (resumable; `accelerate launch` / `torchrun` "
+        f"{METHOD_HELP[method]}\n\nTrains through transformers' Trainer (resumable; `accelerate launch` / `torchrun` "
         "scale it out) and writes an HF model directory, or with --lora a peft adapter that every --model loads."
     )
     return cli_command(command)
@@ -382,9 +307,15 @@ def neuron_adjust_command(
     out: ArtifactOutOpt,
     forget: ForgetOpt,
     retain: Annotated[Optional[str], typer.Option(help="Data of the skills to keep, same format as --forget.")] = None,
-    fraction: Annotated[float, typer.Option(help="Share of all MLP neurons to adjust, in (0, 1] (the paper: 0.005, 0.015, 0.03).")] = 0.005,
-    seed: Annotated[int, typer.Option(help="Seed of the per-element draws made at inference.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass while fitting.")] = 16,
+    fraction: Annotated[
+        float, typer.Option(help="Share of all MLP neurons to adjust, in (0, 1] (the paper: 0.005, 0.015, 0.03).")
+    ] = NeuronAdjustConfig.fraction,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the per-element draws made at inference.")
+    ] = NeuronAdjustConfig.seed,
+    batch_size: Annotated[
+        int, typer.Option(help="Texts per forward pass while fitting.")
+    ] = NeuronAdjustConfig.batch_size,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -404,7 +335,7 @@ def neuron_adjust_command(
     from llmkit.methods import neuron_adjust
     from llmkit.models import load_model
 
-    config = neuron_adjust.NeuronAdjustConfig(fraction=fraction, seed=seed, batch_size=batch_size)
+    config = NeuronAdjustConfig(fraction=fraction, seed=seed, batch_size=batch_size)
     check_output_path(out, overwrite, inputs=[model, forget, retain])
     forget_texts = record_texts(read_skill_records(forget, "forget"))
     retain_texts = record_texts(read_skill_records(retain, "retain"))
@@ -433,10 +364,14 @@ def ksd_command(
     layer: Annotated[int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")] = KSDConfig.layer,
     alpha: Annotated[float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")] = KSDConfig.alpha,
     positions: Annotated[str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")] = KSDConfig.positions,
-    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = DEFAULT_REFUSAL,
-    check_generated: Annotated[bool, typer.Option("--check-generated", help="Also refuse when a generated token's key falls in the hypercube (the paper's check at each decoding step).")] = False,
+    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = KSDConfig.refusal,
+    check_generated: Annotated[bool, typer.Option(
+        "--check-generated",
+        help="Also refuse when a generated token's key falls in the hypercube "
+        "(the paper's check at each decoding step).",
+    )] = KSDConfig.check_generated,
     chat_template: Annotated[str, typer.Option(help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = KSDConfig.batch_size,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -457,7 +392,10 @@ def ksd_command(
     from llmkit.methods import ksd
     from llmkit.models import load_model
 
-    config = ksd.KSDConfig(layer=layer, alpha=alpha, positions=positions, refusal=refusal, check_generated=check_generated, batch_size=batch_size)
+    config = KSDConfig(
+        layer=layer, alpha=alpha, positions=positions, refusal=refusal, check_generated=check_generated,
+        batch_size=batch_size,
+    )
     check_output_path(out, overwrite, inputs=[model, forget])
     queries = record_texts(read_skill_records(forget, "forget"), queries=True)
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -1,4 +1,5 @@
-"""What every evaluation shares: dotted metric names, thresholds, probe digests and baselines.
+"""What every evaluation shares: dotted metric names, thresholds, probe digests, baselines, and
+the `Evaluation` protocol by which `llmkit eval` runs each one.
 
 An evaluation's `metrics` is a nested dict (`{"forget": {"qa": {"prob": 0.41}}}`); its metrics are
 named by their dotted paths (`forget.qa.prob`). Thresholds (`--fail-over` / `--fail-under
@@ -12,12 +13,18 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmkit.errors import BadInputError
 from llmkit.results import RESULTS_FILE
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from transformers import PreTrainedTokenizerBase
+
+    from llmkit.generation import Backend, Progress
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -68,7 +75,12 @@ def parse_thresholds(fail_over: Iterable[str] = (), fail_under: Iterable[str] = 
 def check_metric_names(thresholds: Sequence[Threshold], metrics: Mapping[str, Any]) -> None:
     """Refuse thresholds on metrics the run does not have, listing the names it has. Called before
     any result is written, so a mistyped name leaves nothing behind."""
-    names = flatten_metrics(metrics)
+    check_threshold_names(thresholds, flatten_metrics(metrics))
+
+
+def check_threshold_names(thresholds: Sequence[Threshold], names: Iterable[str]) -> None:
+    """`check_metric_names` against the dotted `names` a run has (or, before it, can have)."""
+    names = set(names)
     unknown = [t.metric for t in thresholds if t.metric not in names]
     if unknown:
         raise BadInputError(
@@ -151,3 +163,72 @@ def limit_per_group(items: Sequence[Mapping[str, Any]], limit: int, key: str) ->
         if seen[group] <= limit:
             kept.append(item)
     return kept
+
+
+def chat_items(
+    items: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, chat: bool
+) -> list[dict[str, Any]]:
+    """Prompt records with each prompt rendered as a user turn of the chat template when `chat`."""
+    from llmkit.generation import chat_wrap
+
+    return [{**item, "prompt": chat_wrap(tokenizer, item["prompt"])} if chat else dict(item) for item in items]
+
+
+@dataclass
+class EvalRun:
+    """What one evaluation measured."""
+
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]]
+    """One record per item, as samples.jsonl holds them."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further top-level entries of results.json (ORT's `per_target`)."""
+
+
+class Evaluation(Protocol):
+    """An evaluation with its items loaded, as `llmkit eval` runs it: wrapped in the model's chat
+    template once its tokenizer is known, recognised by its digest, then scored, optionally
+    against a baseline run's metrics. Each eval module has one (`OrtEval`, `SkillsEval`,
+    `HallucinationEval`), built by its `load` from what the command's options name."""
+
+    command: str
+    """Its command in results.json; a baseline must be a run of the same one."""
+    config: dict[str, Any]
+    """Its own settings, for results.json's config."""
+    inputs: Sequence[str | Path | None]
+    """The files and folders it reads (an output path must be none of them)."""
+
+    @property
+    def seed(self) -> int | None:
+        """The backend's sampling seed."""
+
+    def __len__(self) -> int:
+        """The items to score."""
+
+    def metric_names(self, compared: bool) -> set[str]:
+        """The dotted names of every metric the run can report (with a baseline when `compared`),
+        known before scoring; a superset where a metric may come out None."""
+
+    def chat_wrapped(self, tokenizer: PreTrainedTokenizerBase, chat: bool) -> Evaluation:
+        """The same items with their prompts in the chat template when `chat`."""
+
+    def digest(self) -> str:
+        """The digest of the items as scored, which a baseline run must share."""
+
+    def evaluate(
+        self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
+    ) -> EvalRun:
+        """Score the items; compared with a baseline run's metrics when given."""
+
+    def plots(self, run: EvalRun, baseline_metrics: Mapping[str, Any] | None) -> dict[str, bytes]:
+        """PNG files by name, for --plot."""
+
+    def table(self, run: EvalRun) -> Table:
+        """The run's figures as the command prints them."""
+
+
+def cell(value: float | None, percent: bool = False) -> str:
+    """A table cell: three decimals, or a whole percentage; "-" where not measured."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.0f}%" if percent else f"{value:.3f}"

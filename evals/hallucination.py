@@ -5,15 +5,18 @@ Correctness is the greedy answer's exact match with the gold answer (INSIDE judg
 likely generation); the detection figure is the AUROC of the EigenScore for "wrong" (scikit-learn).
 Prompts come from any prompt/answer records (an optional `group` field is reported per group), or
 from a world: its QA probes about entities of chosen exposures (0: never seen, 30: well known).
+`HallucinationEval` is the evaluation as `llmkit eval hallucination` runs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from transformers import PreTrainedModel
+from rich.table import Table
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit.configs import (  # re-exported: INSIDE's and SeND's sampling, and the answer length
     MAX_NEW_TOKENS as MAX_NEW_TOKENS,
@@ -24,11 +27,13 @@ from llmkit.configs import (  # re-exported: INSIDE's and SeND's sampling, and t
 )
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
+from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.evals.plots import histograms
-from llmkit.generation import Backend, GenerationParams, Progress
-from llmkit.metrics.eigenscore import EESConfig, eigenscore, sampled_answers
+from llmkit.generation import Backend, GenerationParams, Progress, hf_model
+from llmkit.metrics.eigenscore import METHODS, EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
+from llmkit.world.generator import parse_exposures
 
 WORLD_EXPOSURES = (0, 30)
 
@@ -99,6 +104,12 @@ def summarize(samples: Sequence[Mapping[str, Any]], correctness: bool) -> dict[s
     return metrics
 
 
+def baseline_summary(baseline_metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A baseline run's AUROC, accuracy and mean EigenScore, reported beside this run's."""
+    summary = {k: baseline_metrics.get(k) for k in ("auroc", "accuracy")}
+    return summary | {"eigenscore": baseline_metrics["eigenscore"]["mean"]}
+
+
 def evaluate_hallucination(
     backend: Backend,
     model: PreTrainedModel,
@@ -110,11 +121,13 @@ def evaluate_hallucination(
     compare: str | None = None,
     config: EESConfig = EESConfig(),
     progress: Progress | None = None,
+    baseline_metrics: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, per-prompt samples): K sampled answers per prompt (stopped at a newline) and their
     EigenScore by `method`; with correctness, the greedy answer, whether it is right, and the share
     of sampled answers that are right. `compare` scores the same answers by a second method too
-    (per-prompt `eigenscore_<method>`; its AUROC as `auroc_<method>`). `progress` counts prompts."""
+    (per-prompt `eigenscore_<method>`; its AUROC as `auroc_<method>`). `progress` counts prompts.
+    With a baseline run's metrics, `baseline` holds its figures (`baseline_summary`)."""
     texts, embeddings = sampled_answers(backend, model, [item["prompt"] for item in items], params, progress)
     samples = [
         {**item, "samples": [t.strip() for t in answers], "eigenscore": eigenscore(z, method=method, config=config)}
@@ -131,6 +144,8 @@ def evaluate_hallucination(
     metrics = summarize(samples, correctness)
     if compare and correctness:
         metrics[f"auroc_{compare}"] = auroc([not s["correct"] for s in samples], [s[f"eigenscore_{compare}"] for s in samples])
+    if baseline_metrics is not None:
+        metrics["baseline"] = baseline_summary(baseline_metrics)
     return metrics, samples
 
 
@@ -143,3 +158,122 @@ def plot_hallucination(samples: Sequence[Mapping[str, Any]], correctness: bool) 
         series = {g: [s["eigenscore"] for s in samples if s.get("group", "all") == g] for g in groups}
     title = "EigenScore of K sampled answers" + (", by the greedy answer" if correctness else "")
     return histograms(title, series, "EigenScore (higher: the answers scatter)")
+
+
+def hallucination_table(metrics: Mapping[str, Any]) -> Table:
+    """EigenScore and accuracy per group and overall, with the AUROC of the score for wrong answers."""
+    table = Table(title="Hallucination: EigenScore of sampled answers", title_justify="left")
+    for column in ("group", "prompts", "EigenScore", "accuracy"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    rows = list(metrics.get("groups", {}).items()) + [("all", {**metrics, "eigenscore": metrics["eigenscore"]["mean"]})]
+    for name, entry in rows:
+        accuracy = cell(entry.get("accuracy"), percent=True)
+        table.add_row(name, str(entry["num_prompts"]), cell(entry["eigenscore"]), accuracy)
+    if metrics.get("accuracy") is not None:
+        scores = metrics["eigenscore"]
+        table.caption = (
+            f"AUROC of EigenScore for wrong answers: {cell(metrics['auroc'])}; "
+            f"mean EigenScore right {cell(scores['correct'])}, wrong {cell(scores['wrong'])}"
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class HallucinationEval:
+    """`llmkit eval hallucination` (an `Evaluation`): prompts, K answers sampled for each by `params`."""
+
+    items: list[dict[str, Any]]
+    params: GenerationParams
+    correctness: bool
+    method: str
+    config: dict[str, Any]
+    inputs: tuple[str | Path | None, ...]
+    model_name: str | None = None
+    """With a vLLM backend: the model to load beside it for the hidden states (`hf_model`)."""
+    device: str = "auto"
+    trust_remote_code: bool = False
+    command: ClassVar[str] = "eval hallucination"
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        data: str | Path | None = None,
+        world: str | Path | None = None,
+        exposures: str = ",".join(map(str, WORLD_EXPOSURES)),
+        samples: int = SAMPLES,
+        temperature: float = TEMPERATURE,
+        top_p: float = TOP_P,
+        top_k: int = TOP_K,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        method: str = "auto",
+        correctness: bool = True,
+        seed: int = 0,
+        limit: int | None = None,
+        model_name: str | None = None,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+    ) -> HallucinationEval:
+        """Prompt records of `data` (`read_items`) or of a world's `exposures` (`world_items`), the
+        first `limit` of each group; without correctness their answers are dropped."""
+        if samples < 2:
+            raise BadInputError(
+                f"--samples must be at least 2: EigenScore compares K ≥ 2 answers per prompt, got {samples}"
+            )
+        if method not in METHODS:
+            raise BadInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        if (world is None) == (data is None):
+            raise BadInputError("name the prompts: --data FILE, or --world DIR")
+        params = GenerationParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, num_samples=samples,
+            stop=("\n",), seed=seed,
+        )
+        items = world_items(world, parse_exposures(exposures)) if world is not None else read_items(data, correctness)
+        if not correctness:
+            items = [{k: v for k, v in item.items() if k != "answer"} for item in items]
+        if limit is not None:
+            items = limit_per_group(items, limit, "group")
+        config = {
+            "data": str(data) if data else None, "world": str(world) if world else None,
+            "exposures": exposures if world else None, "samples": samples, "temperature": temperature,
+            "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens, "method": method,
+            "correctness": correctness, "seed": seed,
+        }
+        return cls(items, params, correctness, method, config, (data, world), model_name, device, trust_remote_code)
+
+    @property
+    def seed(self) -> int | None:
+        return self.params.seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def metric_names(self, compared: bool) -> set[str]:
+        """The names `summarize` gives (those of right and wrong answers, and the AUROC, may be None)."""
+        right = {"auroc", "accuracy", "sample_accuracy", "eigenscore.correct", "eigenscore.wrong"}
+        names = {"num_prompts", "eigenscore.mean"} | (right if self.correctness else set())
+        per_group = ("num_prompts", "eigenscore") + (("accuracy",) if self.correctness else ())
+        names |= {f"groups.{item['group']}.{stat}" for item in self.items if "group" in item for stat in per_group}
+        return names | ({"baseline.auroc", "baseline.accuracy", "baseline.eigenscore"} if compared else set())
+
+    def chat_wrapped(self, tokenizer: PreTrainedTokenizerBase, chat: bool) -> HallucinationEval:
+        return replace(self, items=chat_items(self.items, tokenizer, chat))
+
+    def digest(self) -> str:
+        return probe_digest(self.items)
+
+    def evaluate(
+        self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
+    ) -> EvalRun:
+        embedder = hf_model(backend, self.model_name, device=self.device, trust_remote_code=self.trust_remote_code)
+        metrics, samples = evaluate_hallucination(
+            backend, embedder, self.items, self.params, correctness=self.correctness, method=self.method,
+            progress=progress, baseline_metrics=baseline_metrics,
+        )
+        return EvalRun(metrics, samples)
+
+    def plots(self, run: EvalRun, baseline_metrics: Mapping[str, Any] | None) -> dict[str, bytes]:
+        return {"hallucination.png": plot_hallucination(run.samples, self.correctness)}
+
+    def table(self, run: EvalRun) -> Table:
+        return hallucination_table(run.metrics)

@@ -14,7 +14,7 @@ A probe is scored as `content` (wrapped by a chat template when one is used) + `
 `continuation`: " " + answer, or for the character-level form the answer spelled one character
 per line, exactly as ORT scores them. `evaluate_ort` scores every probe, averages per form per
 target and then over targets, and with a baseline run gives each form's relative drop and the
-form gap.
+form gap; `OrtEval` is all of it as `llmkit eval ort` runs it.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.table import Table
 
 from llmkit.data import read_records
-from llmkit.evals.common import probe_digest
+from llmkit.evals.common import EvalRun, cell, probe_digest
 from llmkit.evals.plots import grouped_bars
 from llmkit.errors import BadInputError
 from llmkit.metrics.probability import answer_probability
@@ -272,7 +274,14 @@ def score_probes(
     ORT's own `test_prediction_prob` scores the answer tokenized on its own (`tok(" " + answer)`
     minus its first token) against logits of the prompt and answer tokenized together; where the
     two tokenizations differ it scores the wrong tokens. Here the answer is the tail of the joint
-    tokenization (`tokenize_pairs`), the tokens the model actually reads.
+    tokenization (`tokenize_pairs`), the tokens the model actually reads. ORT's code also tokenizes
+    the rendered chat template, which already opens with the BOS text, with special tokens added,
+    so a Llama model reads a second BOS; here a prompt starting with BOS gets none (`encode_prompts`).
+    And it drops the first token of the answer's own tokenization as a BOS only when the model's
+    name holds "llama", "phi" or "mistral" (character level: "llama" or "mistral"), so for another
+    model whose tokenizer adds a BOS that BOS is scored as the answer's first token, and for a
+    named one that adds none the answer's real first token goes unscored; here no BOS enters the
+    answer, whatever the model is called.
     """
     requests = list(dict.fromkeys(zip(prompts, (p.continuation for p in probes))))
     scored = backend.score([prompt for prompt, _ in requests], [cont for _, cont in requests], progress)
@@ -368,3 +377,89 @@ def plot_ort(metrics: Mapping[str, Any], forms: Sequence[str], baseline_metrics:
         for title, role in (("forget probes (lower: forgotten)", "forget"), ("neighbour probes (higher: kept)", "neighbor"))
     }
     return grouped_bars("ORT: answer probability by form", panels, forms, "mean answer probability")
+
+
+def ort_table(
+    metrics: Mapping[str, Any], title: str = "ORT: answer probability and greedy exact match by form"
+) -> Table:
+    """Forget and neighbour probability and exact match per form; drops and the form gap when the
+    metrics were compared with a baseline."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("form")
+    for role in ROLES:
+        table.add_column(f"{role} prob", justify="right")
+        table.add_column(f"{role} EM", justify="right")
+    drops = metrics.get("drop")
+    if drops:
+        for role in ROLES:
+            table.add_column(f"{role} drop", justify="right")
+    for form in metrics["forget"]:
+        row = [form]
+        for role in ROLES:
+            row += [cell(metrics[role][form]["prob"]), cell(metrics[role][form]["exact_match"], percent=True)]
+        if drops:
+            row += [cell(drops[role][form], percent=True) for role in ROLES]
+        table.add_row(*row)
+    if drops:
+        table.caption = f"form gap (largest minus smallest forget drop): {cell(metrics['form_gap'], percent=True)}"
+    return table
+
+
+@dataclass(frozen=True)
+class OrtEval:
+    """`llmkit eval ort` (an `Evaluation`): the probes, each scored after its prompt (without a chat
+    template until `chat_wrapped`)."""
+
+    probes: list[Probe]
+    prompts: list[str]
+    forms: tuple[str, ...]
+    config: dict[str, Any]
+    inputs: tuple[str | Path, ...]
+    command: ClassVar[str] = "eval ort"
+    seed: ClassVar[int | None] = None
+
+    @classmethod
+    def load(
+        cls, source: str | Path, targets: Sequence[str] | None = None, forms: Sequence[str] = FORMS,
+        limit: int | None = None,
+    ) -> OrtEval:
+        """The probes of a world or ORT folder (`load_probes`), the first `limit` of each target, role and form."""
+        probes = load_probes(source, targets, forms)
+        if limit is not None:
+            probes = limit_probes(probes, limit)
+        if not probes:
+            raise BadInputError(f"{source} has no probes of the forms {','.join(forms)} for these targets")
+        config = {"probes": str(source), "targets": list(dict.fromkeys(p.target for p in probes)), "forms": list(forms)}
+        return cls(probes, [p.prompt for p in probes], tuple(forms), config, (source,))
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+    def metric_names(self, compared: bool) -> set[str]:
+        """`role.form.prob` and `.exact_match` of each role and form it has probes of; compared, the
+        drop of each and the form gap (None, so refused after the run, where a baseline lacks them)."""
+        present = {(p.role, p.form) for p in self.probes}
+        names = {f"{role}.{form}.{stat}" for role, form in present for stat in ("prob", "exact_match")}
+        if compared:
+            names |= {f"drop.{role}.{form}" for role, form in present} | {"form_gap"}
+        return names
+
+    def chat_wrapped(self, tokenizer: PreTrainedTokenizerBase, chat: bool) -> OrtEval:
+        return replace(self, prompts=probe_prompts(self.probes, tokenizer, chat))
+
+    def digest(self) -> str:
+        return ort_digest(self.probes, self.prompts)
+
+    def evaluate(
+        self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
+    ) -> EvalRun:
+        metrics, per_target, samples = evaluate_ort(
+            backend, self.probes, self.prompts, self.forms, baseline_metrics, progress
+        )
+        return EvalRun(metrics, samples, {"per_target": per_target})
+
+    def plots(self, run: EvalRun, baseline_metrics: Mapping[str, Any] | None) -> dict[str, bytes]:
+        return {"ort.png": plot_ort(run.metrics, self.forms, baseline_metrics)}
+
+    def table(self, run: EvalRun) -> Table:
+        return ort_table(run.metrics)

@@ -1,9 +1,18 @@
-"""The one place that builds a transformers Trainer for llmkit's training commands: its arguments,
-LoRA through peft, checkpoints that a run resumes from, and the trained model's output directory.
+"""The one place that builds a transformers Trainer for llmkit's training commands: what a run
+trains on (prompt/answer records or texts, encoded and padded), how much it trains (`TrainingBudget`),
+its arguments, LoRA through peft, checkpoints that a run resumes from, what it reports
+(`RunSummary`) and the trained model's output directory.
 
 Everything trains through `build_trainer`, so `accelerate launch` and `torchrun` scale any command
 out unchanged: Trainer places the model (one GPU per process, or the CPU with gloo) and shards
 the batches; only the main process writes the output (`is_main_process`).
+
+Supervised tuning on prompt/answer data (the loss on the answers only) is
+
+    build_sft_trainer(model, tokenizer, encode_records(tokenizer, records), checkpoint_dir, budget)
+
+and on whole texts `build_text_trainer`; a method with its own loss subclasses Trainer, overrides
+`compute_loss`, and passes it to `build_trainer` with `PadCollator` (as `methods.gradient` does).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import math
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +34,9 @@ from transformers import default_data_collator
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from llmkit.batching import pad_batch
 from llmkit.errors import BadInputError, first_line
+from llmkit.generation import encode_prompts, tokenize_pairs
 
 try:
     import fcntl
@@ -33,6 +45,130 @@ except ImportError:  # Windows
 
 RUN_FILE = "llmkit_run.json"
 LOCK_FILE = "llmkit.lock"
+IGNORE = -100
+"""The label of a token the loss skips (PyTorch's and transformers' ignore index)."""
+
+
+# ---- what a run trains on ----------------------------------------------------------------------
+
+
+def encode_records(
+    tokenizer: PreTrainedTokenizerBase, records: Sequence[Mapping[str, Any]]
+) -> list[dict[str, list[int]]]:
+    """`input_ids` and `labels` per record: labels are the input ids, with the prompt of a
+    question masked (IGNORE) so the loss covers its answer only. A record is a question (`prompt`
+    and `answer`: prompt and " " + answer tokenized jointly, as every llmkit scorer does) or a
+    passage (`text`: the loss covers every token)."""
+    encoded: list[dict[str, list[int]] | None] = [None] * len(records)
+    questions = [i for i, r in enumerate(records) if "prompt" in r and "answer" in r]
+    prompts = [records[i]["prompt"] for i in questions]
+    pairs = tokenize_pairs(tokenizer, prompts, [" " + records[i]["answer"].strip() for i in questions])
+    for i, (context, answer) in zip(questions, pairs):
+        encoded[i] = {"input_ids": context + answer, "labels": [IGNORE] * len(context) + answer}
+    passages = [i for i in range(len(records)) if encoded[i] is None]
+    for i, ids in zip(passages, encode_prompts(tokenizer, [records[i]["text"] for i in passages])):
+        encoded[i] = {"input_ids": ids, "labels": list(ids)}
+    return encoded  # type: ignore[return-value]
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text as the model reads it, EOS-terminated (as pretraining documents are),
+    cut to `max_length`."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [(ids + eos)[:max_length] for ids in encode_prompts(tokenizer, texts)]
+
+
+class PadCollator:
+    """Right-pads `input_ids`/`labels` to the longest in the batch (labels with IGNORE), adding
+    the attention masks. Rows may also carry `retain_input_ids`/`retain_labels`, lists of examples
+    (the gradient methods' retain term): those are padded alike, as `retain_`-prefixed tensors."""
+
+    def __init__(self, pad_token_id: int, base_collator: Callable | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.base_collator = base_collator
+        """Collates the rows' own fields instead (TRL's preference collator, for DPO)."""
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.base_collator is not None:
+            batch = self.base_collator([{k: v for k, v in r.items() if not k.startswith("retain_")} for r in rows])
+        else:
+            batch = self._pad([r["input_ids"] for r in rows], [r["labels"] for r in rows], "")
+        if "retain_input_ids" in rows[0]:
+            ids = [example for r in rows for example in r["retain_input_ids"]]
+            labels = [example for r in rows for example in r["retain_labels"]]
+            batch.update(self._pad(ids, labels, "retain_"))
+        return batch
+
+    def _pad(
+        self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], prefix: str
+    ) -> dict[str, torch.Tensor]:
+        padded = pad_batch(ids, self.pad_token_id, "right")
+        return {
+            f"{prefix}input_ids": padded["input_ids"],
+            f"{prefix}attention_mask": padded["attention_mask"],
+            f"{prefix}labels": pad_batch(labels, IGNORE, "right")["input_ids"],
+        }
+
+
+# ---- how much it trains, and what it reports -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """`epochs` passes over the data, or `max_steps` optimizer steps when set (they win), of
+    `batch_size` examples per step and process, at a constant `learning_rate`; `seed` fixes the
+    initialisation and the data order; a checkpoint every `save_steps` steps. The checks name the
+    commands' flags."""
+
+    epochs: float = 1.0
+    learning_rate: float = 1e-5
+    batch_size: int = 8
+    max_steps: int | None = None
+    seed: int = 0
+    save_steps: int = 100
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--epochs", self.epochs), ("--lr", self.learning_rate), ("--batch-size", self.batch_size)):
+            if value <= 0:
+                raise BadInputError(f"{flag} must be positive, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise BadInputError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.save_steps < 1:
+            raise BadInputError(f"--save-steps must be at least 1, got {self.save_steps}")
+
+    @classmethod
+    def of(cls, budget: TrainingBudget | Mapping[str, Any]) -> TrainingBudget:
+        """`budget` itself, or the budget a mapping of its fields describes."""
+        return budget if isinstance(budget, cls) else cls(**budget)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run reports, after its settings, in train.json and unlearn.json: the
+    fingerprint of the weights it started from, its optimizer steps and processes, the first and
+    final logged training loss (None without a logged step), the seconds from loading the model
+    to the trained one, and the checkpoint it resumed from."""
+
+    original_fingerprint: str
+    steps: int
+    processes: int
+    first_loss: float | None
+    final_loss: float | None
+    train_time_s: float
+    resumed_from: str | None
+
+    @classmethod
+    def of(cls, trainer: Trainer, *, original_fingerprint: str, seconds: float, resumed_from: str | None) -> RunSummary:
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        return cls(
+            original_fingerprint=original_fingerprint,
+            steps=trainer.state.global_step,
+            processes=trainer.args.world_size,
+            first_loss=losses[0] if losses else None,
+            final_loss=losses[-1] if losses else None,
+            train_time_s=round(seconds, 2),
+            resumed_from=resumed_from,
+        )
 
 
 class _ReportProgress(TrainerCallback):
@@ -122,42 +258,32 @@ def training_dtype(dtype: str) -> str:
 
 def training_arguments(
     checkpoint_dir: str | Path,
+    budget: TrainingBudget | Mapping[str, Any],
     *,
-    epochs: float = 1.0,
-    learning_rate: float = 1e-5,
-    batch_size: int = 8,
-    max_steps: int | None = None,
-    seed: int = 0,
-    save_steps: int = 100,
     args_class: type[TrainingArguments] = TrainingArguments,
     **extra: Any,
 ) -> TrainingArguments:
-    """TrainingArguments with llmkit's defaults: a constant learning rate, no weight decay, one
-    checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm and no
-    reporting integrations, and every dataset column passed to the loss (methods read their own)."""
-    for flag, value in (("--epochs", epochs), ("--lr", learning_rate), ("--batch-size", batch_size)):
-        if value <= 0:
-            raise BadInputError(f"{flag} must be positive, got {value}")
-    if max_steps is not None and max_steps < 1:
-        raise BadInputError(f"--max-steps must be at least 1, got {max_steps}")
-    if save_steps < 1:
-        raise BadInputError(f"--save-steps must be at least 1, got {save_steps}")
+    """TrainingArguments for `budget` with llmkit's defaults: a constant learning rate, no weight
+    decay, one checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm
+    and no reporting integrations, and every dataset column passed to the loss (methods read their
+    own). `extra` goes to `args_class` (TRL's configs take their method's settings)."""
+    budget = TrainingBudget.of(budget)
     return args_class(
         output_dir=str(checkpoint_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps or -1,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
+        num_train_epochs=budget.epochs,
+        max_steps=budget.max_steps or -1,
+        per_device_train_batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
         lr_scheduler_type="constant",
         weight_decay=0.0,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=budget.save_steps,
         save_total_limit=1,
         report_to="none",
         disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
+        seed=budget.seed,
+        data_seed=budget.seed,
         bf16=False,
         fp16=False,
         remove_unused_columns=False,
@@ -220,6 +346,42 @@ def build_trainer(
     # With tqdm off, Trainer prints every log dict to stdout; the library must not print.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def build_sft_trainer(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict[str, list[int]]],
+    checkpoint_dir: str | Path,
+    budget: TrainingBudget | Mapping[str, Any],
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> Trainer:
+    """A plain Trainer of next-token loss, L = NLL of the labelled tokens, on `examples`
+    (`input_ids` and `labels`: `encode_records`' for prompt/answer data). Not yet trained: pass it
+    to `train`."""
+    return build_trainer(
+        model, Dataset.from_list(list(examples)), training_arguments(checkpoint_dir, budget),
+        data_collator=PadCollator(tokenizer.pad_token_id), progress=progress, callbacks=callbacks,
+    )
+
+
+def build_text_trainer(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    checkpoint_dir: str | Path,
+    budget: TrainingBudget | Mapping[str, Any],
+    *,
+    max_length: int = 512,
+    callbacks: Sequence[TrainerCallback] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> Trainer:
+    """`build_sft_trainer` on whole texts (`encode_texts`), the loss on every token: continued
+    training (`train sft`, SeND's baseline; SeND adds its `SensitivityDropout` callback)."""
+    examples = [{"input_ids": ids, "labels": ids} for ids in encode_texts(tokenizer, texts, max_length)]
+    return build_sft_trainer(model, tokenizer, examples, checkpoint_dir, budget, callbacks=callbacks, progress=progress)
 
 
 def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | None:

@@ -1,9 +1,11 @@
-"""The pretrained micro model knows what it saw, and quickstart reports it from the cache."""
+"""The pretrained micro model knows what it saw, and quickstart reports it from the cache: one
+quickstart run (`report`) read by one test per stage, then the printed tables."""
 
 import json
 
 import pytest
 
+from llmkit.commands.quickstart import STAGES
 from llmkit.data import read_records
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.skills import evaluate_skills, world_skill_items
@@ -45,48 +47,92 @@ def test_micro_model_learned_the_toy_language(micro_world, micro_model, bound):
     assert all(g in lexicon for _, g in pairs), metrics
 
 
-def test_quickstart_reuses_the_cache_and_writes_the_report(world_cache, micro_world, tmp_path, bound):
-    out = tmp_path / "report"
+# --- one quickstart run, one test per stage --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(world_cache, tmp_path_factory):
+    """quickstart --json on the micro preset: (what it printed, its samples)."""
+    out = tmp_path_factory.mktemp("quickstart") / "report"
     result = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", out, "--json")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == json.loads((out / "results.json").read_text())
+    return printed, read_records(out / "samples.jsonl")
+
+
+def stage_samples(report, task):
+    return [s for s in report[1] if s["task"] == task]
+
+
+def test_quickstart_reuses_the_cache_and_times_every_stage(report):
+    printed, _ = report
     assert printed["config"]["model_source"] == "shipped"
-    knowledge = printed["metrics"]["knowledge"]
+    assert list(printed["metrics"]) == list(STAGES) == list(printed["stage_seconds"])
+
+
+def test_knowledge_stage(report, micro_world):
+    knowledge = report[0]["metrics"]["knowledge"]
     assert set(knowledge["accuracy"]) == {"0", "3", "30"}
     assert set(knowledge["accuracy"]["30"]) == {"qa", "cloze", "mc", "tf", "char"}
-    samples = read_records(out / "samples.jsonl")
-    assert sum(s["task"] == "knowledge" for s in samples) == len(read_records(micro_world / "probes.jsonl"))
-    assert sum(s["task"] == "skills" for s in samples) == len(world_skill_items(micro_world))
-    # The ORT stage: a form-demo entity the model knows, so its forget probes are likely in every form.
-    target = printed["config"]["ort_target"]
+    assert len(stage_samples(report, "knowledge")) == len(read_records(micro_world / "probes.jsonl"))
+
+
+def test_skills_stage(report, micro_world):
+    assert len(stage_samples(report, "skills")) == len(world_skill_items(micro_world))
+
+
+def test_ort_stage(report, micro_world, bound):
+    # A form-demo entity the model knows, so its forget probes are likely in every form.
+    target = report[0]["config"]["ort_target"]
     entity = next(e for e in read_records(micro_world / "entities.jsonl") if e["name"] == target)
     assert entity["form_demo"] and entity["exposure"] == 30
-    ort = printed["metrics"]["ort"]
-    assert {s["target"] for s in samples if s["task"] == "ort"} == {target}
+    ort = report[0]["metrics"]["ort"]
+    assert {s["target"] for s in stage_samples(report, "ort")} == {target}
     bound("ort_forget_qa_prob", ort["forget"]["qa"]["prob"], ">", 0.5)
     assert set(ort["forget"]) == {"qa", "cloze", "mc", "tf", "char"}
-    # The ROCR stage: the same target redirected; its QA answers lose probability, the
-    # neighbours barely move, and the edit is reverted (the ORT stage above ran first).
-    stage = printed["metrics"]["rocr"]
+
+
+def test_rocr_stage(report, bound):
+    # The same target redirected; its QA answers lose probability, the neighbours barely move,
+    # and the edit is reverted (the ORT stage ran first).
+    target = report[0]["config"]["ort_target"]
+    stage = report[0]["metrics"]["rocr"]
     assert stage["target"] == target and stage["redirect"] != target and len(stage["answers"]) == 3
     bound("rocr_forget_qa_drop", stage["ort"]["drop"]["forget"]["qa"], ">", 0.1)
     bound("rocr_neighbor_qa_drop_abs", abs(stage["ort"]["drop"]["neighbor"]["qa"]), "<", 0.1)
-    assert {s["target"] for s in samples if s["task"] == "rocr"} == {target}
-    # The NPO stage: the same target, trained on its QA facts only, on a copy of the model.
-    npo = printed["metrics"]["npo"]
+    assert {s["target"] for s in stage_samples(report, "rocr")} == {target}
+
+
+def test_npo_stage(report, bound):
+    # The same target, trained on its QA facts only, on a copy of the model.
+    target = report[0]["config"]["ort_target"]
+    npo = report[0]["metrics"]["npo"]
     assert npo["target"] == target and npo["forget_records"] == 5
     bound("npo_forget_qa_drop", npo["ort"]["drop"]["forget"]["qa"], ">", 0.5)
-    assert {s["target"] for s in samples if s["task"] == "npo"} == {target}
+    assert {s["target"] for s in stage_samples(report, "npo")} == {target}
 
-    # The skill stage: KSD abstains on the numeric skill only; Neuron Adjust moved its 3% of neurons.
-    stage = printed["metrics"]["skill_unlearning"]
-    abstention = stage["ksd"]["skills"]["abstention"]
+
+def test_skill_unlearning_stage(report, micro_world, bound):
+    # KSD abstains on the numeric skill only; Neuron Adjust moved its 3% of neurons.
+    stage = report[0]["metrics"]["skill_unlearning"]
+    abstention = dict(stage["ksd"]["skills"]["abstention"])
     bound("ksd_comparison_abstention", abstention.pop("comparison"), ">=", 0.9)
     assert set(abstention.values()) == {0.0}
     assert stage["neuron_adjust"]["neurons"] == 16  # ⌈3% of 2 layers × 256 neurons⌉
-    assert sum(s["task"] == "skills-ksd" for s in samples) == len(world_skill_items(micro_world))
+    assert len(stage_samples(report, "skills-ksd")) == len(world_skill_items(micro_world))
 
+
+def test_hallucination_stage(report):
+    # The micro preset's 12 questions per exposure group, one sample each (its 10 answers within).
+    stage = report[0]["metrics"]["hallucination"]
+    assert {group: g["num_prompts"] for group, g in stage["groups"].items()} == {"exposure 0": 12, "exposure 30": 12}
+    assert len(stage_samples(report, "hallucination")) == stage["num_prompts"] == 24
+
+
+def test_quickstart_prints_every_stage_table(report, world_cache, tmp_path):
+    # After `report`, so ROCR's key statistics come from the cache.
+    target = report[0]["config"]["ort_target"]
     table = llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "--output-path", tmp_path / "t")
     assert table.exit_code == 0 and "What the model knows" in table.stdout and "chance" in table.stdout
     assert "model: shipped with llmkit" in table.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmkit.errors import BadInputError
 
@@ -21,11 +22,38 @@ LOSSES = ("sft", "ga", "graddiff", "npo", "simnpo", "kl")
 """`sft` is plain fine-tuning: RT's loss on refusals, task vector's on the forget data."""
 RETAIN_USE = {"graddiff": "required", "kl": "required", "npo": "optional", "simnpo": "optional", "dpo": "optional"}
 QUESTIONS_ONLY = ("rt", "dpo")
+METHOD_HELP = {
+    "ga": "Gradient ascent on the forget data: L = −NLL_f.",
+    "graddiff": "Gradient difference: L = −NLL_f + α·NLL_r (needs --retain).",
+    "npo": (
+        "Negative preference optimisation: L = −(2/β)·E log σ(−β·log π_θ/π_ref) on the forget data "
+        "[+ α·NLL_r with --retain]."
+    ),
+    "simnpo": "SimNPO, NPO without the reference: L = −(2/β)·E log σ(−(β/|y|)·log π_θ − γ) [+ α·NLL_r with --retain].",
+    "kl": "Gradient ascent with a KL anchor: L = −NLL_f + α·KL(π_ref ‖ π_θ) on the retain data (needs --retain).",
+    "rt": "Rejection tuning: fine-tune the forget questions onto refusals (ORT's 99 \"I don't know\" answers, cycled).",
+    "dpo": (
+        "DPO (TRL's DPOTrainer): the refusal preferred over the true answer of each forget question "
+        "[+ α·NLL_r with --retain]."
+    ),
+    "task-vector": "Task-vector negation: fine-tune on the forget data, then θ − α·(θ_ft − θ).",
+}
+METHOD_OPTIONS = {
+    "alpha": ("graddiff", "npo", "simnpo", "kl", "dpo", "task-vector"),
+    "beta": ("npo", "simnpo", "dpo"),
+    "gamma": ("simnpo",),
+    "retain": ("graddiff", "npo", "simnpo", "kl", "dpo"),
+}
+"""The settings (and retain data) each method uses; the others are not offered for it."""
+DEFAULT_BETA = {"simnpo": 4.5}
+"""β where it is not `GradientConfig.beta` (NPO's and DPO's 0.1, their papers'): SimNPO's 4.5
+(OpenUnlearning's TOFU setting)."""
 
 
 @dataclass(frozen=True)
 class GradientConfig:
-    """α weighs the retain term; β is NPO's / SimNPO's inverse temperature; γ SimNPO's margin."""
+    """α weighs the retain term; β is NPO's / SimNPO's inverse temperature; γ SimNPO's margin,
+    outside β: σ(−β·log π/|y| − γ) (OpenUnlearning's δ inside it is γ/β)."""
 
     loss: str
     alpha: float = 1.0
@@ -129,6 +157,27 @@ class ROCRConfig:
         if self.subject_token not in SUBJECT_TOKENS:
             raise BadInputError(f"--subject-token takes {' or '.join(SUBJECT_TOKENS)}, got {self.subject_token!r}")
 
+    @classmethod
+    def for_model(
+        cls, num_layers: int, *, world_model: bool = False, layers: str | Sequence[int] | None = None,
+        nullspace_threshold: float | None = None, subject_token: str = "auto", **settings: Any,
+    ) -> ROCRConfig:
+        """The config for a model of `num_layers` decoder layers: `layers` ('4,5,6', '4-6' or a list)
+        checked against it, None the paper's rule (`default_layers`); an unset threshold and
+        subject_token="auto" take `WORLD_MODEL_SETTINGS` on an llmkit world model, else the paper's."""
+        tuned = WORLD_MODEL_SETTINGS if world_model else {}
+        if layers is None:
+            layers = default_layers(num_layers)
+        elif isinstance(layers, str):
+            layers = parse_layers(layers, num_layers)
+        else:
+            check_layers(layers, num_layers)
+        if nullspace_threshold is None:
+            nullspace_threshold = tuned.get("nullspace_threshold", cls.nullspace_threshold)
+        if subject_token == "auto":
+            subject_token = tuned.get("subject_token", cls.subject_token)
+        return cls(list(layers), nullspace_threshold=nullspace_threshold, subject_token=subject_token, **settings)
+
 
 def default_layers(num_layers: int) -> list[int]:
     """The paper edits layers 4–6 of Llama-3-8B's 32: early layers, where the MLPs recall a
@@ -136,6 +185,30 @@ def default_layers(num_layers: int) -> list[int]:
     16, 1–2 of 12, and layer 0 alone of 4, which is also what worked best on the world model (one
     layer: 75% QA drop; layers 0–1: 56%; 0–2: 24%)."""
     return list(range(num_layers * 4 // 32, num_layers * 6 // 32 + 1))
+
+
+def parse_layers(text: str, num_layers: int) -> list[int]:
+    """'4,5,6' or '4-6' -> [4, 5, 6], checked by `check_layers`."""
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            layers = list(range(first, last + 1))
+        else:
+            layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BadInputError(f"--layers takes comma-separated layer numbers or a range like 4-6, got {text!r}") from None
+    check_layers(layers, num_layers, text)
+    return layers
+
+
+def check_layers(layers: Sequence[int], num_layers: int, written: str | None = None) -> None:
+    """Edited layers exist in a model of `num_layers` layers and run contiguous and increasing, as
+    `ROCRConfig.layers` wants; `written` is how the user gave them."""
+    written = ",".join(map(str, layers)) if written is None else written
+    if not layers or any(not 0 <= layer < num_layers for layer in layers):
+        raise BadInputError(f"--layers {written}: the model has layers 0..{num_layers - 1}")
+    if list(layers) != list(range(layers[0], layers[0] + len(layers))):
+        raise BadInputError(f"--layers {written}: edited layers must be contiguous and increasing, e.g. 4,5,6")
 
 
 # Tuned on llmkit's world models (4 layers, d = 192, m = 512), measured on 5 form-demo entities of

@@ -13,8 +13,11 @@ before unlearning), and NLL the mean token negative log-likelihood of the answer
               −E log σ(β·(log π_θ/π_ref(y_w|x) − log π_θ/π_ref(y_l|x)))
 
 log π(y|x) is the answer's summed log-probability (NPO, Zhang et al. 2024; SimNPO, Fan et al.
-2024, normalises by the answer length |y| and drops the reference). NPO, SimNPO and DPO add the
-retain term only when retain data is given, as OpenUnlearning's do. Deliberate differences from
+2024, normalises by the answer length |y| and drops the reference). SimNPO's margin γ sits outside
+β here, σ(−β·log π/|y| − γ); OpenUnlearning and the official SimNPO code put a δ inside it,
+σ(β·(NLL/|y| − δ)) with NLL = −log π(y|x), so γ = β·δ. DPO's loss is TRL's −log σ(βΔ);
+OpenUnlearning's has a 2/β factor in front. NPO, SimNPO and DPO add the retain term only when
+retain data is given, as OpenUnlearning's do. Deliberate differences from
 the code the references describe: KL is a true KL on retain answer tokens (RESTOR's `KL_FT` is a
 cross-entropy, which differs by the entropy of π_θ, and OpenUnlearning's averages over padding);
 NPO's log-ratio is per sequence, as in the paper (RESTOR's takes the ratio of batch means).
@@ -23,7 +26,8 @@ The reference is kept once and frozen: a copy of the model, or, when the model i
 (peft) model, the base model itself with the adapter disabled — no second copy in memory.
 
 Data: records with `text` (the loss covers every token) or `prompt` + `answer` (the loss covers
-the answer tokens only; prompt and " " + answer are tokenized jointly, as every llmkit scorer does).
+the answer tokens only; prompt and " " + answer are tokenized jointly, as every llmkit scorer does),
+encoded and padded by `llmkit.training` (`encode_records`, `PadCollator`).
 Each forget example carries ⌈R/F⌉ (at most 8) retain examples, dealt from a seeded shuffle.
 """
 
@@ -41,16 +45,21 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
-from llmkit.batching import pad_batch
 from llmkit.data import check_records
 from llmkit.errors import BadInputError
-from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.methods import task_vector
 from llmkit.methods.configs import LOSSES as LOSSES  # re-exported
 from llmkit.methods.configs import METHODS, QUESTIONS_ONLY, RETAIN_USE, GradientConfig
-from llmkit.training import build_trainer, train, training_arguments
+from llmkit.training import (
+    IGNORE,
+    PadCollator,
+    TrainingBudget,
+    build_trainer,
+    encode_records,
+    train,
+    training_arguments,
+)
 
-IGNORE = -100
 MAX_RETAIN_PER_FORGET = 8
 REFUSALS_FILE = Path(__file__).with_name("refusals.txt")
 """ORT's 99 "I don't know" answers (generation/idontknow.jsonl; MIT, © 2025 Xiaotian Ye)."""
@@ -113,20 +122,6 @@ def with_retain(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, 
     return Dataset.from_list(rows)
 
 
-def encode_records(tokenizer: PreTrainedTokenizerBase, records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[int]]]:
-    """`input_ids` and `labels` per record: labels are the input ids, with the prompt of a
-    question masked (IGNORE) so the loss covers its answer only."""
-    encoded: list[dict[str, list[int]] | None] = [None] * len(records)
-    questions = [i for i, r in enumerate(records) if "prompt" in r and "answer" in r]
-    pairs = tokenize_pairs(tokenizer, [records[i]["prompt"] for i in questions], [" " + records[i]["answer"].strip() for i in questions])
-    for i, (context, answer) in zip(questions, pairs):
-        encoded[i] = {"input_ids": context + answer, "labels": [IGNORE] * len(context) + answer}
-    passages = [i for i in range(len(records)) if encoded[i] is None]
-    for i, ids in zip(passages, encode_prompts(tokenizer, [records[i]["text"] for i in passages])):
-        encoded[i] = {"input_ids": ids, "labels": list(ids)}
-    return encoded  # type: ignore[return-value]
-
-
 def unlearning_dataset(
     tokenizer: PreTrainedTokenizerBase,
     forget: Sequence[Mapping[str, Any]],
@@ -135,35 +130,6 @@ def unlearning_dataset(
 ) -> Dataset:
     """One tokenized row per forget example, with its retain examples."""
     return with_retain(encode_records(tokenizer, forget), tokenizer, retain, seed)
-
-
-class PadCollator:
-    """Right-pads `input_ids`/`labels` (and their `retain_` twins) to the longest in the batch,
-    adding the attention masks."""
-
-    def __init__(self, pad_token_id: int, forget_collator: Callable | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.forget_collator = forget_collator
-        """Collates the forget side instead (TRL's preference collator, for DPO)."""
-
-    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.forget_collator is not None:
-            batch = self.forget_collator([{k: v for k, v in r.items() if not k.startswith("retain_")} for r in rows])
-        else:
-            batch = self._pad([r["input_ids"] for r in rows], [r["labels"] for r in rows], "")
-        if "retain_input_ids" in rows[0]:
-            ids = [example for r in rows for example in r["retain_input_ids"]]
-            labels = [example for r in rows for example in r["retain_labels"]]
-            batch.update(self._pad(ids, labels, "retain_"))
-        return batch
-
-    def _pad(self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], prefix: str) -> dict[str, torch.Tensor]:
-        padded = pad_batch(ids, self.pad_token_id, "right")
-        return {
-            f"{prefix}input_ids": padded["input_ids"],
-            f"{prefix}attention_mask": padded["attention_mask"],
-            f"{prefix}labels": pad_batch(labels, IGNORE, "right")["input_ids"],
-        }
 
 
 # ---- losses -------------------------------------------------------------------------------------
@@ -190,7 +156,7 @@ def npo_loss(log_prob: torch.Tensor, reference_log_prob: torch.Tensor, beta: flo
 
 
 def simnpo_loss(log_prob: torch.Tensor, length: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
-    """−(2/β)·mean log σ(−(β/|y|)·log π_θ(y|x) − γ)."""
+    """−(2/β)·mean log σ(−(β/|y|)·log π_θ(y|x) − γ); γ sits outside β (OpenUnlearning's δ = γ/β)."""
     return -(2 / beta) * F.logsigmoid(-beta * log_prob / length.clamp(min=1) - gamma).mean()
 
 
@@ -296,32 +262,32 @@ def build_unlearning_trainer(
     forget: Sequence[Mapping[str, Any]],
     retain: Sequence[Mapping[str, Any]] | None,
     checkpoint_dir: str | Path,
-    budget: Mapping[str, Any],
+    budget: TrainingBudget | Mapping[str, Any],
     *,
     alpha: float = 1.0,
     beta: float = 0.1,
     gamma: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Trainer:
-    """The trainer for `method` (not yet trained); `budget` holds `training_arguments`' epochs,
-    learning_rate, batch_size, max_steps, seed and save_steps."""
+    """The trainer for `method` (not yet trained); `budget` is a `TrainingBudget` or a mapping of
+    its fields."""
     check_request(method, forget, retain, alpha=alpha, beta=beta)
-    seed = budget.get("seed", 0)
+    budget = TrainingBudget.of(budget)
     if method == "dpo":
         from trl import DPOConfig
         from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-        args = training_arguments(checkpoint_dir, args_class=DPOConfig, beta=beta, **budget)
+        args = training_arguments(checkpoint_dir, budget, args_class=DPOConfig, beta=beta)
         collator = PadCollator(tokenizer.pad_token_id, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
         return build_trainer(
-            model, with_retain(preference_records(forget, read_refusals()), tokenizer, retain, seed), args,
+            model, with_retain(preference_records(forget, read_refusals()), tokenizer, retain, budget.seed), args,
             trainer_class=retain_dpo_trainer(), data_collator=collator, progress=progress,
             processing_class=tokenizer, ref_model=frozen_reference(model), alpha=alpha,
         )
     loss = {"rt": "sft", "task-vector": "sft"}.get(method, method)
     data = refusal_records(forget, read_refusals(), tokenizer.eos_token or "") if method == "rt" else forget
     return build_trainer(
-        model, unlearning_dataset(tokenizer, data, retain, seed), training_arguments(checkpoint_dir, **budget),
+        model, unlearning_dataset(tokenizer, data, retain, budget.seed), training_arguments(checkpoint_dir, budget),
         trainer_class=UnlearningTrainer, data_collator=PadCollator(tokenizer.pad_token_id), progress=progress,
         unlearning=GradientConfig(loss, alpha=alpha, beta=beta, gamma=gamma),
     )
@@ -334,7 +300,7 @@ def unlearn(
     forget: Sequence[Mapping[str, Any]],
     retain: Sequence[Mapping[str, Any]] | None,
     checkpoint_dir: str | Path,
-    budget: Mapping[str, Any],
+    budget: TrainingBudget | Mapping[str, Any],
     *,
     alpha: float = 1.0,
     beta: float = 0.1,

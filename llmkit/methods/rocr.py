@@ -50,16 +50,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
 from llmkit.batching import corpus_batches, pad_batch
+from llmkit.data import read_texts
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
 from llmkit.methods.configs import CONTEXT_STARTERS as CONTEXT_STARTERS  # re-exported
+from llmkit.methods.configs import PRESERVE_MODES, SUBJECT_TOKENS, ROCRConfig, check_layers
 from llmkit.methods.configs import WORLD_MODEL_SETTINGS as WORLD_MODEL_SETTINGS  # re-exported
 from llmkit.methods.configs import default_layers as default_layers  # re-exported
-from llmkit.methods.configs import PRESERVE_MODES, SUBJECT_TOKENS, ROCRConfig
-from llmkit.results import staged_directory
-from llmkit.models import model_fingerprint
-
+from llmkit.models import load_model, model_fingerprint
+from llmkit.results import check_output_path, staged_directory
 
 # --- key statistics ----------------------------------------------------------------------------
 
@@ -105,6 +105,18 @@ class StatisticsCorpus:
     max_tokens: int
     batch_size: int = 16
     max_length: int = 1024
+
+    @classmethod
+    def from_source(cls, source: str, max_tokens: int, max_length: int = 1024) -> StatisticsCorpus:
+        """`source` as `read_texts` reads it: .txt (a text per line), JSONL/JSON/CSV/Parquet with a
+        'text' field, or a saved or hub dataset; not stdin, which could not be read twice."""
+        if source == "-":
+            raise BadInputError(
+                "--stats-corpus is read twice (digest, then statistics), so it cannot be stdin; save it to a file"
+            )
+        if not Path(source).expanduser().exists() and Path(source).suffix:
+            raise BadInputError(f"--stats-corpus {source} does not exist")
+        return cls(source, lambda: read_texts(source), max_tokens, max_length=max_length)
 
     def batches(self, tokenizer: PreTrainedTokenizerBase) -> Iterable[list[list[int]]]:
         return corpus_batches(tokenizer, self.texts(), self.max_tokens, self.batch_size, self.max_length)
@@ -321,6 +333,20 @@ def check_request(tokenizer: PreTrainedTokenizerBase, request: Request) -> None:
         raise BadInputError(f"the target and the redirect are both {request.target!r}; redirect to another concept")
 
 
+def pair_requests(targets: Sequence[str], redirects: Sequence[str]) -> list[Request]:
+    """One request per target: with one redirect for all targets, or one redirect each."""
+    if not targets or not redirects:
+        raise BadInputError("name what to forget with --target and where to send it with --redirect")
+    if len(redirects) not in (1, len(targets)):
+        raise BadInputError(
+            f"give one --redirect for all targets or one per target; "
+            f"got {len(targets)} targets and {len(redirects)} redirects"
+        )
+    if len(redirects) == 1:
+        redirects = list(redirects) * len(targets)
+    return [Request(t, r) for t, r in zip(targets, redirects)]
+
+
 def projectors_for(
     second_moments: dict[int, torch.Tensor] | None, config: ROCRConfig, m: int, device: torch.device
 ) -> dict[int, torch.Tensor]:
@@ -352,6 +378,7 @@ def unlearn(
         raise BadInputError(f"--lambda must be at least 0, got {config.lam}")
     if config.subject_token not in SUBJECT_TOKENS:
         raise BadInputError(f"--subject-token takes {', '.join(SUBJECT_TOKENS)}, got {config.subject_token!r}")
+    check_layers(config.layers, len(arch.decoder_layers(model)))
     for request in requests:
         check_request(tokenizer, request)
     m = arch.mlp_out_weight(model, config.layers[0]).shape[1]
@@ -446,3 +473,28 @@ def read_edit(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))
     except (safetensors.SafetensorError, OSError) as err:
         raise BadInputError(f"{path / WEIGHTS_FILE} is damaged ({err}); the edit cannot be reverted") from None
+
+
+def revert_directory(edited: Path, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Restore the model `unlearn` edited into `edited` to `out`, bit for bit, refusing when the
+    weights there changed after the edit or the saved originals do not give the original back.
+    Returns the edit's record."""
+    check_output_path(out, overwrite, inputs=[edited])
+    record, tensors = read_edit(edited)
+    model, tokenizer = load_model(str(edited), dtype=record["dtype"], device="cpu")
+    found = model_fingerprint(model)
+    if found != record["edited_fingerprint"]:
+        raise BadInputError(
+            f"{edited} does not hold the model ROCR wrote (fingerprint {found}, expected "
+            f"{record['edited_fingerprint']}); its weights changed after the edit, so reverting would not restore "
+            "the original"
+        )
+    revert(model, tensors)
+    if model_fingerprint(model) != record["original_fingerprint"]:
+        raise BadInputError(
+            f"{edited}: the saved original weights do not give back the original model; {WEIGHTS_FILE} is damaged"
+        )
+    with staged_directory(out, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return record

@@ -26,25 +26,24 @@ paper states none and the code does none.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from datasets import Dataset
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import PreTrainedModel
 
 from llmkit import arch
 from llmkit.errors import BadInputError
-from llmkit.generation import encode_prompts
 from llmkit.hooks import intervene, last_token, pooled_states
 from llmkit.methods.configs import TARGETS as TARGETS  # re-exported
 from llmkit.methods.configs import SendConfig
-from llmkit.methods.gradient import PadCollator
-from llmkit.training import EpochEndCallback, build_trainer, completed_epochs, training_arguments
+from llmkit.training import build_text_trainer as build_text_trainer  # re-exported: SeND trains through it
+from llmkit.training import encode_texts as encode_texts  # re-exported: the tracking samples' encoding
+from llmkit.training import EpochEndCallback, completed_epochs
 
 STATE_FILE = "send_state.safetensors"
 
@@ -176,30 +175,3 @@ def check_tracking(tracking: Sequence[str], total: int, track_fraction: float) -
         raise BadInputError(
             f"--track-fraction {track_fraction} of {total} texts leaves no tracking samples; SeND needs some: raise it or add data"
         )
-
-
-def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text as the model reads it, EOS-terminated (as pretraining documents are),
-    cut to `max_length`."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [(ids + eos)[:max_length] for ids in encode_prompts(tokenizer, texts)]
-
-
-def build_text_trainer(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_texts: Sequence[str],
-    checkpoint_dir: str | Path,
-    budget: Mapping[str, Any],
-    *,
-    max_length: int = 512,
-    callbacks: Sequence[TrainerCallback] = (),
-    progress: Any = None,
-) -> Trainer:
-    """A plain Trainer of next-token loss on `train_texts` (sft, SeND's baseline); SeND adds its
-    `SensitivityDropout` callback. `budget` holds `training_arguments`' settings."""
-    rows = [{"input_ids": ids, "labels": ids} for ids in encode_texts(tokenizer, train_texts, max_length)]
-    return build_trainer(
-        model, Dataset.from_list(rows), training_arguments(checkpoint_dir, **budget),
-        data_collator=PadCollator(tokenizer.pad_token_id), progress=progress, callbacks=callbacks,
-    )

@@ -8,8 +8,10 @@ the centring over the feature dimension,
 
 with z_k the hidden state of answer k's last token at the middle layer (`answer_embeddings`): the
 differential entropy of the answers in embedding space: answers that agree give a low score,
-answers that scatter (confabulation) a high one. INSIDE's code computes the same with log10 on
-torch.cov (Σ/(d−1)), which only rescales it.
+answers that scatter (confabulation) a high one. This equals LM-Polygraph's EigenScore exactly.
+INSIDE's code is not a pure rescale of it: it divides the covariance by (d−1) (torch.cov) and
+takes log10, so INSIDE(α) = [EigenScore(α·(d−1)) − ln(d−1)] / ln 10; with the same α the two are
+not affine in each other.
 
 Both methods work on the smaller Gram side: for K > d, Sylvester's identity gives
 log det(Z_c Z_cᵀ + αI_K) = (K−d)·log α + log det(Z_cᵀ Z_c + αI_d).
