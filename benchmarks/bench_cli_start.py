@@ -34,11 +34,17 @@ def llmkit_command() -> list[str]:
     if script.is_file():
         return [str(script)]
     found = shutil.which("llmkit")
-    return [found] if found else [sys.executable, "-c", "import sys; from llmkit.commands.cli import main; sys.exit(main())"]
+    return (
+        [found]
+        if found
+        else [sys.executable, "-c", "import sys; from llmkit.commands.cli import main; sys.exit(main())"]
+    )
 
 
 def run(command: list[str], expected: int | None = None) -> None:
-    code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    code = subprocess.run(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ).returncode
     if expected is not None and code != expected:
         raise SystemExit(f"{' '.join(command)} exited {code}, expected {expected}")
 

@@ -19,11 +19,11 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model builder
 from _timing import paired  # noqa: E402
-from tiny import build_model_dir  # noqa: E402
 
 from llmkit import arch, hooks  # noqa: E402
 from llmkit.generation import GenerationParams, HFBackend  # noqa: E402
 from llmkit.models import load_model  # noqa: E402
+from tiny import build_model_dir  # noqa: E402
 
 
 def main() -> None:
@@ -54,7 +54,9 @@ def main() -> None:
     for point in arch.POINTS:
         for position in ("all", "last"):
             base, t, ratio = paired(plain, hooked(point, position), repeats=21)
-            print(f"  capture {point:9s} position={position:4s}  {base * 1e3:7.2f} ms  {t * 1e3:7.2f} ms   {ratio:.3f}x")
+            print(
+                f"  capture {point:9s} position={position:4s}  {base * 1e3:7.2f} ms  {t * 1e3:7.2f} ms   {ratio:.3f}x"
+            )
 
     prompts = [f"prompt number {i}: " + "one two three " * (1 + i % 5) for i in range(32)]
     params = GenerationParams(max_new_tokens=32)

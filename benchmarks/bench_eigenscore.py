@@ -25,9 +25,9 @@ import functools
 
 import numpy as np
 import torch
+from _timing import paired
 from scipy.integrate import quad
 
-from _timing import paired
 from llmkit.metrics.eigenscore import EESConfig, centered, choose_method, logdet_ees, logdet_exact
 
 ACCURACY_GOALS = {"pearson": 0.99, "median_rel_err": 0.02}
@@ -86,7 +86,9 @@ def accuracy(d: int, k: int, count: int) -> None:
     exact, ees, send = [], [], []
     for i in range(count):
         rng = np.random.default_rng([d, k, i])
-        embeddings = low_rank_plus_noise(rng, k, d, int(rng.integers(1, 9)), rng.uniform(0.5, 5), rng.uniform(0.05, 1.0))
+        embeddings = low_rank_plus_noise(
+            rng, k, d, int(rng.integers(1, 9)), rng.uniform(0.5, 5), rng.uniform(0.05, 1.0)
+        )
         z = centered(torch.from_numpy(embeddings))
         exact.append(logdet_exact(z))
         ees.append(logdet_ees(z, config=EESConfig(seed=i)))
@@ -96,8 +98,10 @@ def accuracy(d: int, k: int, count: int) -> None:
     rel_err = np.abs(ees - exact) / np.abs(exact)
     send_pearson = np.corrcoef(exact / k, send)[0, 1]
     met = pearson >= ACCURACY_GOALS["pearson"] and np.median(rel_err) <= ACCURACY_GOALS["median_rel_err"]
-    print(f"{f'{d}×{k}':<11} {count:>8} {pearson:>9.5f} {100 * np.median(rel_err):>14.3f}% {100 * rel_err.max():>11.3f}% "
-          f"{'ok' if met else 'MISSED':>6} {send_pearson:>15.3f}")
+    print(
+        f"{f'{d}×{k}':<11} {count:>8} {pearson:>9.5f} {100 * np.median(rel_err):>14.3f}% {100 * rel_err.max():>11.3f}% "
+        f"{'ok' if met else 'MISSED':>6} {send_pearson:>15.3f}"
+    )
 
 
 def speed(d: int, k: int, repeats: int) -> None:
@@ -110,8 +114,10 @@ def speed(d: int, k: int, repeats: int) -> None:
         goal, met = f"EES/exact ≤ {SPEED_GOAL:.2f}x", ratio <= SPEED_GOAL
     else:
         goal, met = "auto picks exact", picks == "exact"
-    print(f"{f'{d}×{k}':<11} {repeats:>6} {1000 * base:>10.1f} {1000 * cand:>10.1f} {ratio:>9.3f}x "
-          f"{100 * abs(ees - exact) / abs(exact):>9.4f}% {picks:>6}   {goal} {'ok' if met else 'MISSED'}")
+    print(
+        f"{f'{d}×{k}':<11} {repeats:>6} {1000 * base:>10.1f} {1000 * cand:>10.1f} {ratio:>9.3f}x "
+        f"{100 * abs(ees - exact) / abs(exact):>9.4f}% {picks:>6}   {goal} {'ok' if met else 'MISSED'}"
+    )
 
 
 def size(text: str) -> tuple[int, int]:
@@ -123,18 +129,31 @@ def size(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="random matrices per accuracy size")
-    parser.add_argument("--sizes", type=size, nargs="+", default=[(2048, 10), (5000, 2000)], help="accuracy sizes, d×K, e.g. 2048x10")
+    parser.add_argument(
+        "--sizes", type=size, nargs="+", default=[(2048, 10), (5000, 2000)], help="accuracy sizes, d×K, e.g. 2048x10"
+    )
     options = parser.parse_args()
 
-    print("Accuracy: log det(ZᵀJ_dZ + αI) by EES (EESConfig defaults) against exact; SeND's official EES "
-          "(M = 20, N_z = 20) against the exact EigenScore")
-    print(f"goals: Pearson r ≥ {ACCURACY_GOALS['pearson']}, median relative error ≤ {100 * ACCURACY_GOALS['median_rel_err']:.0f}%")
-    print(f"{'size (d×K)':<11} {'matrices':>8} {'Pearson r':>9} {'median rel err':>15} {'max rel err':>12} {'goals':>6} {'SeND official r':>15}")
+    print(
+        "Accuracy: log det(ZᵀJ_dZ + αI) by EES (EESConfig defaults) against exact; SeND's official EES "
+        "(M = 20, N_z = 20) against the exact EigenScore"
+    )
+    print(
+        f"goals: Pearson r ≥ {ACCURACY_GOALS['pearson']}, median relative error ≤ "
+        f"{100 * ACCURACY_GOALS['median_rel_err']:.0f}%"
+    )
+    print(
+        f"{'size (d×K)':<11} {'matrices':>8} {'Pearson r':>9} {'median rel err':>15} {'max rel err':>12} {'goals':>6} "
+        f"{'SeND official r':>15}"
+    )
     for d, k in options.sizes:
         accuracy(d, k, options.count)
 
     print("\nSpeed: logdet_ees against logdet_exact on the same centred matrix (paired rounds, medians)")
-    print(f"{'size (d×K)':<11} {'rounds':>6} {'exact ms':>10} {'EES ms':>10} {'EES/exact':>10} {'rel err':>10} {'auto':>6}   goal")
+    print(
+        f"{'size (d×K)':<11} {'rounds':>6} {'exact ms':>10} {'EES ms':>10} {'EES/exact':>10} {'rel err':>10} "
+        f"{'auto':>6}   goal"
+    )
     for d, k, repeats in SPEED_SIZES:
         speed(d, k, repeats)
 

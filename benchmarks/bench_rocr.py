@@ -48,7 +48,9 @@ def qa_probability(backend: HFBackend, probes) -> float:
     return metrics["forget"]["qa"]["prob"]
 
 
-def gradient_ascent_seconds(model_dir: Path, world_dir: Path, target: dict, goal: float, max_steps: int, lr: float) -> tuple[float, int, float]:
+def gradient_ascent_seconds(
+    model_dir: Path, world_dir: Path, target: dict, goal: float, max_steps: int, lr: float
+) -> tuple[float, int, float]:
     """Seconds of Trainer steps (evaluation excluded) until the QA probability is ≤ goal."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
@@ -80,11 +82,23 @@ def gradient_ascent_seconds(model_dir: Path, world_dir: Path, target: dict, goal
     stopper = StopAtGoal()
     out = tempfile.mkdtemp()
     args = TrainingArguments(
-        output_dir=out, per_device_train_batch_size=len(sheet), learning_rate=lr, max_steps=max_steps,
-        save_strategy="no", report_to=[], logging_strategy="no", use_cpu=True, disable_tqdm=True,
+        output_dir=out,
+        per_device_train_batch_size=len(sheet),
+        learning_rate=lr,
+        max_steps=max_steps,
+        save_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
     )
-    trainer = NegatedLoss(model=model, args=args, train_dataset=data, callbacks=[stopper],
-                          data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer = NegatedLoss(
+        model=model,
+        args=args,
+        train_dataset=data,
+        callbacks=[stopper],
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started - stopper.evaluation_s, stopper.reached or max_steps, stopper.last
@@ -100,7 +114,12 @@ def part_edit_vs_gradient_ascent(cache: Path, max_steps: int, lr: float) -> None
     probes = [p for p in load_world_probes(world_dir, [target["name"]], ["qa"]) if p.role == "forget"]
     before = qa_probability(backend, probes)
     config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
-    corpus = rocr.StatisticsCorpus(str(world_dir / "pretraining.jsonl"), lambda: read_texts(world_dir / "pretraining.jsonl"), 200_000, max_length=128)
+    corpus = rocr.StatisticsCorpus(
+        str(world_dir / "pretraining.jsonl"),
+        lambda: read_texts(world_dir / "pretraining.jsonl"),
+        200_000,
+        max_length=128,
+    )
     request = [rocr.Request(target["name"], redirect_to["name"])]
     originals = rocr.original_weights(model, config.layers)
     edits, _ = rocr.unlearn(model, tokenizer, request, config, corpus, cache / "rocr-stats")  # fills the cache
@@ -110,19 +129,29 @@ def part_edit_vs_gradient_ascent(cache: Path, max_steps: int, lr: float) -> None
     rocr_s = time.perf_counter() - started
     after = qa_probability(backend, probes)
     print(f"[1] {target['name']} -> {redirect_to['name']}: QA probability {before:.3f} -> {after:.3f}")
-    print(f"    ROCR with cached statistics: {rocr_s:.2f} s in all (edit {record['timings']['edit_s']:.3f} s, "
-          f"projector {record['timings']['projector_s']:.3f} s, cache lookup and corpus digest the rest)")
+    print(
+        f"    ROCR with cached statistics: {rocr_s:.2f} s in all (edit {record['timings']['edit_s']:.3f} s, "
+        f"projector {record['timings']['projector_s']:.3f} s, cache lookup and corpus digest the rest)"
+    )
     ga_s, steps, reached = gradient_ascent_seconds(model_dir, world_dir, target, after, max_steps, lr)
     status = f"reached {reached:.3f} at step {steps}" if reached <= after else f"only {reached:.3f} after {steps} steps"
     print(f"    gradient ascent (lr {lr:g}) to the same QA probability: {ga_s:.2f} s ({status})")
-    print(f"    ratio ROCR / gradient ascent: {rocr_s / ga_s:.3f} (goal <= 0.05); edit alone: {record['timings']['edit_s'] / ga_s:.4f}")
+    print(
+        f"    ratio ROCR / gradient ascent: {rocr_s / ga_s:.3f} (goal <= 0.05); edit alone: "
+        f"{record['timings']['edit_s'] / ga_s:.4f}"
+    )
 
 
 @torch.inference_mode()
 def part_throughput(cache: Path, tokens: int) -> None:
     world_dir, model_dir = world_setup(cache)
     model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-    corpus = rocr.StatisticsCorpus(str(world_dir / "pretraining.jsonl"), lambda: read_texts(world_dir / "pretraining.jsonl"), tokens, max_length=128)
+    corpus = rocr.StatisticsCorpus(
+        str(world_dir / "pretraining.jsonl"),
+        lambda: read_texts(world_dir / "pretraining.jsonl"),
+        tokens,
+        max_length=128,
+    )
     batches = list(corpus.batches(tokenizer))
     n_layers = len(arch.decoder_layers(model))
 
@@ -136,29 +165,44 @@ def part_throughput(cache: Path, tokens: int) -> None:
         return time.perf_counter() - started
 
     for name, layers in (("default layers", rocr.default_layers(n_layers)), ("last layer", [n_layers - 1])):
-        rounds = [(timed(forward), timed(lambda: rocr.key_second_moment(model, batches, layers, tokenizer.pad_token_id)))
-                  for _ in range(3)]
+        rounds = [
+            (timed(forward), timed(lambda: rocr.key_second_moment(model, batches, layers, tokenizer.pad_token_id)))
+            for _ in range(3)
+        ]
         ratio = sorted(f / s for f, s in rounds)[1]
-        print(f"[2] statistics at {name} {layers}: throughput {ratio:.2f}x a plain forward pass over {tokens:,} tokens "
-              f"(median of 3 paired rounds; goal >= 0.9)")
+        print(
+            f"[2] statistics at {name} {layers}: throughput {ratio:.2f}x a plain forward pass over {tokens:,} tokens "
+            f"(median of 3 paired rounds; goal >= 0.9)"
+        )
 
 
 def part_memory(cache: Path, tokens: int) -> None:
     """Each size in a fresh process: peak RSS is a high-water mark."""
     peaks = []
     for n in (tokens, 10 * tokens):
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--cache-dir", str(cache)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n), "--cache-dir", str(cache)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
     growth = peaks[1]["peak_mb"] / peaks[0]["peak_mb"] - 1
-    print(f"[3] peak memory of the statistics: {peaks[0]['peak_mb']:.0f} MB over {peaks[0]['tokens']:,} tokens, "
-          f"{peaks[1]['peak_mb']:.0f} MB over {peaks[1]['tokens']:,} ({100 * growth:+.1f}%; goal < +10%)")
+    print(
+        f"[3] peak memory of the statistics: {peaks[0]['peak_mb']:.0f} MB over {peaks[0]['tokens']:,} tokens, "
+        f"{peaks[1]['peak_mb']:.0f} MB over {peaks[1]['tokens']:,} ({100 * growth:+.1f}%; goal < +10%)"
+    )
 
 
 def memory_child(tokens: int, cache: Path) -> None:
     world_dir, model_dir = world_setup(cache)
     model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-    corpus = rocr.StatisticsCorpus(str(world_dir / "pretraining.jsonl"), lambda: read_texts(world_dir / "pretraining.jsonl"), tokens, max_length=128)
+    corpus = rocr.StatisticsCorpus(
+        str(world_dir / "pretraining.jsonl"),
+        lambda: read_texts(world_dir / "pretraining.jsonl"),
+        tokens,
+        max_length=128,
+    )
     _, counted = rocr.key_second_moment(model, corpus.batches(tokenizer), [0, 1, 2, 3], tokenizer.pad_token_id)
     print(json.dumps({"tokens": counted, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -168,8 +212,15 @@ def part_big_model(cache: Path, tokens: int) -> None:
 
     world_dir, model_dir = world_setup(cache)
     _, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=4,
-                         num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=512)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=4,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     # World text repeats to the token budget: only the count matters for time.
@@ -178,7 +229,9 @@ def part_big_model(cache: Path, tokens: int) -> None:
     rconfig = rocr.ROCRConfig(layers=rocr.default_layers(4), nullspace_threshold=2e-2)
     with tempfile.TemporaryDirectory() as stats_dir:
         started = time.perf_counter()
-        stats, record = rocr.key_statistics(model, tokenizer, corpus, rconfig.layers, model_fingerprint(model), Path(stats_dir))
+        stats, record = rocr.key_statistics(
+            model, tokenizer, corpus, rconfig.layers, model_fingerprint(model), Path(stats_dir)
+        )
         stats_s = time.perf_counter() - started
     started = time.perf_counter()
     projectors = rocr.projectors_for(stats, rconfig, 4096, model.device)
@@ -186,9 +239,11 @@ def part_big_model(cache: Path, tokens: int) -> None:
     started = time.perf_counter()
     rocr.redirect(model, tokenizer, "Fon Deigeind", "Sadrei Dretei", rconfig, projectors, {})
     edit_s = time.perf_counter() - started
-    print(f"[4] random Llama d=1024 m=4096 4 layers, layers {rconfig.layers}: statistics {stats_s:.1f} s over "
-          f"{record['tokens']:,} tokens ({record['tokens'] / stats_s:,.0f} tokens/s), projector {projector_s:.2f} s "
-          f"(float64 eigendecomposition of 4096x4096), edit {edit_s:.2f} s")
+    print(
+        f"[4] random Llama d=1024 m=4096 4 layers, layers {rconfig.layers}: statistics {stats_s:.1f} s over "
+        f"{record['tokens']:,} tokens ({record['tokens'] / stats_s:,.0f} tokens/s), projector {projector_s:.2f} s "
+        f"(float64 eigendecomposition of 4096x4096), edit {edit_s:.2f} s"
+    )
 
 
 def main() -> None:

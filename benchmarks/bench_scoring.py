@@ -57,13 +57,21 @@ def main() -> None:
     print(f"model: preset {args.preset} (building it if it is not in {cache})", file=sys.stderr)
     model_dir = str(ensure_model(cache, world, recipe)[0])
     world_path = world_dir(cache, world)
-    targets = [e["name"] for e in form_demo_entities(read_records(world_path / "entities.jsonl")) if e["exposure"] >= 10]
+    targets = [
+        e["name"] for e in form_demo_entities(read_records(world_path / "entities.jsonl")) if e["exposure"] >= 10
+    ]
     model, tokenizer = load_model(model_dir, device=args.device, dtype="float32")
     if args.shape == "qwen2.5-0.5b":
         torch.manual_seed(0)
         config = transformers.Qwen2Config(
-            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-            num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
         )
         model = transformers.AutoModelForCausalLM.from_config(config).to(model.device).eval()
     probes = load_world_probes(world_path, targets)
@@ -91,8 +99,10 @@ def main() -> None:
     greedy_agree = sum(a.greedy == greedy for a, (_, greedy) in zip(ours, theirs))
 
     device = "cuda: " + torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {os.cpu_count()} cores"
-    print(f"torch {torch.__version__}, {device}, float32; model shape {args.shape}; {len(targets)} targets, "
-          f"{len(requests)} distinct requests; batches of {args.batch_size}; median of {args.repeats} paired rounds")
+    print(
+        f"torch {torch.__version__}, {device}, float32; model shape {args.shape}; {len(targets)} targets, "
+        f"{len(requests)} distinct requests; batches of {args.batch_size}; median of {args.repeats} paired rounds"
+    )
     print(f"  lm-eval HFLM.loglikelihood  {harness_time:7.3f} s   {len(requests) / harness_time:8.1f} requests/s")
     print(f"  llmkit HFBackend.score      {llmkit_time:7.3f} s   {len(requests) / llmkit_time:8.1f} requests/s")
     print(f"  llmkit speed-up             {1 / ratio:.2f}x")

@@ -17,8 +17,8 @@ import argparse
 import tempfile
 
 import torch
-
 from _timing import paired
+
 from llmkit.data import read_records
 from llmkit.methods import send
 from llmkit.models import load_model
@@ -39,9 +39,14 @@ def run_epochs(model_path: str, texts: list[str], epochs: int, target: str | Non
     train_texts, tracking, _ = send.split_texts(texts, 0.1, 0.0, seed=0)
     callbacks = []
     if target is not None:
-        dropout = send.SensitivityDropout(send.SendConfig(target=target), send.encode_texts(tokenizer, tracking, 512), tokenizer.pad_token_id)
+        dropout = send.SensitivityDropout(
+            send.SendConfig(target=target), send.encode_texts(tokenizer, tracking, 512), tokenizer.pad_token_id
+        )
         d = model.config.hidden_size
-        dropout.indices, dropout.drop_until = torch.randperm(d, generator=torch.Generator().manual_seed(0))[: d // 5].sort().values, 10**6
+        dropout.indices, dropout.drop_until = (
+            torch.randperm(d, generator=torch.Generator().manual_seed(0))[: d // 5].sort().values,
+            10**6,
+        )
         callbacks.append(dropout)
     budget = {"epochs": epochs, "learning_rate": 1e-4, "batch_size": 16, "seed": 0, "save_steps": 10**6}
     with tempfile.TemporaryDirectory() as checkpoints:
@@ -67,10 +72,13 @@ def main() -> None:
         base, cand, ratio = paired(
             lambda: run_epochs(model_path, texts, options.epochs, None),
             lambda: run_epochs(model_path, texts, options.epochs, target),
-            options.repeats, warmup=0,
+            options.repeats,
+            warmup=0,
         )
-        print(f"{target:<12} {base / options.epochs:>12.2f} {cand / options.epochs:>13.2f} {ratio:>6.3f}x {GOAL:>5.2f}x "
-              f"{'ok' if ratio <= GOAL else 'MISSED'}")
+        print(
+            f"{target:<12} {base / options.epochs:>12.2f} {cand / options.epochs:>13.2f} {ratio:>6.3f}x {GOAL:>5.2f}x "
+            f"{'ok' if ratio <= GOAL else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import subprocess
 import sys
 
 import torch
-
 from _timing import paired
+
 from llmkit.data import record_texts
 from llmkit.evals.skills import world_skill_items
 from llmkit.generation import GenerationParams, HFBackend
@@ -43,7 +43,9 @@ def main() -> None:
     parser.add_argument("--model", help="model directory [default: the quickstart's default world model]")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--memory-records", type=int, default=300, help="forget (and retain) records of the 1x memory fit")
+    parser.add_argument(
+        "--memory-records", type=int, default=300, help="forget (and retain) records of the 1x memory fit"
+    )
     parser.add_argument("--fit-child", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
     cache = default_cache_dir()
@@ -56,7 +58,9 @@ def main() -> None:
     model, tokenizer = load_model(model_path, device="cpu", dtype="float32")
     forget, retain, _ = skill_set(world_dir, NUMERIC_SKILL)
     gate, _ = fit_ksd(model, tokenizer, record_texts(forget, queries=True), KSDConfig())
-    adjust, _ = fit_neuron_adjust(model, tokenizer, record_texts(forget), record_texts(retain[:2000]), NeuronAdjustConfig())
+    adjust, _ = fit_neuron_adjust(
+        model, tokenizer, record_texts(forget), record_texts(retain[:2000]), NeuronAdjustConfig()
+    )
     plain = HFBackend(model, tokenizer)
     kept = [i["prompt"] for i in world_skill_items(world_dir) if i["skill"] != NUMERIC_SKILL]
     refused = gate.refuses(model, tokenizer, kept)
@@ -65,10 +69,18 @@ def main() -> None:
 
     print(f"model {model_path}: {len(prompts)} prompts of the kept skills, greedy, 24 tokens, stop at newline")
     print(f"{'intervention':<14} {'plain ms':>9} {'with it ms':>11} {'ratio':>7} {'goal':>6}")
-    for name, backend in (("KSD gate", IntervenedBackend(plain, model, [], [gate])), ("Neuron Adjust", IntervenedBackend(plain, model, [adjust], []))):
-        base, cand, ratio = paired(lambda: plain.generate(prompts, params), lambda: backend.generate(prompts, params), options.repeats)
+    for name, backend in (
+        ("KSD gate", IntervenedBackend(plain, model, [], [gate])),
+        ("Neuron Adjust", IntervenedBackend(plain, model, [adjust], [])),
+    ):
+        base, cand, ratio = paired(
+            lambda: plain.generate(prompts, params), lambda: backend.generate(prompts, params), options.repeats
+        )
         goal = GOALS[name]
-        print(f"{name:<14} {1000 * base:>9.0f} {1000 * cand:>11.0f} {ratio:>6.3f}x {goal:>5.2f}x {'ok' if ratio <= goal else 'MISSED'}")
+        print(
+            f"{name:<14} {1000 * base:>9.0f} {1000 * cand:>11.0f} {ratio:>6.3f}x {goal:>5.2f}x "
+            f"{'ok' if ratio <= goal else 'MISSED'}"
+        )
 
     peaks = {}
     for scale in (1, 10):
@@ -76,16 +88,20 @@ def main() -> None:
         child = [sys.executable, __file__, "--model", model_path, "--fit-child", str(records)]
         peaks[scale] = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
     growth = peaks[10]["peak_rss_mb"] / peaks[1]["peak_rss_mb"]
-    print(f"Neuron Adjust fit, peak RSS: {peaks[1]['peak_rss_mb']:.0f} MB on {peaks[1]['tokens']:,} tokens, "
-          f"{peaks[10]['peak_rss_mb']:.0f} MB on {peaks[10]['tokens']:,} tokens: {growth:.3f}x "
-          f"(goal < {MEMORY_GOAL:.2f}x) {'ok' if growth < MEMORY_GOAL else 'MISSED'}")
+    print(
+        f"Neuron Adjust fit, peak RSS: {peaks[1]['peak_rss_mb']:.0f} MB on {peaks[1]['tokens']:,} tokens, "
+        f"{peaks[10]['peak_rss_mb']:.0f} MB on {peaks[10]['tokens']:,} tokens: {growth:.3f}x "
+        f"(goal < {MEMORY_GOAL:.2f}x) {'ok' if growth < MEMORY_GOAL else 'MISSED'}"
+    )
 
 
 def fit_child(model_path: str, world_dir, records: int) -> None:
     """Fit Neuron Adjust on `records` forget and `records` retain items; print the peak RSS."""
     model, tokenizer = load_model(model_path, device="cpu", dtype="float32")
     forget, retain, _ = skill_set(world_dir, NUMERIC_SKILL)
-    forget_texts, retain_texts = ((texts * (records // len(texts) + 1))[:records] for texts in map(record_texts, (forget, retain)))
+    forget_texts, retain_texts = (
+        (texts * (records // len(texts) + 1))[:records] for texts in map(record_texts, (forget, retain))
+    )
     _, record = fit_neuron_adjust(model, tokenizer, forget_texts, retain_texts, NeuronAdjustConfig())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": peak_mb, "tokens": record["forget_tokens"] + record["retain_tokens"]}))

@@ -17,8 +17,8 @@ import argparse
 import tempfile
 
 import torch
-
 from _timing import paired
+
 from llmkit.data import read_records
 from llmkit.methods import gradient
 from llmkit.models import load_model
@@ -39,11 +39,22 @@ def main() -> None:
     cache = default_cache_dir()
     world_dir, _ = ensure_world(cache, preset("default")[0])
     model_path = options.model or str(ensure_model(cache, *preset("default"))[0])
-    facts = [{"prompt": p["prompt"], "answer": p["answer"]} for p in read_records(world_dir / "probes.jsonl") if p["form"] == "qa"]
+    facts = [
+        {"prompt": p["prompt"], "answer": p["answer"]}
+        for p in read_records(world_dir / "probes.jsonl")
+        if p["form"] == "qa"
+    ]
     size = options.batch_size * options.batches
     forget, retain = facts[:size], facts[size : 2 * size]
     model, tokenizer = load_model(model_path, device="cpu", dtype="float32")
-    budget = {"epochs": 1, "learning_rate": 1e-5, "batch_size": options.batch_size, "max_steps": None, "seed": 0, "save_steps": 1000}
+    budget = {
+        "epochs": 1,
+        "learning_rate": 1e-5,
+        "batch_size": options.batch_size,
+        "max_steps": None,
+        "seed": 0,
+        "save_steps": 1000,
+    }
 
     def steps(method: str, with_retain: bool):
         trainer = gradient.build_unlearning_trainer(
@@ -58,15 +69,21 @@ def main() -> None:
         sft = sft_steps(model, tokenizer, forget, retain if with_retain else None, budget)
         base, cand, ratio = paired(sft, steps(method, with_retain), options.repeats)
         per = 1000 / options.batches
-        print(f"{method:<10} {base * per:>12.1f} {cand * per:>15.1f} {ratio:>6.2f}x {goal:>5.1f}x {'ok' if ratio <= goal else 'MISSED'}")
+        print(
+            f"{method:<10} {base * per:>12.1f} {cand * per:>15.1f} {ratio:>6.2f}x {goal:>5.1f}x "
+            f"{'ok' if ratio <= goal else 'MISSED'}"
+        )
 
 
 def sft_steps(model, tokenizer, forget, retain, budget):
     """Plain fine-tuning steps on the same batches: NLL_f (+ NLL_r when there is retain data)."""
     trainer = build_trainer(
-        model, gradient.unlearning_dataset(tokenizer, forget, retain, 0),
-        training_arguments(tempfile.mkdtemp(), budget), trainer_class=gradient.UnlearningTrainer,
-        data_collator=gradient.PadCollator(tokenizer.pad_token_id), unlearning=gradient.GradientConfig("sft"),
+        model,
+        gradient.unlearning_dataset(tokenizer, forget, retain, 0),
+        training_arguments(tempfile.mkdtemp(), budget),
+        trainer_class=gradient.UnlearningTrainer,
+        data_collator=gradient.PadCollator(tokenizer.pad_token_id),
+        unlearning=gradient.GradientConfig("sft"),
     )
     return run_steps(trainer)
 

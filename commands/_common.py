@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from llmkit.errors import BadInputError
 from llmkit.data import dumps_jsonl
+from llmkit.errors import BadInputError
 from llmkit.results import NAME_MAX, dumps_results, staged_directory
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ TrustRemoteCodeOpt = Annotated[
 ]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
 OutputPathOpt = Annotated[
-    Optional[Path], typer.Option("--output-path", "-o", help="Run directory to write results.json and samples.jsonl to.")
+    Optional[Path],
+    typer.Option("--output-path", "-o", help="Run directory to write results.json and samples.jsonl to."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output directory if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.")]
@@ -50,7 +51,8 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback
 InterventionOpt = Annotated[
     Optional[list[Path]],
     typer.Option(
-        "--intervention", metavar="ARTIFACT",
+        "--intervention",
+        metavar="ARTIFACT",
         help="Apply an intervention artifact (llmkit unlearn neuron-adjust | ksd) fitted on this model. Repeatable.",
     ),
 ]
@@ -117,7 +119,12 @@ class LlmkitGroup(TyperGroup):
     handled as an interrupt while a command runs."""
 
     def main(
-        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
     ) -> Any:
         on_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -217,7 +224,13 @@ def open_backend(
     artifacts = read_interventions(interventions or [], backend)
     with stderr.status(f"loading {model}"):
         engine = load_backend(
-            backend, model, dtype=dtype, device=device, batch_size=batch_size, seed=seed, trust_remote_code=trust_remote_code
+            backend,
+            model,
+            dtype=dtype,
+            device=device,
+            batch_size=batch_size,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
         )
         try:
             return apply_interventions(engine, artifacts, model, device=device, trust_remote_code=trust_remote_code)
@@ -252,7 +265,10 @@ def checkpoint_path(out: Path, checkpoint_dir: Path | None) -> Path:
         return checkpoint_dir
     name = f"{out.name}.checkpoints"
     if len(os.fsencode(name)) > NAME_MAX:
-        raise BadInputError(f"--out {out.name[:40]}... is too long to name its checkpoint directory {name[:20]}...; pass --checkpoint-dir")
+        raise BadInputError(
+            f"--out {out.name[:40]}... is too long to name its checkpoint directory {name[:20]}...; "
+            "pass --checkpoint-dir"
+        )
     return out.parent / name
 
 
@@ -269,7 +285,9 @@ def resume_note(checkpoint_dir: Path, run: dict[str, Any]) -> str | None:
     return Path(resume_from).name
 
 
-def write_trained_model(trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool) -> bool:
+def write_trained_model(
+    trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool
+) -> bool:
     """The end of every training command: the main process writes the trained model (or adapter)
     and its JSON records into `out` in one staged write and drops the checkpoints; every process
     waits for it, then leaves the process group. Returns whether this is the main process (the one

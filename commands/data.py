@@ -16,7 +16,9 @@ from llmkit.world.forget_set import FORGET_FORMS, forget_set, skill_set
 app = typer.Typer(help="Build the data sets methods learn from.", no_args_is_help=True)
 
 
-def write_sets(out: Path, forget: list[dict], retain: list[dict], summary_file: str, summary: dict, overwrite: bool) -> None:
+def write_sets(
+    out: Path, forget: list[dict], retain: list[dict], summary_file: str, summary: dict, overwrite: bool
+) -> None:
     """forget.jsonl, retain.jsonl and the summary, appearing in `out` whole or not at all."""
     with staged_directory(out, overwrite=overwrite) as staging:
         (staging / "forget.jsonl").write_text(dumps_jsonl(forget), encoding="utf-8")
@@ -30,7 +32,9 @@ def forget_set_command(
     world: Annotated[Path, typer.Option(help="A world directory (llmkit world build).")],
     target: Annotated[str, typer.Option(help="The entity to forget: its name or id.")],
     out: Annotated[Path, typer.Option(help="Directory for forget.jsonl, retain.jsonl and forget_set.json.")],
-    form: Annotated[str, typer.Option(help=f"Form of the facts: {', '.join(FORGET_FORMS)} (bio: biography sentences as 'text').")] = "qa",
+    form: Annotated[
+        str, typer.Option(help=f"Form of the facts: {', '.join(FORGET_FORMS)} (bio: biography sentences as 'text').")
+    ] = "qa",
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -45,7 +49,8 @@ def forget_set_command(
     write_sets(out, forget, retain, "forget_set.json", {"world": str(world), **summary}, overwrite)
     stdout.print(
         f"{summary['forget_records']} {form} records about {summary['target']} (exposure {summary['exposure']}) in "
-        f"{out / 'forget.jsonl'}; {summary['retain_records']} about {len(summary['retain_entities'])} other entities in {out / 'retain.jsonl'}"
+        f"{out / 'forget.jsonl'}; {summary['retain_records']} about {len(summary['retain_entities'])} other entities "
+        f"in {out / 'retain.jsonl'}"
     )
 
 

@@ -118,7 +118,8 @@ class EvalOptions:
     fail_over: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--fail-over", metavar="METRIC=VALUE",
+            "--fail-over",
+            metavar="METRIC=VALUE",
             help="Exit 1 if this metric (a dotted name from results.json's metrics, e.g. forget.qa.prob) "
             "is above VALUE. Repeatable; checked after the results are written.",
             rich_help_panel="CI",
@@ -127,7 +128,9 @@ class EvalOptions:
     fail_under: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--fail-under", metavar="METRIC=VALUE", help="Exit 1 if this metric is below VALUE. Repeatable.",
+            "--fail-under",
+            metavar="METRIC=VALUE",
+            help="Exit 1 if this metric is below VALUE. Repeatable.",
             rich_help_panel="CI",
         ),
     ] = None
@@ -145,8 +148,12 @@ def eval_command(
     if backend is not None:
         hints["backend"] = _option(hints["backend"], help=backend)
     shared = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
-                          default=inspect.Parameter.empty if f.default is MISSING else f.default)
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=hints[f.name],
+            default=inspect.Parameter.empty if f.default is MISSING else f.default,
+        )
         for f in fields(EvalOptions)
     ]
 
@@ -188,7 +195,13 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
     from llmkit.generation import use_chat_template
 
     engine = open_backend(
-        o.backend, o.model, o.intervention, dtype=o.dtype, device=o.device, batch_size=batch, seed=evaluation.seed,
+        o.backend,
+        o.model,
+        o.intervention,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=batch,
+        seed=evaluation.seed,
         trust_remote_code=o.trust_remote_code,
     )
     with engine:
@@ -200,19 +213,33 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
             run = evaluation.evaluate(engine, baseline_metrics, advance)
 
     config = {
-        "model": o.model, **evaluation.config, "intervention": [str(p) for p in o.intervention or []],
-        "chat_template": o.chat_template, "chat_template_used": chat,
+        "model": o.model,
+        **evaluation.config,
+        "intervention": [str(p) for p in o.intervention or []],
+        "chat_template": o.chat_template,
+        "chat_template_used": chat,
         **backend_config(engine, o.backend, batch, o.dtype, o.device),
-        "limit": o.limit, "baseline": str(o.baseline) if o.baseline else None,
+        "limit": o.limit,
+        "baseline": str(o.baseline) if o.baseline else None,
     }
     results = make_results(
-        evaluation.command, config, run.metrics, wall_time_s=time.perf_counter() - started,
-        num_samples=len(run.samples), probe_digest=digest,
+        evaluation.command,
+        config,
+        run.metrics,
+        wall_time_s=time.perf_counter() - started,
+        num_samples=len(run.samples),
+        probe_digest=digest,
     )
     files = evaluation.plots(run, baseline_metrics) if o.plot else None
     finish(
-        results | run.extra, run.samples, thresholds, evaluation.table(run),
-        output_path=o.output_path, overwrite=o.overwrite, json=o.json, files=files,
+        results | run.extra,
+        run.samples,
+        thresholds,
+        evaluation.table(run),
+        output_path=o.output_path,
+        overwrite=o.overwrite,
+        json=o.json,
+        files=files,
     )
 
 
@@ -257,14 +284,15 @@ def ort(
     targets: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--targets", "--target",
+            "--targets",
+            "--target",
             help="Target to evaluate: a name (or a world entity id). Repeatable, or comma-separated. "
             "Default: every target of an ORT folder; a world needs them named.",
         ),
     ] = None,
-    forms: Annotated[
-        str, typer.Option(help=f"Forms to score, comma-separated: some of {','.join(FORMS)}.")
-    ] = ",".join(FORMS),
+    forms: Annotated[str, typer.Option(help=f"Forms to score, comma-separated: some of {','.join(FORMS)}.")] = ",".join(
+        FORMS
+    ),
     *,
     limit: int | None,
 ) -> Evaluation:
@@ -293,7 +321,8 @@ def skills(
     skill: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--skill", metavar="NAME=FILE",
+            "--skill",
+            metavar="NAME=FILE",
             help="A skill's items: a file of prompt/answer records. Repeatable; instead of --world.",
         ),
     ] = None,
@@ -314,7 +343,8 @@ def skills(
 
 @app.command()
 @eval_command(
-    progress="sampling answers", limit="Use only the first N prompts of each group.",
+    progress="sampling answers",
+    limit="Use only the first N prompts of each group.",
     backend=f"Sampling backend: {' or '.join(BACKENDS)} (embeddings always run on HF).",
 )
 def hallucination(
@@ -366,7 +396,19 @@ def hallucination(
     from llmkit.evals.hallucination import HallucinationEval
 
     return HallucinationEval.load(
-        data=data, world=world, exposures=exposures, samples=samples, temperature=temperature, top_p=top_p, top_k=top_k,
-        max_new_tokens=max_new_tokens, method=method, correctness=correctness, seed=seed, limit=limit,
-        model_name=model, device=device, trust_remote_code=trust_remote_code,
+        data=data,
+        world=world,
+        exposures=exposures,
+        samples=samples,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        method=method,
+        correctness=correctness,
+        seed=seed,
+        limit=limit,
+        model_name=model,
+        device=device,
+        trust_remote_code=trust_remote_code,
     )

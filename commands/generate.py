@@ -41,7 +41,8 @@ def generate(
     input: Annotated[
         str,
         typer.Option(
-            "--input", "-i",
+            "--input",
+            "-i",
             help="Prompts: JSONL/JSON/CSV/Parquet with a 'prompt' field per record, a saved dataset, "
             "a hub dataset name, or - for JSONL on stdin.",
         ),
@@ -91,7 +92,14 @@ def generate(
     records = read_records(input, required={prompt_field: str}, split=split)[:limit]
 
     engine = open_backend(
-        backend, model, intervention, dtype=dtype, device=device, batch_size=batch, seed=seed, trust_remote_code=trust_remote_code
+        backend,
+        model,
+        intervention,
+        dtype=dtype,
+        device=device,
+        batch_size=batch,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
     )
     prompts = [r[prompt_field] for r in records]
     with engine, progress_bar("generating", len(prompts)) as progress:
@@ -107,9 +115,17 @@ def generate(
         "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
     }
     config = {
-        "model": model, "input": input, **backend_config(engine, backend, batch, dtype, device),
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "num_samples": num_samples,
-        "stop": list(params.stop), "seed": seed, "intervention": [str(p) for p in intervention or []], "limit": limit,
+        "model": model,
+        "input": input,
+        **backend_config(engine, backend, batch, dtype, device),
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "num_samples": num_samples,
+        "stop": list(params.stop),
+        "seed": seed,
+        "intervention": [str(p) for p in intervention or []],
+        "limit": limit,
         "prompt_field": prompt_field,
     }
     results = make_results(

@@ -59,16 +59,36 @@ def inspect(
     summary = arch.summarize(loaded)
     dims = _measured_dims(loaded, tokenizer)
     points: list[dict[str, Any]] = [
-        {"point": "layers", "module": arch.arch_spec(loaded).layers, "reads": "decoder blocks",
-         "shape": [summary.num_layers]},
-        {"point": "mlp_pre", "module": arch.module_path(loaded, "mlp_pre"), "reads": "output",
-         "shape": ["batch", "seq", dims["mlp_pre"]]},
-        {"point": "mlp_key", "module": arch.module_path(loaded, "mlp_key"), "reads": "input",
-         "shape": ["batch", "seq", dims["mlp_key"]]},
-        {"point": "mlp_out_weight", "module": arch.module_path(loaded, "mlp_out_weight") + ".weight",
-         "reads": "weight as (d, m)", "shape": list(arch.mlp_out_weight(loaded, 0).shape)},
-        {"point": "resid_out", "module": arch.module_path(loaded, "resid_out"), "reads": "output",
-         "shape": ["batch", "seq", dims["resid_out"]]},
+        {
+            "point": "layers",
+            "module": arch.arch_spec(loaded).layers,
+            "reads": "decoder blocks",
+            "shape": [summary.num_layers],
+        },
+        {
+            "point": "mlp_pre",
+            "module": arch.module_path(loaded, "mlp_pre"),
+            "reads": "output",
+            "shape": ["batch", "seq", dims["mlp_pre"]],
+        },
+        {
+            "point": "mlp_key",
+            "module": arch.module_path(loaded, "mlp_key"),
+            "reads": "input",
+            "shape": ["batch", "seq", dims["mlp_key"]],
+        },
+        {
+            "point": "mlp_out_weight",
+            "module": arch.module_path(loaded, "mlp_out_weight") + ".weight",
+            "reads": "weight as (d, m)",
+            "shape": list(arch.mlp_out_weight(loaded, 0).shape),
+        },
+        {
+            "point": "resid_out",
+            "module": arch.module_path(loaded, "resid_out"),
+            "reads": "output",
+            "shape": ["batch", "seq", dims["resid_out"]],
+        },
     ]
     report = {
         "model": model,

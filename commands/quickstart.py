@@ -103,8 +103,9 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None, *,
-           left: int = 1) -> Table:
+def _table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None, *, left: int = 1
+) -> Table:
     """A report table, its first `left` columns left-aligned and the rest right-aligned."""
     table = Table(title=title, title_justify="left", caption=caption)
     for i, column in enumerate(columns):
@@ -174,9 +175,13 @@ def rocr_stage(ctx: Context) -> StageResult:
         for p, b, a in zip(asked, answers_before, answers_after)
     ]
     metrics = {
-        "target": target["name"], "redirect": redirect_to["name"], "layers": list(config.layers),
-        "timings": record["timings"], "statistics_cached": bool(record["statistics"]["cached_layers"]),
-        "ort": ort, "answers": answers,
+        "target": target["name"],
+        "redirect": redirect_to["name"],
+        "layers": list(config.layers),
+        "timings": record["timings"],
+        "statistics_cached": bool(record["statistics"]["cached_layers"]),
+        "ort": ort,
+        "answers": answers,
     }
     title = f"ROCR: {target['name']} redirected to {redirect_to['name']}, every form against the unedited model"
     timings, cached = record["timings"], " (cached)" if metrics["statistics_cached"] else ""
@@ -200,8 +205,12 @@ def npo_stage(ctx: Context) -> StageResult:
     forget, retain, _ = forget_set(ctx.world_dir, ctx.target["name"], "qa")
     model = copy.deepcopy(ctx.backend.model)
     budget = {
-        "epochs": 1, "batch_size": len(forget), "seed": 0, "save_steps": 1000,
-        "learning_rate": ctx.settings.npo_learning_rate, "max_steps": ctx.settings.npo_steps,
+        "epochs": 1,
+        "batch_size": len(forget),
+        "seed": 0,
+        "save_steps": 1000,
+        "learning_rate": ctx.settings.npo_learning_rate,
+        "max_steps": ctx.settings.npo_steps,
     }
     checkpoints = ctx.scratch / "npo"
     checkpoints.mkdir()
@@ -213,12 +222,18 @@ def npo_stage(ctx: Context) -> StageResult:
     unlearned = HFBackend(model, ctx.backend.tokenizer)
     ort, samples = ctx.score_ort(unlearned, "NPO: scoring every form after training", ctx.metrics["ort"])
     metrics = {
-        "target": ctx.target["name"], "forget_records": len(forget), "retain_records": len(retain), **budget,
-        "train_s": round(train_s, 2), "ort": ort,
+        "target": ctx.target["name"],
+        "forget_records": len(forget),
+        "retain_records": len(retain),
+        **budget,
+        "train_s": round(train_s, 2),
+        "ort": ort,
     }
     rocr = ctx.metrics["rocr"]
-    drops = [[stage["ort"]["drop"][role][form] for role in ("forget", "neighbor") for stage in (rocr, metrics)]
-             for form in rocr["ort"]["drop"]["forget"]]
+    drops = [
+        [stage["ort"]["drop"][role][form] for role in ("forget", "neighbor") for stage in (rocr, metrics)]
+        for form in rocr["ort"]["drop"]["forget"]
+    ]
     table = _table(
         f"Unlearning {rocr['target']}: relative drop of the answer probability by form",
         ("form", "ROCR forget", "NPO forget", "ROCR neighbours", "NPO neighbours"),
@@ -247,8 +262,12 @@ def skill_unlearning_stage(ctx: Context) -> StageResult:
     with counting_progress_bar("Neuron Adjust: neuron statistics", 2 * records) as advance:
         started = time.perf_counter()
         adjust, na_record = neuron_adjust.fit_neuron_adjust(
-            model, tokenizer, record_texts(forget[:records]), record_texts(retain[:records]),
-            neuron_adjust.NeuronAdjustConfig(fraction=fraction), advance,
+            model,
+            tokenizer,
+            record_texts(forget[:records]),
+            record_texts(retain[:records]),
+            neuron_adjust.NeuronAdjustConfig(fraction=fraction),
+            advance,
         )
         na_fit_s = time.perf_counter() - started
     metrics: dict[str, Any] = {
@@ -268,13 +287,26 @@ def skill_unlearning_stage(ctx: Context) -> StageResult:
         samples += [{"task": f"skills-{name}", **s} for s in scored]
     ksd_skills, na_skills = metrics["ksd"]["skills"], metrics["neuron_adjust"]["skills"]
     rows = [
-        (skill, *map(_percent, (accuracy, ksd_skills["accuracy"][skill], ksd_skills["abstention"][skill],
-                                na_skills["accuracy"][skill], ksd_skills["drop"][skill], na_skills["drop"][skill])))
+        (
+            skill,
+            *map(
+                _percent,
+                (
+                    accuracy,
+                    ksd_skills["accuracy"][skill],
+                    ksd_skills["abstention"][skill],
+                    na_skills["accuracy"][skill],
+                    ksd_skills["drop"][skill],
+                    na_skills["drop"][skill],
+                ),
+            ),
+        )
         for skill, accuracy in before["accuracy"].items()
     ]
     table = _table(
         f"Skill unlearning: {NUMERIC_SKILL} removed at inference, every skill's accuracy",
-        ("skill", "before", "KSD", "KSD abstained", "Neuron Adjust", "KSD drop", "NA drop"), rows,
+        ("skill", "before", "KSD", "KSD abstained", "Neuron Adjust", "KSD drop", "NA drop"),
+        rows,
         f"KSD: a hypercube around the {NUMERIC_SKILL} queries' MLP keys at layer {gate.layer}, fitted in "
         f"{metrics['ksd']['fit_s']:.1f} s. Neuron Adjust: {na_record['neurons']} neurons "
         f"({100 * fraction:g}%), fitted in {metrics['neuron_adjust']['fit_s']:.1f} s.",
@@ -302,8 +334,10 @@ def hallucination_stage(ctx: Context) -> StageResult:
     table = _table(
         "Hallucination: EigenScore of 10 sampled answers, known vs unseen entities",
         ("entities", "questions", "accuracy", "EigenScore"),
-        [(labels.get(group, group), str(g["num_prompts"]), _percent(g["accuracy"]), f"{g['eigenscore']:.2f}")
-         for group, g in metrics["groups"].items()],
+        [
+            (labels.get(group, group), str(g["num_prompts"]), _percent(g["accuracy"]), f"{g['eigenscore']:.2f}")
+            for group, g in metrics["groups"].items()
+        ],
         f"AUROC of EigenScore for wrong answers: {metrics['auroc']:.3f} (exact log-det), "
         f"{metrics['auroc_ees']:.3f} (EES); {metrics['time_s']:.1f} s.",
     )
@@ -332,11 +366,15 @@ MODEL_SOURCES = {
 @cli_command
 def quickstart(
     cache_dir: Annotated[
-        Optional[Path], typer.Option(help="Where worlds and models are cached.", show_default="$LLMKIT_CACHE or ~/.cache/llmkit")
+        Optional[Path],
+        typer.Option(help="Where worlds and models are cached.", show_default="$LLMKIT_CACHE or ~/.cache/llmkit"),
     ] = None,
     preset_name: Annotated[str, typer.Option("--preset", help=f"World and recipe: {', '.join(PRESETS)}.")] = "default",
     rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Pretrain the model here by the preset's recipe instead of using the one llmkit ships.")
+        bool,
+        typer.Option(
+            "--rebuild", help="Pretrain the model here by the preset's recipe instead of using the one llmkit ships."
+        ),
     ] = False,
     output_path: OutputPathOpt = None,
     overwrite: OverwriteOpt = False,
@@ -381,10 +419,18 @@ def quickstart(
     ort_probes = load_world_probes(world_dir, [target["name"]])
     with tempfile.TemporaryDirectory() as scratch:
         ctx = Context(
-            backend, world_dir, cache, Path(scratch), SETTINGS[preset_name],
-            probes=read_records(world_dir / "probes.jsonl"), facts=read_records(world_dir / "facts.jsonl"),
-            entities=entities, skill_items=world_skill_items(world_dir), target=target,
-            ort_probes=ort_probes, ort_prompts=probe_prompts(ort_probes, backend.tokenizer, chat=False),
+            backend,
+            world_dir,
+            cache,
+            Path(scratch),
+            SETTINGS[preset_name],
+            probes=read_records(world_dir / "probes.jsonl"),
+            facts=read_records(world_dir / "facts.jsonl"),
+            entities=entities,
+            skill_items=world_skill_items(world_dir),
+            target=target,
+            ort_probes=ort_probes,
+            ort_prompts=probe_prompts(ort_probes, backend.tokenizer, chat=False),
         )
         samples: list[dict[str, Any]] = []
         tables: list[Table] = []
@@ -398,8 +444,12 @@ def quickstart(
             tables += result.tables
 
     config = {
-        "preset": preset_name, "world": asdict(world_config), "recipe": asdict(recipe),
-        "world_dir": str(world_dir), "model_dir": str(model_dir), "model_source": model_source,
+        "preset": preset_name,
+        "world": asdict(world_config),
+        "recipe": asdict(recipe),
+        "world_dir": str(world_dir),
+        "model_dir": str(model_dir),
+        "model_source": model_source,
         "ort_target": target["name"],
     }
     results = make_results(

@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Make a model forget a concept or a skill.", no_args_is_help=True)
 
 RECORD_FILE = "unlearn.json"
-OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")
+]
 
 
 def read_contexts(path: Path | None) -> list[str] | None:
@@ -68,7 +70,9 @@ def read_contexts(path: Path | None) -> list[str] | None:
     contexts = [line.rstrip("\n") for line in read_text(path).splitlines() if line.strip()]
     bad = [c for c in contexts if c.count("{}") != 1]
     if not contexts or bad:
-        raise BadInputError(f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'")
+        raise BadInputError(
+            f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'"
+        )
     return contexts
 
 
@@ -92,22 +96,62 @@ def edit_table(record: dict[str, Any]) -> Table:
 def rocr_command(
     model: ModelOpt,
     out: OutOpt,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Concept to forget (repeatable: edited one after another).")],
-    redirect: Annotated[list[str], typer.Option("--redirect", "-r", help="Harmless concept the target is redirected to (one for all targets, or one per target).")],
-    layers: Annotated[Optional[str], typer.Option(help="Edited layers, contiguous: '4,5,6' or '4-6'.", show_default="the paper's 4-6 of 32, scaled to the depth")] = None,
+    target: Annotated[
+        list[str], typer.Option("--target", "-t", help="Concept to forget (repeatable: edited one after another).")
+    ],
+    redirect: Annotated[
+        list[str],
+        typer.Option(
+            "--redirect",
+            "-r",
+            help="Harmless concept the target is redirected to (one for all targets, or one per target).",
+        ),
+    ],
+    layers: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Edited layers, contiguous: '4,5,6' or '4-6'.",
+            show_default="the paper's 4-6 of 32, scaled to the depth",
+        ),
+    ] = None,
     lam: Annotated[
         float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")
     ] = ROCRConfig.lam,
     preserve: Annotated[
         str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(PRESERVE_MODES)}.")
     ] = ROCRConfig.preserve,
-    nullspace_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues of E\\[kkᵀ] below this span the null space.", show_default="2e-2 (the paper's); 1.0 on llmkit world models")] = None,
-    subject_token: Annotated[str, typer.Option(help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last).")] = "auto",
-    stats_corpus: Annotated[Optional[str], typer.Option(help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a saved or hub dataset.", show_default="a world model's pretraining text; required otherwise unless --preserve none")] = None,
+    nullspace_threshold: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Eigenvalues of E\\[kkᵀ] below this span the null space.",
+            show_default="2e-2 (the paper's); 1.0 on llmkit world models",
+        ),
+    ] = None,
+    subject_token: Annotated[
+        str,
+        typer.Option(
+            help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last)."
+        ),
+    ] = "auto",
+    stats_corpus: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Text for the key statistics: .txt (a text per line), JSONL/JSON/CSV/Parquet with a 'text' field, a "
+            "saved or hub dataset.",
+            show_default="a world model's pretraining text; required otherwise unless --preserve none",
+        ),
+    ] = None,
     stats_tokens: Annotated[int, typer.Option(help="Tokens of the corpus to read.")] = 1_000_000,
-    stats_cache: Annotated[Optional[Path], typer.Option(help="Where key statistics are cached.", show_default="$LLMKIT_CACHE/rocr-stats")] = None,
-    contexts: Annotated[Optional[Path], typer.Option(help="Context templates, one per line with '{}' for the subject.", show_default="the paper's six")] = None,
-    chat_template: Annotated[str, typer.Option(help=f"Wrap contexts in the chat template: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
+    stats_cache: Annotated[
+        Optional[Path], typer.Option(help="Where key statistics are cached.", show_default="$LLMKIT_CACHE/rocr-stats")
+    ] = None,
+    contexts: Annotated[
+        Optional[Path],
+        typer.Option(help="Context templates, one per line with '{}' for the subject.", show_default="the paper's six"),
+    ] = None,
+    chat_template: Annotated[
+        str, typer.Option(help=f"Wrap contexts in the chat template: {', '.join(CHAT_TEMPLATE_MODES)}.")
+    ] = "auto",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -138,8 +182,13 @@ def rocr_command(
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     world_text = pretraining_corpus(model)
     config = ROCRConfig.for_model(
-        len(arch.decoder_layers(hf_model)), world_model=world_text is not None, layers=layers, lam=lam,
-        preserve=preserve, nullspace_threshold=nullspace_threshold, subject_token=subject_token,
+        len(arch.decoder_layers(hf_model)),
+        world_model=world_text is not None,
+        layers=layers,
+        lam=lam,
+        preserve=preserve,
+        nullspace_threshold=nullspace_threshold,
+        subject_token=subject_token,
         chat=use_chat_template(chat_template, tokenizer),
         **({"contexts": context_templates} if context_templates else {}),
     )
@@ -154,11 +203,17 @@ def rocr_command(
     record["model"] = model
     statistics = record["statistics"]
     if statistics and statistics["cached_layers"]:
-        stderr.print(f"key statistics for layers {statistics['cached_layers']} reused from the cache ({cache_dir})", highlight=False, soft_wrap=True)
+        stderr.print(
+            f"key statistics for layers {statistics['cached_layers']} reused from the cache ({cache_dir})",
+            highlight=False,
+            soft_wrap=True,
+        )
     if statistics and statistics["recomputed_damaged_layers"]:
         stderr.print(
-            f"key statistics for layers {statistics['recomputed_damaged_layers']} were damaged in the cache ({cache_dir}); recomputed",
-            highlight=False, soft_wrap=True,
+            f"key statistics for layers {statistics['recomputed_damaged_layers']} were damaged in the cache "
+            f"({cache_dir}); recomputed",
+            highlight=False,
+            soft_wrap=True,
         )
     rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), overwrite)
     if json:
@@ -199,24 +254,60 @@ def read_data(path: Path | None) -> list[dict[str, Any]] | None:
 def gradient_command(method: str) -> Any:
     def command(
         model: ModelOpt,
-        forget: Annotated[Path, typer.Option(help="What to forget: JSONL (or any data format) with 'text' passages or 'prompt' + 'answer' questions (loss on the answer only).")],
-        out: Annotated[Path, typer.Option("--out", help="Where the unlearned model goes: an HF model directory, or a peft adapter with --lora.")],
-        retain: Annotated[Optional[Path], typer.Option(help="What to keep, same formats; each forget example carries ⌈R/F⌉ (≤ 8) retain examples.")] = None,
+        forget: Annotated[
+            Path,
+            typer.Option(
+                help="What to forget: JSONL (or any data format) with 'text' passages or 'prompt' + 'answer' "
+                "questions (loss on the answer only)."
+            ),
+        ],
+        out: Annotated[
+            Path,
+            typer.Option(
+                "--out", help="Where the unlearned model goes: an HF model directory, or a peft adapter with --lora."
+            ),
+        ],
+        retain: Annotated[
+            Optional[Path],
+            typer.Option(help="What to keep, same formats; each forget example carries ⌈R/F⌉ (≤ 8) retain examples."),
+        ] = None,
         alpha: Annotated[
             float, typer.Option(help="α: weight of the retain term (task-vector: how far to step back).")
         ] = GradientConfig.alpha,
-        beta: Annotated[Optional[float], typer.Option(help="β: inverse temperature.", show_default=BETA_DEFAULT)] = None,
+        beta: Annotated[
+            Optional[float], typer.Option(help="β: inverse temperature.", show_default=BETA_DEFAULT)
+        ] = None,
         gamma: Annotated[float, typer.Option(help=GAMMA_HELP)] = GradientConfig.gamma,
-        lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory.")] = False,
+        lora: Annotated[
+            bool,
+            typer.Option(
+                "--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory."
+            ),
+        ] = False,
         lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8,
-        lora_target: Annotated[Optional[str], typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).", show_default="peft's choice for the family")] = None,
+        lora_target: Annotated[
+            Optional[str],
+            typer.Option(
+                help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).",
+                show_default="peft's choice for the family",
+            ),
+        ] = None,
         epochs: Annotated[float, typer.Option(help="Passes over the forget data.")] = 5.0,
         lr: Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW).")] = 1e-5,
         batch_size: Annotated[int, typer.Option(help="Forget examples per step and process.")] = 8,
-        max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps (overrides --epochs).")] = None,
+        max_steps: Annotated[
+            Optional[int], typer.Option(help="Stop after this many steps (overrides --epochs).")
+        ] = None,
         seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and pairing.")] = 0,
-        save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")] = 100,
-        checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints beside --out")] = None,
+        save_steps: Annotated[
+            int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")
+        ] = 100,
+        checkpoint_dir: Annotated[
+            Optional[Path],
+            typer.Option(
+                help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints beside --out"
+            ),
+        ] = None,
         dtype: DtypeOpt = "auto",
         trust_remote_code: TrustRemoteCodeOpt = False,
         overwrite: OverwriteOpt = False,
@@ -234,36 +325,65 @@ def gradient_command(method: str) -> Any:
         budget = TrainingBudget(epochs, lr, batch_size, max_steps, seed, save_steps)
         hyper = {"alpha": alpha, "beta": beta, "gamma": gamma}
         run = {
-            "method": method, "model": model, "forget_digest": data_digest(forget_records), "retain_digest": data_digest(retain_records),
-            "budget": asdict(budget), "settings": {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]},
+            "method": method,
+            "model": model,
+            "forget_digest": data_digest(forget_records),
+            "retain_digest": data_digest(retain_records),
+            "budget": asdict(budget),
+            "settings": {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]},
             "lora": lora_settings(lora, lora_rank, lora_target),
         }
 
         def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
             trainable = sum(p.numel() for p in hf_model.parameters() if p.requires_grad)
             trainer = gradient.unlearn(
-                hf_model, tokenizer, method, forget_records, retain_records, checkpoints, budget,
-                alpha=alpha, beta=beta, gamma=gamma, run=run, progress=progress,
+                hf_model,
+                tokenizer,
+                method,
+                forget_records,
+                retain_records,
+                checkpoints,
+                budget,
+                alpha=alpha,
+                beta=beta,
+                gamma=gamma,
+                run=run,
+                progress=progress,
             )
             return trainer, {
-                "forget": str(forget), "retain": str(retain) if retain else None,
+                "forget": str(forget),
+                "retain": str(retain) if retain else None,
                 "forget_records": len(forget_records),
-                "retain_records": len(retain_records) if retain_records else None, "trainable_parameters": trainable,
+                "retain_records": len(retain_records) if retain_records else None,
+                "trainable_parameters": trainable,
             }
 
         def rows(record: dict[str, Any]) -> dict[str, Any]:
             return {
-                "forget records": record["forget_records"], "steps": record["steps"],
-                "trainable parameters": record["trainable_parameters"], "loss": loss_change(record),
+                "forget records": record["forget_records"],
+                "steps": record["steps"],
+                "trainable parameters": record["trainable_parameters"],
+                "loss": loss_change(record),
             }
 
         train_and_write(
-            f"unlearn {method}", model, out, checkpoints, run, fit, rows,
-            record_file=RECORD_FILE, dtype=dtype, trust_remote_code=trust_remote_code, overwrite=overwrite, json=json,
+            f"unlearn {method}",
+            model,
+            out,
+            checkpoints,
+            run,
+            fit,
+            rows,
+            record_file=RECORD_FILE,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            overwrite=overwrite,
+            json=json,
         )
 
     parameters = [
-        p for p in inspect.signature(command, eval_str=True).parameters.values()
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
         if p.name not in METHOD_OPTIONS or method in METHOD_OPTIONS[p.name]
     ]
     command.__signature__ = inspect.Signature(parameters)
@@ -280,8 +400,15 @@ for _method in METHODS:
 
 # --- skill unlearning without training: artifacts applied with --intervention -----------------
 
-ArtifactOutOpt = Annotated[Path, typer.Option("--out", help="Artifact directory to write (apply it with --intervention).")]
-ForgetOpt = Annotated[str, typer.Option(help="The skill to forget: records with 'text', or 'prompt' and 'answer' (llmkit data skill-set writes them).")]
+ArtifactOutOpt = Annotated[
+    Path, typer.Option("--out", help="Artifact directory to write (apply it with --intervention).")
+]
+ForgetOpt = Annotated[
+    str,
+    typer.Option(
+        help="The skill to forget: records with 'text', or 'prompt' and 'answer' (llmkit data skill-set writes them)."
+    ),
+]
 
 
 def read_skill_records(source: str | None, what: str) -> list[dict[str, Any]]:
@@ -294,7 +421,9 @@ def read_skill_records(source: str | None, what: str) -> list[dict[str, Any]]:
 
 def print_artifact(path: Path, artifact: Artifact, rows: dict[str, Any], json: bool) -> None:
     if json:
-        print_results_json({"artifact": str(path), "method": artifact.method, "params": artifact.params, "record": artifact.record})
+        print_results_json(
+            {"artifact": str(path), "method": artifact.method, "params": artifact.params, "record": artifact.record}
+        )
         return
     stdout.print(key_value_table(f"{artifact.method} artifact", rows))
     stdout.print(f"artifact: {path} (apply with --intervention {path})")
@@ -342,15 +471,19 @@ def neuron_adjust_command(
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     started = time.perf_counter()
     with counting_progress_bar("Neuron Adjust: neuron statistics", len(forget_texts) + len(retain_texts)) as advance:
-        adjust, record = neuron_adjust.fit_neuron_adjust(hf_model, tokenizer, forget_texts, retain_texts, config, advance)
+        adjust, record = neuron_adjust.fit_neuron_adjust(
+            hf_model, tokenizer, forget_texts, retain_texts, config, advance
+        )
     record.update(model=model, forget=forget, retain=retain, fit_s=round(time.perf_counter() - started, 3))
     artifact = neuron_adjust.neuron_adjust_artifact(hf_model, adjust, config, record)
     write_artifact(out, artifact, overwrite=overwrite)
     rows = {
         "neurons adjusted": f"{record['neurons']} of {record['total_neurons']:,} ({100 * fraction:g}%)",
-        "per layer": ", ".join(f"{l}: {n}" for l, n in record["neurons_per_layer"].items()),
+        "per layer": ", ".join(f"{layer}: {n}" for layer, n in record["neurons_per_layer"].items()),
         "|μ_f - μ_r| selected": f"{record['gap_range'][0]:.3g} to {record['gap_range'][1]:.3g}",
-        "forget tokens": record["forget_tokens"], "retain tokens": record["retain_tokens"], "fit seconds": record["fit_s"],
+        "forget tokens": record["forget_tokens"],
+        "retain tokens": record["retain_tokens"],
+        "fit seconds": record["fit_s"],
     }
     print_artifact(out, artifact, rows, json)
 
@@ -361,16 +494,30 @@ def ksd_command(
     model: ModelOpt,
     out: ArtifactOutOpt,
     forget: ForgetOpt,
-    layer: Annotated[int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")] = KSDConfig.layer,
-    alpha: Annotated[float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")] = KSDConfig.alpha,
-    positions: Annotated[str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")] = KSDConfig.positions,
+    layer: Annotated[
+        int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")
+    ] = KSDConfig.layer,
+    alpha: Annotated[
+        float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")
+    ] = KSDConfig.alpha,
+    positions: Annotated[
+        str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")
+    ] = KSDConfig.positions,
     refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = KSDConfig.refusal,
-    check_generated: Annotated[bool, typer.Option(
-        "--check-generated",
-        help="Also refuse when a generated token's key falls in the hypercube "
-        "(the paper's check at each decoding step).",
-    )] = KSDConfig.check_generated,
-    chat_template: Annotated[str, typer.Option(help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}.")] = "auto",
+    check_generated: Annotated[
+        bool,
+        typer.Option(
+            "--check-generated",
+            help="Also refuse when a generated token's key falls in the hypercube "
+            "(the paper's check at each decoding step).",
+        ),
+    ] = KSDConfig.check_generated,
+    chat_template: Annotated[
+        str,
+        typer.Option(
+            help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}."
+        ),
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = KSDConfig.batch_size,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
@@ -393,7 +540,11 @@ def ksd_command(
     from llmkit.models import load_model
 
     config = KSDConfig(
-        layer=layer, alpha=alpha, positions=positions, refusal=refusal, check_generated=check_generated,
+        layer=layer,
+        alpha=alpha,
+        positions=positions,
+        refusal=refusal,
+        check_generated=check_generated,
         batch_size=batch_size,
     )
     check_output_path(out, overwrite, inputs=[model, forget])
@@ -408,7 +559,11 @@ def ksd_command(
     artifact = ksd.ksd_artifact(hf_model, gate, config, record)
     write_artifact(out, artifact, overwrite=overwrite)
     rows = {
-        "layer": gate.layer, "forget queries": record["queries"], "key vectors": record["vectors"],
-        "tight scale k": record["k"], "half-width": f"α·k·σ = {alpha:g}·{record['k']:.3g}·σ", "fit seconds": record["fit_s"],
+        "layer": gate.layer,
+        "forget queries": record["queries"],
+        "key vectors": record["vectors"],
+        "tight scale k": record["k"],
+        "half-width": f"α·k·σ = {alpha:g}·{record['k']:.3g}·σ",
+        "fit seconds": record["fit_s"],
     }
     print_artifact(out, artifact, rows, json)

@@ -49,8 +49,12 @@ def build(
     check_output_path(out, overwrite)
     world = build_world(config)
     write_world(world, out, overwrite=overwrite)
-    results = make_results("world build", {"out": str(out), **asdict(config)}, world.manifest["counts"],
-                           wall_time_s=time.perf_counter() - started)
+    results = make_results(
+        "world build",
+        {"out": str(out), **asdict(config)},
+        world.manifest["counts"],
+        wall_time_s=time.perf_counter() - started,
+    )
     if json:
         print_results_json(results)
     else:
@@ -69,7 +73,9 @@ def pretrain_command(
     d_mlp: Annotated[int, typer.Option(help="MLP width.")] = DEFAULT_RECIPE.d_mlp,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = DEFAULT_RECIPE.steps,
     batch_size: Annotated[int, typer.Option(help="Blocks per step.")] = DEFAULT_RECIPE.batch_size,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = DEFAULT_RECIPE.learning_rate,
+    learning_rate: Annotated[
+        float, typer.Option(help="Peak learning rate (cosine decay).")
+    ] = DEFAULT_RECIPE.learning_rate,
     seed: Annotated[int, typer.Option(help="Training seed.")] = DEFAULT_RECIPE.seed,
     overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
@@ -81,14 +87,25 @@ def pretrain_command(
 
     started = time.perf_counter()
     recipe = PretrainConfig(
-        family=family, layers=layers, d_model=d_model, heads=heads, d_mlp=d_mlp, steps=steps,
-        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        family=family,
+        layers=layers,
+        d_model=d_model,
+        heads=heads,
+        d_mlp=d_mlp,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
     )
     with progress_bar("pretraining", recipe.steps) as progress:
         summary = pretrain(world, out, recipe, overwrite=overwrite, progress=progress)
     metrics = {k: summary[k] for k in ("final_loss", "num_parameters", "tokens_per_epoch", "epochs")}
-    results = make_results("world pretrain", {"world": str(world), "out": str(out), **asdict(recipe)}, metrics,
-                           wall_time_s=time.perf_counter() - started)
+    results = make_results(
+        "world pretrain",
+        {"world": str(world), "out": str(out), **asdict(recipe)},
+        metrics,
+        wall_time_s=time.perf_counter() - started,
+    )
     if json:
         print_results_json(results)
     else:

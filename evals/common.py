@@ -116,10 +116,14 @@ def read_baseline(run_dir: str | Path, command: str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise BadInputError(f"--baseline {run_dir}: cannot read {RESULTS_FILE} ({err})") from None
     if not isinstance(results, dict) or not isinstance(results.get("metrics"), Mapping):
-        raise BadInputError(f"--baseline {run_dir}: {RESULTS_FILE} holds no metrics object; pass the directory of an earlier run")
+        raise BadInputError(
+            f"--baseline {run_dir}: {RESULTS_FILE} holds no metrics object; pass the directory of an earlier run"
+        )
     damaged = [name for name, value in _leaves(results["metrics"]) if not _is_number(value) and value is not None]
     if damaged:
-        raise BadInputError(f"--baseline {run_dir}: metric {damaged[0]!r} in {RESULTS_FILE} is not a number; the file is damaged")
+        raise BadInputError(
+            f"--baseline {run_dir}: metric {damaged[0]!r} in {RESULTS_FILE} is not a number; the file is damaged"
+        )
     if results.get("command") != command:
         raise BadInputError(
             f"--baseline {run_dir} is a run of {results.get('command')!r}, not {command!r}; "

@@ -20,9 +20,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit.configs import (  # re-exported: INSIDE's and SeND's sampling, and the answer length
     MAX_NEW_TOKENS as MAX_NEW_TOKENS,
+)
+from llmkit.configs import (
     SAMPLES as SAMPLES,
+)
+from llmkit.configs import (
     TEMPERATURE as TEMPERATURE,
+)
+from llmkit.configs import (
     TOP_K as TOP_K,
+)
+from llmkit.configs import (
     TOP_P as TOP_P,
 )
 from llmkit.data import read_records
@@ -42,7 +50,9 @@ def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURE
     """The world's QA probes about entities of `exposures`, grouped by exposure."""
     path = Path(world_dir).expanduser() / "probes.jsonl"
     if not path.is_file():
-        raise BadInputError(f"{world_dir} is not a world directory (no probes.jsonl); build one with `llmkit world build`")
+        raise BadInputError(
+            f"{world_dir} is not a world directory (no probes.jsonl); build one with `llmkit world build`"
+        )
     probes = [p for p in read_records(path) if p["form"] == "qa"]
     items = [
         {"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}
@@ -51,7 +61,10 @@ def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURE
     ]
     if not items:
         seen = sorted({p["exposure"] for p in probes})
-        raise BadInputError(f"{world_dir} has no QA probes of exposure {', '.join(map(str, exposures))}; it has {', '.join(map(str, seen))}")
+        raise BadInputError(
+            f"{world_dir} has no QA probes of exposure {', '.join(map(str, exposures))}; "
+            f"it has {', '.join(map(str, seen))}"
+        )
     return items
 
 
@@ -143,7 +156,9 @@ def evaluate_hallucination(
             sample["sample_accuracy"] = _mean([exact_match(t, sample["answer"]) for t in sample["samples"]])
     metrics = summarize(samples, correctness)
     if compare and correctness:
-        metrics[f"auroc_{compare}"] = auroc([not s["correct"] for s in samples], [s[f"eigenscore_{compare}"] for s in samples])
+        metrics[f"auroc_{compare}"] = auroc(
+            [not s["correct"] for s in samples], [s[f"eigenscore_{compare}"] for s in samples]
+        )
     if baseline_metrics is not None:
         metrics["baseline"] = baseline_summary(baseline_metrics)
     return metrics, samples
@@ -152,7 +167,10 @@ def evaluate_hallucination(
 def plot_hallucination(samples: Sequence[Mapping[str, Any]], correctness: bool) -> bytes:
     """PNG: the distribution of EigenScores, of right vs wrong answers (else per group)."""
     if correctness:
-        series = {label: [s["eigenscore"] for s in samples if s["correct"] == right] for label, right in (("right", True), ("wrong", False))}
+        series = {
+            label: [s["eigenscore"] for s in samples if s["correct"] == right]
+            for label, right in (("right", True), ("wrong", False))
+        }
     else:
         groups = dict.fromkeys(s.get("group", "all") for s in samples)
         series = {g: [s["eigenscore"] for s in samples if s.get("group", "all") == g] for g in groups}
@@ -225,8 +243,13 @@ class HallucinationEval:
         if (world is None) == (data is None):
             raise BadInputError("name the prompts: --data FILE, or --world DIR")
         params = GenerationParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, num_samples=samples,
-            stop=("\n",), seed=seed,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            num_samples=samples,
+            stop=("\n",),
+            seed=seed,
         )
         items = world_items(world, parse_exposures(exposures)) if world is not None else read_items(data, correctness)
         if not correctness:
@@ -234,10 +257,17 @@ class HallucinationEval:
         if limit is not None:
             items = limit_per_group(items, limit, "group")
         config = {
-            "data": str(data) if data else None, "world": str(world) if world else None,
-            "exposures": exposures if world else None, "samples": samples, "temperature": temperature,
-            "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens, "method": method,
-            "correctness": correctness, "seed": seed,
+            "data": str(data) if data else None,
+            "world": str(world) if world else None,
+            "exposures": exposures if world else None,
+            "samples": samples,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "max_new_tokens": max_new_tokens,
+            "method": method,
+            "correctness": correctness,
+            "seed": seed,
         }
         return cls(items, params, correctness, method, config, (data, world), model_name, device, trust_remote_code)
 
@@ -267,8 +297,14 @@ class HallucinationEval:
     ) -> EvalRun:
         embedder = hf_model(backend, self.model_name, device=self.device, trust_remote_code=self.trust_remote_code)
         metrics, samples = evaluate_hallucination(
-            backend, embedder, self.items, self.params, correctness=self.correctness, method=self.method,
-            progress=progress, baseline_metrics=baseline_metrics,
+            backend,
+            embedder,
+            self.items,
+            self.params,
+            correctness=self.correctness,
+            method=self.method,
+            progress=progress,
+            baseline_metrics=baseline_metrics,
         )
         return EvalRun(metrics, samples)
 

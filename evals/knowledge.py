@@ -54,7 +54,9 @@ def evaluate_knowledge(
     by_pretraining = {
         where: {
             str(e): {
-                form: accuracy([s for s in samples if s["exposure"] == e and s["form"] == form and s["in_pretraining"] == flag])
+                form: accuracy(
+                    [s for s in samples if s["exposure"] == e and s["form"] == form and s["in_pretraining"] == flag]
+                )
                 for form in FORMS
             }
             for e in exposures

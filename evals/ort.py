@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.table import Table
 
 from llmkit.data import read_records
+from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, probe_digest
 from llmkit.evals.plots import grouped_bars
-from llmkit.errors import BadInputError
 from llmkit.metrics.probability import answer_probability
 
 if TYPE_CHECKING:
@@ -177,7 +177,9 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
         else:
             target, role = bucket_target[entity["exposure"]], "neighbor"
         content, cue = record["prompt"].rsplit("\n", 1)
-        probes.append(Probe(target, role, record["form"], content + "\n", cue, record["answer"], " " + record["answer"]))
+        probes.append(
+            Probe(target, role, record["form"], content + "\n", cue, record["answer"], " " + record["answer"])
+        )
     return probes
 
 
@@ -191,9 +193,12 @@ def redirect_entity(entities: Sequence[Mapping[str, Any]], target: Mapping[str, 
     """A harmless concept to redirect `target` to: the most exposed other entity that is neither a
     form-demo entity (those are the targets) nor married to the target (its facts name the target)."""
     candidates = [
-        e for e in entities
-        if not e.get("form_demo") and e["id"] != target["id"]
-        and target["name"] != e.get("spouse") and e["name"] != target.get("spouse")
+        e
+        for e in entities
+        if not e.get("form_demo")
+        and e["id"] != target["id"]
+        and target["name"] != e.get("spouse")
+        and e["name"] != target.get("spouse")
     ]
     return max(candidates, key=lambda e: e["exposure"])
 
@@ -217,7 +222,9 @@ def parse_forms(text: str) -> tuple[str, ...]:
     forms = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
     unknown = [f for f in forms if f not in FORMS]
     if unknown or not forms:
-        raise BadInputError(f"unknown form {(unknown[0] if unknown else text)!r}; --forms takes some of {','.join(FORMS)}")
+        raise BadInputError(
+            f"unknown form {(unknown[0] if unknown else text)!r}; --forms takes some of {','.join(FORMS)}"
+        )
     return forms
 
 
@@ -289,11 +296,19 @@ def score_probes(
     samples = []
     for probe, prompt in zip(probes, prompts):
         score = by_request[prompt, probe.continuation]
-        samples.append({
-            "target": probe.target, "role": probe.role, "form": probe.form, "prompt": prompt,
-            "answer": probe.answer, "continuation": probe.continuation, "num_tokens": len(score.logprobs),
-            "prob": answer_probability(score.logprobs), "correct": score.greedy,
-        })
+        samples.append(
+            {
+                "target": probe.target,
+                "role": probe.role,
+                "form": probe.form,
+                "prompt": prompt,
+                "answer": probe.answer,
+                "continuation": probe.continuation,
+                "num_tokens": len(score.logprobs),
+                "prob": answer_probability(score.logprobs),
+                "correct": score.greedy,
+            }
+        )
     return samples
 
 
@@ -374,7 +389,10 @@ def plot_ort(metrics: Mapping[str, Any], forms: Sequence[str], baseline_metrics:
     runs = {"baseline": baseline_metrics, "this run": metrics} if baseline_metrics else {"this run": metrics}
     panels = {
         title: {label: [run[role][form]["prob"] for form in forms] for label, run in runs.items()}
-        for title, role in (("forget probes (lower: forgotten)", "forget"), ("neighbour probes (higher: kept)", "neighbor"))
+        for title, role in (
+            ("forget probes (lower: forgotten)", "forget"),
+            ("neighbour probes (higher: kept)", "neighbor"),
+        )
     }
     return grouped_bars("ORT: answer probability by form", panels, forms, "mean answer probability")
 
@@ -420,7 +438,10 @@ class OrtEval:
 
     @classmethod
     def load(
-        cls, source: str | Path, targets: Sequence[str] | None = None, forms: Sequence[str] = FORMS,
+        cls,
+        source: str | Path,
+        targets: Sequence[str] | None = None,
+        forms: Sequence[str] = FORMS,
         limit: int | None = None,
     ) -> OrtEval:
         """The probes of a world or ORT folder (`load_probes`), the first `limit` of each target, role and form."""

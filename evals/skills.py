@@ -35,8 +35,14 @@ def world_skill_items(world_dir: str | Path, split: str = "test") -> list[dict[s
     """The world's skill items of `split`, then QA probes about entities seen ≥ 10 times as `facts`."""
     world_dir = Path(world_dir).expanduser()
     if not (world_dir / "skills.jsonl").is_file() or not (world_dir / "probes.jsonl").is_file():
-        raise BadInputError(f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`")
-    skills = [{k: item[k] for k in ("skill", "prompt", "answer")} for item in read_records(world_dir / "skills.jsonl") if item["split"] == split]
+        raise BadInputError(
+            f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`"
+        )
+    skills = [
+        {k: item[k] for k in ("skill", "prompt", "answer")}
+        for item in read_records(world_dir / "skills.jsonl")
+        if item["split"] == split
+    ]
     facts = [
         {"skill": FACTS_SKILL, "prompt": p["prompt"], "answer": p["answer"]}
         for p in read_records(world_dir / "probes.jsonl")

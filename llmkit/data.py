@@ -22,7 +22,14 @@ from llmkit.errors import BadInputError, first_line
 from llmkit.hub import check_hub_reachable, dataset_cached
 
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
-TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "a boolean"}
+TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    bool: "a boolean",
+}
 
 
 def read_records(
@@ -215,19 +222,26 @@ def check_records(records: Sequence[Mapping[str, Any]], source: str, *, qa_only:
     for number, record in enumerate(records, start=1):
         is_qa = isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
         if qa_only and not is_qa:
-            raise BadInputError(f"{source} record {number}: this method needs questions, records with 'prompt' and 'answer' strings")
+            raise BadInputError(
+                f"{source} record {number}: this method needs questions, records with 'prompt' and 'answer' strings"
+            )
         if not is_qa and not isinstance(record.get("text"), str):
             raise BadInputError(
-                f"{source} record {number}: needs a 'text' string (a passage) or 'prompt' and 'answer' strings (a question)"
+                f"{source} record {number}: needs a 'text' string (a passage) "
+                "or 'prompt' and 'answer' strings (a question)"
             )
         # An empty passage or answer has no tokens to learn or forget.
         if not (record["answer"] if is_qa else record["text"]).strip():
-            raise BadInputError(f"{source} record {number}: its {'answer' if is_qa else 'text'} is empty; give it text or drop the record")
+            raise BadInputError(
+                f"{source} record {number}: its {'answer' if is_qa else 'text'} is empty; "
+                "give it text or drop the record"
+            )
 
 
 def record_texts(records: Sequence[Mapping[str, Any]], *, queries: bool = False) -> list[str]:
     """The text a model reads for each checked record: the passage, or the question followed by
     its answer (`prompt + " " + answer`); with `queries`, the question alone."""
+
     def is_question(record: Mapping[str, Any]) -> bool:
         return isinstance(record.get("prompt"), str) and isinstance(record.get("answer"), str)
 

@@ -30,7 +30,16 @@ from transformers.generation.streamers import BaseStreamer
 from llmkit.batching import length_sorted_batches, pad_batch
 from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams
 from llmkit.errors import BadInputError, first_line
-from llmkit.models import adapter_base, check_context, check_model_path, context_length, load_model, load_tokenizer, resolve_device, resolve_dtype
+from llmkit.models import (
+    adapter_base,
+    check_context,
+    check_model_path,
+    context_length,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
 
 Progress = Callable[[float, int], None]
 """Called as progress(done, total), counting prompts (or scored pairs), as work finishes; `done`
@@ -124,7 +133,8 @@ def encode_prompts(
     empty = next((i for i, ids in enumerate(encoded) if not ids), None)
     if empty is not None and not allow_empty:
         raise BadInputError(
-            f"prompt {empty + 1} of {len(prompts)} is empty ({prompts[empty]!r}), and this tokenizer adds no BOS token, "
+            f"prompt {empty + 1} of {len(prompts)} is empty ({prompts[empty]!r}), "
+            "and this tokenizer adds no BOS token, "
             "so the model has nothing to read; give every prompt some text"
         )
     return encoded
@@ -230,7 +240,11 @@ class HFBackend(Backend):
             batch = pad_batch([encoded[i] for i in indices], self.tokenizer.pad_token_id, "left")
             # generate() derives positions from the attention mask itself.
             batch.pop("position_ids")
-            streamer = _DecodingProgress(done, len(indices), params.max_new_tokens, len(prompts), progress) if progress else None
+            streamer = (
+                _DecodingProgress(done, len(indices), params.max_new_tokens, len(prompts), progress)
+                if progress
+                else None
+            )
             output = self.model.generate(**self._to_device(batch), **options, streamer=streamer)
             done += len(indices)
             new_tokens = output[:, batch["input_ids"].shape[1] :]
@@ -290,13 +304,21 @@ class _DecodingProgress(BaseStreamer):
     to done when it returns). Long generations are minutes per batch."""
 
     def __init__(self, done: int, size: int, max_new_tokens: int, total: int, progress: Progress) -> None:
-        self.done, self.size, self.max_new_tokens, self.total, self.progress = done, size, max_new_tokens, total, progress
+        self.done, self.size, self.max_new_tokens, self.total, self.progress = (
+            done,
+            size,
+            max_new_tokens,
+            total,
+            progress,
+        )
         self.steps = -1  # generate() first puts the prompt
 
     def put(self, value: torch.Tensor) -> None:
         self.steps += 1
         if self.steps:
-            self.progress(self.done + self.size * min(self.steps, self.max_new_tokens) / self.max_new_tokens, self.total)
+            self.progress(
+                self.done + self.size * min(self.steps, self.max_new_tokens) / self.max_new_tokens, self.total
+            )
 
     def end(self) -> None:
         pass
@@ -321,9 +343,7 @@ def import_vllm() -> ModuleType:
     return vllm
 
 
-def _forward_to(
-    progress: Progress | None, done_before: int, total: int, per_prompt: int = 1
-) -> type[tqdm] | bool:
+def _forward_to(progress: Progress | None, done_before: int, total: int, per_prompt: int = 1) -> type[tqdm] | bool:
     """A tqdm class for `LLM.generate(use_tqdm=...)` that reports vLLM's count of finished
     samples, as prompts (`per_prompt` samples each), to llmkit's `progress(done, total)` instead
     of drawing a bar of its own."""
@@ -535,14 +555,19 @@ def load_backend(
     if backend == "vllm":
         check_model_path(model)
         if adapter_base(model) is not None:
-            raise BadInputError(f"{model} is a peft adapter, which the vllm backend does not load; use --backend hf (it merges the adapter into its base)")
+            raise BadInputError(
+                f"{model} is a peft adapter, which the vllm backend does not load; use --backend hf (it merges the "
+                "adapter into its base)"
+            )
         return VLLMBackend(
             model, dtype=dtype, device=device, seed=seed, trust_remote_code=trust_remote_code, revision=revision
         )
     raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def hf_model(engine: Backend, model_name: str, *, device: str = "auto", trust_remote_code: bool = False) -> PreTrainedModel:
+def hf_model(
+    engine: Backend, model_name: str, *, device: str = "auto", trust_remote_code: bool = False
+) -> PreTrainedModel:
     """The transformers model behind `engine`, for hidden-state work: the HF backend's own, or, for
     vLLM, `model_name` loaded beside it in the engine's dtype."""
     model = getattr(engine, "model", None)

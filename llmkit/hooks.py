@@ -167,7 +167,12 @@ Pool = Callable[[Activation, torch.Tensor], Activation]
 
 @torch.inference_mode()
 def pooled_states(
-    model: nn.Module, sequences: Sequence[Sequence[int]], layer: int, pad_token_id: int, pool: Pool, batch_size: int = 64
+    model: nn.Module,
+    sequences: Sequence[Sequence[int]],
+    layer: int,
+    pad_token_id: int,
+    pool: Pool,
+    batch_size: int = 64,
 ) -> torch.Tensor:
     """(N, d) float32: `pool` of block `layer`'s output for each token-id sequence, from
     length-sorted, right-padded batches whose forward pass stops at the layer."""

@@ -52,13 +52,19 @@ def write_artifact(path: str | Path, artifact: Artifact, *, overwrite: bool = Fa
     """Write the artifact directory whole, or not at all."""
     check_output_path(path, overwrite)
     metadata = {
-        "format": FORMAT, "method": artifact.method, "fingerprint": artifact.fingerprint, "dtype": artifact.dtype,
-        "params": artifact.params, "record": artifact.record,
+        "format": FORMAT,
+        "method": artifact.method,
+        "fingerprint": artifact.fingerprint,
+        "dtype": artifact.dtype,
+        "params": artifact.params,
+        "record": artifact.record,
     }
     tensors = {name: t.detach().cpu().contiguous() for name, t in artifact.tensors.items()}
     with staged_directory(path, overwrite=overwrite) as staging:
         safetensors.torch.save_file(tensors, str(staging / TENSORS_FILE))
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / METADATA_FILE).write_text(
+            json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     return Path(path)
 
 
@@ -79,12 +85,18 @@ def read_artifact(path: str | Path) -> Artifact:
         raise BadInputError(f"{not_artifact}: {METADATA_FILE} has no format {FORMAT!r}")
     missing = [key for key in ("method", "fingerprint", "dtype", "params") if key not in metadata]
     if missing or not isinstance(metadata["params"], dict):
-        raise BadInputError(f"{path / METADATA_FILE} is damaged (no {', '.join(missing) or 'params object'}); fit the artifact again")
+        raise BadInputError(
+            f"{path / METADATA_FILE} is damaged (no {', '.join(missing) or 'params object'}); fit the artifact again"
+        )
     try:
         tensors = safetensors.torch.load_file(str(path / TENSORS_FILE))
     except Exception as err:  # safetensors raises its own error types for a damaged header
         raise BadInputError(f"{path / TENSORS_FILE} is damaged ({err}); fit the artifact again") from None
     return Artifact(
-        method=metadata["method"], fingerprint=metadata["fingerprint"], dtype=metadata["dtype"],
-        params=metadata["params"], tensors=tensors, record=metadata.get("record", {}),
+        method=metadata["method"],
+        fingerprint=metadata["fingerprint"],
+        dtype=metadata["dtype"],
+        params=metadata["params"],
+        tensors=tensors,
+        record=metadata.get("record", {}),
     )

@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit.errors import BadInputError, first_line
 from llmkit.hub import check_hub_reachable, model_cached
@@ -76,7 +75,9 @@ def adapter_base(name_or_path: str) -> str | None:
     except json.JSONDecodeError as err:
         raise BadInputError(f"{config} is not valid JSON ({err.msg}); the adapter directory is damaged") from None
     if not base:
-        raise BadInputError(f"{config} names no base_model_name_or_path; cannot tell which model the adapter belongs to")
+        raise BadInputError(
+            f"{config} names no base_model_name_or_path; cannot tell which model the adapter belongs to"
+        )
     return base
 
 
@@ -121,8 +122,11 @@ def load_model(
     with loading_errors(name_or_path, trust_remote_code):
         model, loading_info = AutoModelForCausalLM.from_pretrained(
             # No device map on CPU: Trainer then moves a model it trains to its own device.
-            name_or_path, dtype=torch_dtype, device_map=None if torch_device.type == "cpu" else str(torch_device),
-            output_loading_info=True, **common,
+            name_or_path,
+            dtype=torch_dtype,
+            device_map=None if torch_device.type == "cpu" else str(torch_device),
+            output_loading_info=True,
+            **common,
         )
     check_loaded_weights(name_or_path, loading_info)
     set_pad_token(model, tokenizer)
@@ -133,7 +137,11 @@ def load_model(
 def check_loaded_weights(name_or_path: str, loading_info: dict[str, Any]) -> None:
     """Refuse a checkpoint whose weights do not fit its architecture. transformers fills a missing
     weight with random values (and only logs it), which would make every result meaningless."""
-    for kind, what in (("missing_keys", "misses"), ("mismatched_keys", "has wrongly shaped"), ("unexpected_keys", "has unexpected")):
+    for kind, what in (
+        ("missing_keys", "misses"),
+        ("mismatched_keys", "has wrongly shaped"),
+        ("unexpected_keys", "has unexpected"),
+    ):
         names = sorted(str(name if isinstance(name, str) else name[0]) for name in loading_info.get(kind) or ())
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -200,8 +208,9 @@ def check_context(limit: int | None, lengths: Sequence[int], new_tokens: int = 0
         return
     if new_tokens:
         raise BadInputError(
-            f"the longest prompt has {longest} tokens and --max-new-tokens asks for {new_tokens} more, beyond the model's "
-            f"context of {limit} tokens; shorten the prompts or lower --max-new-tokens (at most {max(limit - longest, 0)})"
+            f"the longest prompt has {longest} tokens and --max-new-tokens asks for {new_tokens} more, "
+            f"beyond the model's context of {limit} tokens; shorten the prompts or lower --max-new-tokens "
+            f"(at most {max(limit - longest, 0)})"
         )
     raise BadInputError(
         f"the longest input has {longest} tokens, beyond the model's context of {limit} tokens; shorten it"

@@ -27,7 +27,14 @@ SAMPLES_FILE = "samples.jsonl"
 
 NAME_MAX = 255
 """Bytes in one file name on the usual file systems (ext4, APFS, NTFS)."""
-OUTPUT_MARKERS = ("results.json", "config.json", "adapter_config.json", "world.json", "intervention.json", "forget.jsonl")
+OUTPUT_MARKERS = (
+    "results.json",
+    "config.json",
+    "adapter_config.json",
+    "world.json",
+    "intervention.json",
+    "forget.jsonl",
+)
 """One of these is in every directory llmkit writes (runs, models, adapters, worlds, artifacts,
 data sets): --overwrite replaces only such a directory, never one of the user's own."""
 
@@ -40,11 +47,14 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Iterable[str | 
     path = Path(path).expanduser()
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise BadInputError(
-            f"output name {path.name[:40]}... is too long ({len(os.fsencode(path.name))} bytes; file names are at most {NAME_MAX})"
+            f"output name {path.name[:40]}... is too long "
+            f"({len(os.fsencode(path.name))} bytes; file names are at most {NAME_MAX})"
         )
     resolved = path.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-        raise BadInputError(f"output path {path} is the current directory or holds it; name a new directory to write to")
+        raise BadInputError(
+            f"output path {path} is the current directory or holds it; name a new directory to write to"
+        )
     for source in inputs:
         local = Path(source).expanduser().resolve() if source is not None and str(source) != "-" else None
         if local is not None and local.exists() and (local == resolved or resolved in local.parents):

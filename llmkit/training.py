@@ -29,8 +29,15 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers import default_data_collator
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+    set_seed,
+)
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -296,7 +303,11 @@ def training_arguments(
 
 
 def add_lora(
-    model: PreTrainedModel, rank: int = 8, targets: Sequence[str] | None = None, alpha: float | None = None, seed: int = 0
+    model: PreTrainedModel,
+    rank: int = 8,
+    targets: Sequence[str] | None = None,
+    alpha: float | None = None,
+    seed: int = 0,
 ) -> PeftModel:
     """Wrap `model` in a LoRA adapter (rank r, scale α/r with α = 2r by default, as LLaMA-Factory);
     only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama).
@@ -305,14 +316,19 @@ def add_lora(
     if rank < 1:
         raise BadInputError(f"--lora-rank must be at least 1, got {rank}")
     config = LoraConfig(
-        r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
-        target_modules=list(targets) if targets else None, task_type="CAUSAL_LM",
+        r=rank,
+        lora_alpha=alpha if alpha is not None else 2 * rank,
+        lora_dropout=0.0,
+        target_modules=list(targets) if targets else None,
+        task_type="CAUSAL_LM",
     )
     set_seed(seed)
     try:
         return get_peft_model(model, config)
     except ValueError as err:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
         raise BadInputError(
             f"--lora-target: {first_line(err)}; this model's linear modules are {', '.join(linear)}"
         ) from None
@@ -362,8 +378,12 @@ def build_sft_trainer(
     (`input_ids` and `labels`: `encode_records`' for prompt/answer data). Not yet trained: pass it
     to `train`."""
     return build_trainer(
-        model, Dataset.from_list(list(examples)), training_arguments(checkpoint_dir, budget),
-        data_collator=PadCollator(tokenizer.pad_token_id), progress=progress, callbacks=callbacks,
+        model,
+        Dataset.from_list(list(examples)),
+        training_arguments(checkpoint_dir, budget),
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        progress=progress,
+        callbacks=callbacks,
     )
 
 
@@ -392,7 +412,9 @@ def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | Non
     record = checkpoint_dir / RUN_FILE
     if not record.is_file():
         if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
-            raise BadInputError(f"{checkpoint_dir} exists and is not an llmkit checkpoint directory; choose another --checkpoint-dir")
+            raise BadInputError(
+                f"{checkpoint_dir} exists and is not an llmkit checkpoint directory; choose another --checkpoint-dir"
+            )
         return None
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))

@@ -37,7 +37,9 @@ def main(paths: list[str]) -> None:
         first = next(e for e in entries if e)
         values = ["-" if e is None else f"{e['value']:.3f}" for e in entries]
         worst = min(margin(e) for e in entries if e)
-        print(f"| {key[0]} | {key[1]} | {first['op']} {first['bound']:g} | " + " | ".join(values) + f" | {worst:+.3f} |")
+        print(
+            f"| {key[0]} | {key[1]} | {first['op']} {first['bound']:g} | " + " | ".join(values) + f" | {worst:+.3f} |"
+        )
 
 
 if __name__ == "__main__":

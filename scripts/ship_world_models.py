@@ -29,7 +29,11 @@ def main() -> None:
             started = time.perf_counter()
             summary = pretrain(world_dir, SHIPPED_MODELS / name, recipe, overwrite=True)
             keys = ("recipe_id", "world_digest", "num_parameters", "final_loss", "cpu_capability")
-            print(json.dumps({"preset": name, "seconds": round(time.perf_counter() - started), **{k: summary[k] for k in keys}}))
+            print(
+                json.dumps(
+                    {"preset": name, "seconds": round(time.perf_counter() - started), **{k: summary[k] for k in keys}}
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ def _exception_text(result) -> str:
     return ""
 
 
-def assert_one_error_line(exit_code: int, stdout: str, stderr: str, *needles: str, exception: str = "", code: int = 2) -> str:
+def assert_one_error_line(
+    exit_code: int, stdout: str, stderr: str, *needles: str, exception: str = "", code: int = 2
+) -> str:
     """The bad-input contract on the terminal: exit `code`, exactly one stderr line, starting
     `error: ` and holding every needle (case-insensitive), no traceback, nothing on stdout.
     Returns the line."""
@@ -162,7 +164,9 @@ def assert_one_error_line(exit_code: int, stdout: str, stderr: str, *needles: st
 def assert_refused(result, *needles: str, before: dict | None = None, roots=()) -> str:
     """A CliRunner result that is bad input: the one-line contract, and (given the snapshot
     `before` of `roots`) the file system exactly as it was."""
-    line = assert_one_error_line(result.exit_code, result.stdout, result.stderr, *needles, exception=_exception_text(result))
+    line = assert_one_error_line(
+        result.exit_code, result.stdout, result.stderr, *needles, exception=_exception_text(result)
+    )
     if before is not None:
         after = tree_snapshot(*roots)
         assert after == before, f"the file system changed: {snapshot_diff(before, after)}"
@@ -180,7 +184,9 @@ def leftovers(parent: Path, name: str) -> list[str]:
     parent = Path(parent)
     if not parent.is_dir():
         return []
-    return sorted(p.name for p in parent.iterdir() if p.name in (name, f"{name}.checkpoints") or p.name.startswith(f".{name}."))
+    return sorted(
+        p.name for p in parent.iterdir() if p.name in (name, f"{name}.checkpoints") or p.name.startswith(f".{name}.")
+    )
 
 
 def llmkit_env(**changes: str | None) -> dict[str, str]:
@@ -194,15 +200,30 @@ def llmkit_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
-def run_llmkit(*args, timeout: float = 300, env: dict[str, str] | None = None, cwd=None, input: str | None = None) -> subprocess.CompletedProcess:
+def run_llmkit(
+    *args, timeout: float = 300, env: dict[str, str] | None = None, cwd=None, input: str | None = None
+) -> subprocess.CompletedProcess:
     """The installed entry point in a fresh process."""
-    return subprocess.run([LLMKIT_EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=env or llmkit_env(), cwd=cwd, input=input)
+    return subprocess.run(
+        [LLMKIT_EXE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or llmkit_env(),
+        cwd=cwd,
+        input=input,
+    )
 
 
 def start_llmkit(*args, env: dict[str, str] | None = None, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen([LLMKIT_EXE, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or llmkit_env(), cwd=cwd)
+    return subprocess.Popen(
+        [LLMKIT_EXE, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or llmkit_env(),
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -220,11 +241,10 @@ def no_bos_dir(model_dirs, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def short_context_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 that reads at most 64 positions (n_positions=64)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     from tiny import build_tokenizer, tiny_config
-
-    import torch
 
     path = tmp_path_factory.mktemp("short-context") / "gpt2"
     tokenizer = build_tokenizer()

@@ -3,9 +3,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, OPTConfig
 
+from conftest import FAMILIES
 from llmkit import arch, hooks
 from llmkit.errors import BadInputError
-from conftest import FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -59,8 +59,14 @@ def test_peft_wrapped_model_resolves_to_its_base(loaded_models):
 
 def test_unsupported_family_names_the_supported_ones():
     model = AutoModelForCausalLM.from_config(
-        OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, vocab_size=50,
-                  word_embed_proj_dim=16)
+        OPTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            vocab_size=50,
+            word_embed_proj_dim=16,
+        )
     )
     with pytest.raises(BadInputError, match="'opt' is not supported.*gpt2.*llama"):
         arch.decoder_layers(model)

@@ -1,18 +1,17 @@
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 
-import importlib.util
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, OPTConfig
 from typer.testing import CliRunner
 
-from llmkit.commands.cli import app
 from conftest import PROMPTS
+from llmkit.commands.cli import app
 from tiny import build_tokenizer
 
 runner = CliRunner()
@@ -107,8 +106,9 @@ def test_directory_that_is_not_a_model(prompts_file, tmp_path):
 
 
 def test_model_inspect_on_an_unsupported_family(tmp_path):
-    config = OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, vocab_size=409,
-                       word_embed_proj_dim=16)
+    config = OPTConfig(
+        hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, vocab_size=409, word_embed_proj_dim=16
+    )
     model_dir = tmp_path / "opt"
     AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
     build_tokenizer().save_pretrained(model_dir)
@@ -120,7 +120,9 @@ def test_broken_jsonl_line(llama_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "a"}\n{"prompt": "b",}\n')
     out = tmp_path / "run"
-    assert_bad_input(llmkit("generate", "-m", llama_dir, "-i", prompts, "-o", out), "prompts.jsonl line 2: not valid JSON", out)
+    assert_bad_input(
+        llmkit("generate", "-m", llama_dir, "-i", prompts, "-o", out), "prompts.jsonl line 2: not valid JSON", out
+    )
 
 
 def test_missing_prompt_field(llama_dir, tmp_path):
@@ -165,7 +167,9 @@ def test_bad_options(args, message, llama_dir, prompts_file):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_device_without_cuda(llama_dir, prompts_file):
-    assert_bad_input(llmkit("generate", "-m", llama_dir, "-i", prompts_file, "--device", "cuda"), "CUDA is not available")
+    assert_bad_input(
+        llmkit("generate", "-m", llama_dir, "-i", prompts_file, "--device", "cuda"), "CUDA is not available"
+    )
 
 
 def test_vllm_backend_missing_is_one_line(llama_dir, prompts_file, monkeypatch):
@@ -182,13 +186,15 @@ def test_debug_shows_the_traceback(prompts_file, tmp_path):
 def test_console_script_runs_in_a_fresh_process(llama_dir, prompts_file):
     """The installed `llmkit` entry point, end to end, as a user's shell runs it."""
     exe = shutil.which("llmkit", path=os.path.dirname(sys.executable)) or "llmkit"
-    ok = subprocess.run([exe, "generate", "-m", llama_dir, "-i", prompts_file, "--max-new-tokens", "3"],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [exe, "generate", "-m", llama_dir, "-i", prompts_file, "--max-new-tokens", "3"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert len(ok.stdout.splitlines()) == len(PROMPTS)
     if importlib.util.find_spec("vllm") is None:
-        missing = subprocess.run([exe, "generate", "-m", llama_dir, "-i", prompts_file, "--backend", "vllm"],
-                                 capture_output=True, text=True)
+        missing = subprocess.run(
+            [exe, "generate", "-m", llama_dir, "-i", prompts_file, "--backend", "vllm"], capture_output=True, text=True
+        )
         assert missing.returncode == 2
         assert missing.stderr.strip().splitlines() == [
             "error: the vllm backend needs vllm, which is not installed: pip install 'llmkit[vllm]'"

@@ -46,12 +46,15 @@ def eval_args(command, micro_world, target, items):
     }[command]
 
 
-@pytest.mark.parametrize("command, metric", [
-    ("ort", "forget.qa.probability"),
-    ("ort", "drop.forget.qa"),  # a run without --baseline has no drops
-    ("skills", "accuracy.juggling"),
-    ("hallucination", "groups.c.accuracy"),
-])
+@pytest.mark.parametrize(
+    "command, metric",
+    [
+        ("ort", "forget.qa.probability"),
+        ("ort", "drop.forget.qa"),  # a run without --baseline has no drops
+        ("skills", "accuracy.juggling"),
+        ("hallucination", "groups.c.accuracy"),
+    ],
+)
 def test_a_threshold_on_a_metric_the_run_cannot_have_is_refused_before_the_model_loads(
     command, metric, micro_world, target, items, tmp_path, monkeypatch
 ):
@@ -61,8 +64,16 @@ def test_a_threshold_on_a_metric_the_run_cannot_have_is_refused_before_the_model
     monkeypatch.setattr("llmkit.commands.evaluate.open_backend", no_model)
     roots = [tmp_path, micro_world]
     before = tree_snapshot(*roots)
-    result = llmkit("eval", *eval_args(command, micro_world, target, items), "-m", tmp_path / "never-loaded",
-                    "-o", tmp_path / "run", "--fail-under", f"{metric}=0.5")
+    result = llmkit(
+        "eval",
+        *eval_args(command, micro_world, target, items),
+        "-m",
+        tmp_path / "never-loaded",
+        "-o",
+        tmp_path / "run",
+        "--fail-under",
+        f"{metric}=0.5",
+    )
     line = assert_refused(result, f"no metric named '{metric}'; this run has: ", before=before, roots=roots)
     names = line.partition("this run has: ")[2].split(", ")
     assert names and not [n for n in names if n.startswith(("drop.", "relative.", "baseline."))]  # --baseline's only

@@ -98,8 +98,27 @@ def llama_copy(llama_dir, tmp_path):
 
 
 def rocr_args(model, out, corpus, cache, *extra):
-    return ("unlearn", "rocr", "-m", model, "--target", "Alice", "--redirect", "Bob", "--out", out, "--layers", "0,1",
-            "--stats-corpus", corpus, "--stats-cache", cache, "--device", "cpu", *extra)
+    return (
+        "unlearn",
+        "rocr",
+        "-m",
+        model,
+        "--target",
+        "Alice",
+        "--redirect",
+        "Bob",
+        "--out",
+        out,
+        "--layers",
+        "0,1",
+        "--stats-corpus",
+        corpus,
+        "--stats-cache",
+        cache,
+        "--device",
+        "cpu",
+        *extra,
+    )
 
 
 # --- 1. bytes that are not UTF-8 ------------------------------------------------------------------
@@ -107,24 +126,54 @@ def rocr_args(model, out, corpus, cache, *extra):
 
 @pytest.mark.parametrize(
     "name, content",
-    [("x.jsonl", BINARY), ("x.json", BINARY), ("x.csv", BINARY), ("latin1.csv", "prompt\ncafé crème\n".encode("latin-1"))],
+    [
+        ("x.jsonl", BINARY),
+        ("x.json", BINARY),
+        ("x.csv", BINARY),
+        ("latin1.csv", "prompt\ncafé crème\n".encode("latin-1")),
+    ],
     ids=["binary-jsonl", "binary-json", "binary-csv", "latin1-csv"],
 )
 def test_non_utf8_prompts_are_one_line(name, content, llama_dir, tmp_path):
     path = tmp_path / name
     path.write_bytes(content)
-    refused(("generate", "-m", llama_dir, "-i", path, "-o", tmp_path / "run"), "UTF-8", name, roots=(tmp_path, llama_dir))
+    refused(
+        ("generate", "-m", llama_dir, "-i", path, "-o", tmp_path / "run"), "UTF-8", name, roots=(tmp_path, llama_dir)
+    )
 
 
 def test_non_utf8_forget_set_is_one_line(llama_dir, binary_jsonl, tmp_path):
-    refused(("unlearn", "ga", "-m", llama_dir, "--forget", binary_jsonl, "--out", tmp_path / "g", "--max-steps", 1),
-            "UTF-8", roots=(tmp_path, llama_dir))
+    refused(
+        ("unlearn", "ga", "-m", llama_dir, "--forget", binary_jsonl, "--out", tmp_path / "g", "--max-steps", 1),
+        "UTF-8",
+        roots=(tmp_path, llama_dir),
+    )
     assert leftovers(tmp_path, "g") == []
 
 
 def test_non_utf8_eval_prompts_are_one_line(llama_dir, texts, binary_jsonl, tmp_path):
-    args = ("train", "send", "-m", llama_dir, "--data", texts, "--eval-prompts", binary_jsonl, "--out", tmp_path / "s",
-            "--epochs", 1, "--window", 2, "--drop-epochs", 1, "--eval-samples", 2, "--track-fraction", 0.2)
+    args = (
+        "train",
+        "send",
+        "-m",
+        llama_dir,
+        "--data",
+        texts,
+        "--eval-prompts",
+        binary_jsonl,
+        "--out",
+        tmp_path / "s",
+        "--epochs",
+        1,
+        "--window",
+        2,
+        "--drop-epochs",
+        1,
+        "--eval-samples",
+        2,
+        "--track-fraction",
+        0.2,
+    )
     refused(args, "UTF-8", roots=(tmp_path, llama_dir))
     assert leftovers(tmp_path, "s") == []
 
@@ -141,8 +190,11 @@ def test_a_world_with_garbage_probes_is_one_line(micro_model, micro_world, tmp_p
     shutil.copytree(micro_world, world)
     (world / "probes.jsonl").write_bytes(BINARY * 50)
     target = read_records(world / "entities.jsonl")[0]["id"]
-    refused(("eval", "ort", "-m", micro_model, "--probes", world, "--targets", target, "-o", tmp_path / "run"),
-            "UTF-8", roots=(tmp_path, micro_model))
+    refused(
+        ("eval", "ort", "-m", micro_model, "--probes", world, "--targets", target, "-o", tmp_path / "run"),
+        "UTF-8",
+        roots=(tmp_path, micro_model),
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
@@ -171,26 +223,38 @@ def test_tiny_tokenizers_add_bos_but_the_no_bos_one_does_not(model_dirs, no_bos_
 
 def test_an_empty_prompt_is_one_line_for_generate(no_bos_dir, tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Alice"}, {"prompt": ""}])
-    refused(("generate", "-m", no_bos_dir, "-i", data, "-o", tmp_path / "run", "--max-new-tokens", 2), "empty",
-            roots=(tmp_path, no_bos_dir))
+    refused(
+        ("generate", "-m", no_bos_dir, "-i", data, "-o", tmp_path / "run", "--max-new-tokens", 2),
+        "empty",
+        roots=(tmp_path, no_bos_dir),
+    )
 
 
 def test_an_empty_prompt_is_one_line_for_eval_skills(no_bos_dir, tmp_path):
     items = write_jsonl(tmp_path / "items.jsonl", [{"prompt": "12 +", "answer": "34"}, {"prompt": "", "answer": "x"}])
-    refused(("eval", "skills", "-m", no_bos_dir, "--skill", f"s={items}", "-o", tmp_path / "run"), "empty",
-            roots=(tmp_path, no_bos_dir))
+    refused(
+        ("eval", "skills", "-m", no_bos_dir, "--skill", f"s={items}", "-o", tmp_path / "run"),
+        "empty",
+        roots=(tmp_path, no_bos_dir),
+    )
 
 
 def test_an_empty_query_is_one_line_for_ksd(no_bos_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"prompt": "12 +", "answer": "34"}, {"prompt": "", "answer": "x"}])
-    refused(("unlearn", "ksd", "-m", no_bos_dir, "--forget", forget, "--out", tmp_path / "k", "--device", "cpu"), "empty",
-            roots=(tmp_path, no_bos_dir))
+    refused(
+        ("unlearn", "ksd", "-m", no_bos_dir, "--forget", forget, "--out", tmp_path / "k", "--device", "cpu"),
+        "empty",
+        roots=(tmp_path, no_bos_dir),
+    )
 
 
 def test_an_empty_forget_text_leaves_no_checkpoints(llama_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"text": "Bob was born in Lyon."}, {"text": ""}])
-    refused(("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", tmp_path / "g", "--max-steps", 1), "empty",
-            roots=(tmp_path, llama_dir))
+    refused(
+        ("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", tmp_path / "g", "--max-steps", 1),
+        "empty",
+        roots=(tmp_path, llama_dir),
+    )
     assert leftovers(tmp_path, "g") == []
 
 
@@ -224,28 +288,60 @@ def test_an_unexpected_tensor_is_refused(llama_copy, prompts, tmp_path):
 
 def test_a_prompt_longer_than_the_context_is_one_line(short_context_dir, tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "one two three four five six seven " * 20}])
-    refused(("generate", "-m", short_context_dir, "-i", data, "-o", tmp_path / "run", "--max-new-tokens", 4), "context",
-            roots=(tmp_path, short_context_dir))
+    refused(
+        ("generate", "-m", short_context_dir, "-i", data, "-o", tmp_path / "run", "--max-new-tokens", 4),
+        "context",
+        roots=(tmp_path, short_context_dir),
+    )
 
 
 def test_generating_past_the_context_is_one_line(short_context_dir, prompts, tmp_path):
-    refused(("generate", "-m", short_context_dir, "-i", prompts, "-o", tmp_path / "run", "--max-new-tokens", 100), "context",
-            roots=(tmp_path, short_context_dir))
+    refused(
+        ("generate", "-m", short_context_dir, "-i", prompts, "-o", tmp_path / "run", "--max-new-tokens", 100),
+        "context",
+        roots=(tmp_path, short_context_dir),
+    )
 
 
 def test_a_probe_longer_than_the_context_is_one_line(short_context_dir, tmp_path):
     root = tmp_path / "ort"
-    write_target(root, 1, "Ada Lovelace", {
-        "forget_level2": [probe("What did Ada Lovelace write in the year she was born? " * 12, "a program", "Ada Lovelace", "qa", "2")],
-    })
-    refused(("eval", "ort", "-m", short_context_dir, "--probes", root, "-o", tmp_path / "run", "--forms", "qa"), "context",
-            roots=(tmp_path, short_context_dir))
+    write_target(
+        root,
+        1,
+        "Ada Lovelace",
+        {
+            "forget_level2": [
+                probe(
+                    "What did Ada Lovelace write in the year she was born? " * 12,
+                    "a program",
+                    "Ada Lovelace",
+                    "qa",
+                    "2",
+                )
+            ],
+        },
+    )
+    refused(
+        ("eval", "ort", "-m", short_context_dir, "--probes", root, "-o", tmp_path / "run", "--forms", "qa"),
+        "context",
+        roots=(tmp_path, short_context_dir),
+    )
 
 
 def test_an_absurd_max_new_tokens_is_one_line_at_once(llama_dir, prompts, tmp_path):
     started = time.monotonic()
-    proc = run_llmkit("generate", "-m", llama_dir, "-i", prompts, "--max-new-tokens", "100000000000000000000000",
-                      "-o", tmp_path / "run", timeout=60)
+    proc = run_llmkit(
+        "generate",
+        "-m",
+        llama_dir,
+        "-i",
+        prompts,
+        "--max-new-tokens",
+        "100000000000000000000000",
+        "-o",
+        tmp_path / "run",
+        timeout=60,
+    )
     assert_process_refused(proc)
     assert time.monotonic() - started < 60 and leftovers(tmp_path, "run") == []
 
@@ -258,9 +354,24 @@ def baselines(micro_model, micro_world, tmp_path_factory):
     """Real baseline runs of `eval ort` and `eval skills`, and the arguments that compare with them."""
     root = tmp_path_factory.mktemp("baselines")
     target = read_records(micro_world / "entities.jsonl")[0]["id"]
-    items = write_jsonl(root / "items.jsonl", [{"prompt": "Reverse: a b =>", "answer": "b a"}, {"prompt": "12 +", "answer": "34"}])
+    items = write_jsonl(
+        root / "items.jsonl", [{"prompt": "Reverse: a b =>", "answer": "b a"}, {"prompt": "12 +", "answer": "34"}]
+    )
     commands = {
-        "ort": ("eval", "ort", "-m", micro_model, "--probes", micro_world, "--targets", target, "--forms", "qa", "--limit", 1),
+        "ort": (
+            "eval",
+            "ort",
+            "-m",
+            micro_model,
+            "--probes",
+            micro_world,
+            "--targets",
+            target,
+            "--forms",
+            "qa",
+            "--limit",
+            1,
+        ),
         "skills": ("eval", "skills", "-m", micro_model, "--skill", f"s={items}"),
     }
     for name, args in commands.items():
@@ -286,7 +397,9 @@ def test_a_damaged_baseline_is_one_line(command, damage, baselines, micro_model,
     else:
         results["metrics"] = _strings(results["metrics"])
     (baseline / "results.json").write_text(json.dumps(results))
-    refused((*commands[command], "--baseline", baseline, "-o", tmp_path / "run"), "baseline", roots=(tmp_path, micro_model))
+    refused(
+        (*commands[command], "--baseline", baseline, "-o", tmp_path / "run"), "baseline", roots=(tmp_path, micro_model)
+    )
 
 
 # --- 7, 8. where the output goes -----------------------------------------------------------------------
@@ -299,15 +412,29 @@ def test_the_current_directory_is_never_the_output(output, llama_dir, prompts, t
     (work / "results.json").write_text("{}")  # looks like an llmkit run: only the cwd rule protects it
     (work / "notes.txt").write_text("mine")
     monkeypatch.chdir(work)
-    args = ("generate", "-m", os.path.relpath(llama_dir, work), "-i", "../prompts.jsonl", "-o", output, "--overwrite",
-            "--max-new-tokens", 2)
+    args = (
+        "generate",
+        "-m",
+        os.path.relpath(llama_dir, work),
+        "-i",
+        "../prompts.jsonl",
+        "-o",
+        output,
+        "--overwrite",
+        "--max-new-tokens",
+        2,
+    )
     refused(args, roots=(tmp_path, llama_dir))
     assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "results.json"]
 
 
 def test_an_output_name_too_long_is_one_line(llama_dir, prompts, tmp_path):
     name = "x" * 300
-    refused(("generate", "-m", llama_dir, "-i", prompts, "-o", tmp_path / "outs" / name), "too long", roots=(tmp_path, llama_dir))
+    refused(
+        ("generate", "-m", llama_dir, "-i", prompts, "-o", tmp_path / "outs" / name),
+        "too long",
+        roots=(tmp_path, llama_dir),
+    )
     refused(("world", "build", "--out", tmp_path / "outs" / name, "--entities", 5), "too long", roots=(tmp_path,))
 
 
@@ -344,8 +471,25 @@ def test_a_nan_learning_rate_is_refused_and_a_correct_rerun_works(llama_dir, tmp
 
 def test_a_nan_pretraining_rate_is_refused_and_a_correct_rerun_works(micro_world, tmp_path):
     out = tmp_path / "m"
-    common = ("world", "pretrain", micro_world, "--out", out, "--layers", 1, "--d-model", 32, "--heads", 2, "--d-mlp", 64,
-              "--steps", 2, "--batch-size", 4)
+    common = (
+        "world",
+        "pretrain",
+        micro_world,
+        "--out",
+        out,
+        "--layers",
+        1,
+        "--d-model",
+        32,
+        "--heads",
+        2,
+        "--d-mlp",
+        64,
+        "--steps",
+        2,
+        "--batch-size",
+        4,
+    )
     refused((*common, "--learning-rate", "nan"), "finite", roots=(tmp_path, micro_world))
     ok(llmkit(*common))
     assert (out / "config.json").is_file() and leftovers(tmp_path, "m") == ["m"]
@@ -353,23 +497,94 @@ def test_a_nan_pretraining_rate_is_refused_and_a_correct_rerun_works(micro_world
 
 @pytest.mark.parametrize(
     "case",
-    ["ga-lr-inf", "sft-lr-inf", "pretrain-lr-inf", "task-vector-alpha-nan", "rocr-lambda-nan", "ksd-alpha-nan", "simnpo-gamma-inf"],
+    [
+        "ga-lr-inf",
+        "sft-lr-inf",
+        "pretrain-lr-inf",
+        "task-vector-alpha-nan",
+        "rocr-lambda-nan",
+        "ksd-alpha-nan",
+        "simnpo-gamma-inf",
+    ],
 )
 def test_non_finite_numbers_are_refused(case, llama_dir, micro_world, texts, corpus, tmp_path):
-    forget = write_jsonl(tmp_path / "forget.jsonl", [{"prompt": "Where was Bob born?", "answer": "Lyon"},
-                                                     {"prompt": "12 +", "answer": "34"}, {"prompt": "7 *", "answer": "8"}])
+    forget = write_jsonl(
+        tmp_path / "forget.jsonl",
+        [
+            {"prompt": "Where was Bob born?", "answer": "Lyon"},
+            {"prompt": "12 +", "answer": "34"},
+            {"prompt": "7 *", "answer": "8"},
+        ],
+    )
     out = tmp_path / "out"
     steps = ("--max-steps", 1)  # small budgets, so that a run that is not refused ends soon
     args = {
         "ga-lr-inf": ("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", out, *steps, "--lr", "inf"),
-        "sft-lr-inf": ("train", "sft", "-m", llama_dir, "--data", texts, "--out", out, "--epochs", 1, "--eval-samples", 0,
-                       "--lr", "inf"),
-        "pretrain-lr-inf": ("world", "pretrain", micro_world, "--out", out, "--layers", 1, "--d-model", 32, "--heads", 2,
-                            "--d-mlp", 64, "--steps", 2, "--batch-size", 4, "--learning-rate", "inf"),
-        "task-vector-alpha-nan": ("unlearn", "task-vector", "-m", llama_dir, "--forget", forget, "--out", out, *steps, "--alpha", "nan"),
+        "sft-lr-inf": (
+            "train",
+            "sft",
+            "-m",
+            llama_dir,
+            "--data",
+            texts,
+            "--out",
+            out,
+            "--epochs",
+            1,
+            "--eval-samples",
+            0,
+            "--lr",
+            "inf",
+        ),
+        "pretrain-lr-inf": (
+            "world",
+            "pretrain",
+            micro_world,
+            "--out",
+            out,
+            "--layers",
+            1,
+            "--d-model",
+            32,
+            "--heads",
+            2,
+            "--d-mlp",
+            64,
+            "--steps",
+            2,
+            "--batch-size",
+            4,
+            "--learning-rate",
+            "inf",
+        ),
+        "task-vector-alpha-nan": (
+            "unlearn",
+            "task-vector",
+            "-m",
+            llama_dir,
+            "--forget",
+            forget,
+            "--out",
+            out,
+            *steps,
+            "--alpha",
+            "nan",
+        ),
         "rocr-lambda-nan": rocr_args(llama_dir, out, corpus, tmp_path / "stats", "--lambda", "nan"),
         "ksd-alpha-nan": ("unlearn", "ksd", "-m", llama_dir, "--forget", forget, "--out", out, "--alpha", "nan"),
-        "simnpo-gamma-inf": ("unlearn", "simnpo", "-m", llama_dir, "--forget", forget, "--out", out, *steps, "--gamma", "inf"),
+        "simnpo-gamma-inf": (
+            "unlearn",
+            "simnpo",
+            "-m",
+            llama_dir,
+            "--forget",
+            forget,
+            "--out",
+            out,
+            *steps,
+            "--gamma",
+            "inf",
+        ),
     }[case]
     refused(args, "finite", roots=(tmp_path, llama_dir, micro_world))
     assert leftovers(tmp_path, "out") == []
@@ -382,11 +597,45 @@ def test_training_that_diverges_stops_and_writes_nothing(command, llama_dir, tex
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"text": t} for t in TEXTS[:4]])
     out = tmp_path / "out"
     if command == "ga":
-        args = ("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", out, "--lr", "1e30", "--max-steps", 8,
-                "--batch-size", 2, "--save-steps", 1)
+        args = (
+            "unlearn",
+            "ga",
+            "-m",
+            llama_dir,
+            "--forget",
+            forget,
+            "--out",
+            out,
+            "--lr",
+            "1e30",
+            "--max-steps",
+            8,
+            "--batch-size",
+            2,
+            "--save-steps",
+            1,
+        )
     else:
-        args = ("train", "sft", "-m", llama_dir, "--data", texts, "--out", out, "--lr", "1e30", "--epochs", 3,
-                "--batch-size", 4, "--save-steps", 1, "--eval-samples", 0)
+        args = (
+            "train",
+            "sft",
+            "-m",
+            llama_dir,
+            "--data",
+            texts,
+            "--out",
+            out,
+            "--lr",
+            "1e30",
+            "--epochs",
+            3,
+            "--batch-size",
+            4,
+            "--save-steps",
+            1,
+            "--eval-samples",
+            0,
+        )
     before = tree_snapshot(llama_dir)
     result = llmkit(*args)
     assert_refused(result, "diverged", before=before, roots=(llama_dir,))
@@ -442,7 +691,11 @@ def test_a_damaged_statistics_cache_is_recomputed(llama_dir, corpus, tmp_path):
 
 def test_a_statistics_cache_that_is_a_file_is_one_line(llama_dir, corpus, tmp_path):
     (tmp_path / "stats").write_text("not a directory")
-    refused(rocr_args(llama_dir, tmp_path / "edited", corpus, tmp_path / "stats"), "--stats-cache", roots=(tmp_path, llama_dir))
+    refused(
+        rocr_args(llama_dir, tmp_path / "edited", corpus, tmp_path / "stats"),
+        "--stats-cache",
+        roots=(tmp_path, llama_dir),
+    )
 
 
 # --- 15. two runs writing the same output at once -------------------------------------------------------
@@ -463,7 +716,9 @@ def one_wins(procs: dict[int, subprocess.Popen]) -> int:
 @pytest.mark.parametrize("attempt", [1, 2, 3])
 def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
     out = tmp_path / "world"
-    winner = one_wins({seed: start_llmkit("world", "build", "--out", out, "--seed", seed, cwd=tmp_path) for seed in (1, 2)})
+    winner = one_wins(
+        {seed: start_llmkit("world", "build", "--out", out, "--seed", seed, cwd=tmp_path) for seed in (1, 2)}
+    )
     assert json.loads((out / "world.json").read_text())["config"]["seed"] == winner
     assert len(read_records(out / "entities.jsonl")) == 200
     assert leftovers(tmp_path, "world") == ["world"]
@@ -472,11 +727,30 @@ def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
 def test_concurrent_unlearning_runs_one_wins(llama_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"text": t} for t in TEXTS[:8]])
     out = tmp_path / "g"
-    winner = one_wins({
-        seed: start_llmkit("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", out, "--max-steps", 4,
-                           "--batch-size", 2, "--lr", "1e-3", "--seed", seed, cwd=tmp_path)
-        for seed in (0, 1)
-    })
+    winner = one_wins(
+        {
+            seed: start_llmkit(
+                "unlearn",
+                "ga",
+                "-m",
+                llama_dir,
+                "--forget",
+                forget,
+                "--out",
+                out,
+                "--max-steps",
+                4,
+                "--batch-size",
+                2,
+                "--lr",
+                "1e-3",
+                "--seed",
+                seed,
+                cwd=tmp_path,
+            )
+            for seed in (0, 1)
+        }
+    )
     record = json.loads((out / "unlearn.json").read_text())
     assert record["budget"]["seed"] == winner and (out / "model.safetensors").is_file()
     assert not [name for name in leftovers(tmp_path, "g") if name.startswith(".")]
@@ -504,10 +778,15 @@ def test_usage_errors_are_one_line(case, llama_dir, prompts, tmp_path):
 
 
 def test_usage_errors_are_one_line_from_the_entry_point(llama_dir, prompts, tmp_path):
-    procs = {case: start_llmkit(*_usage_args(args, llama_dir, prompts), cwd=tmp_path) for case, (args, _) in USAGE_ERRORS.items()}
+    procs = {
+        case: start_llmkit(*_usage_args(args, llama_dir, prompts), cwd=tmp_path)
+        for case, (args, _) in USAGE_ERRORS.items()
+    }
     for case, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
-        assert_process_refused(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), USAGE_ERRORS[case][1])
+        assert_process_refused(
+            subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), USAGE_ERRORS[case][1]
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
 
@@ -532,7 +811,10 @@ def test_a_name_not_here_and_no_hub_is_one_line_at_once(what, hub, llama_dir, pr
     if what == "model":
         args, name = ("generate", "-m", "not/here", "-i", prompts, "-o", work / "run"), "not/here"
     else:
-        args, name = ("generate", "-m", llama_dir, "-i", "someuser/somedataset", "-o", work / "run"), "someuser/somedataset"
+        args, name = (
+            ("generate", "-m", llama_dir, "-i", "someuser/somedataset", "-o", work / "run"),
+            "someuser/somedataset",
+        )
     started = time.monotonic()
     try:
         proc = run_llmkit(*args, env=env, cwd=work, timeout=20 + STARTUP_SLACK_S)
@@ -550,12 +832,18 @@ def test_overwrite_never_replaces_a_directory_of_the_users(llama_dir, prompts, t
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes")
-    refused(("generate", "-m", llama_dir, "-i", prompts, "-o", mine, "--overwrite", "--max-new-tokens", 2), roots=(tmp_path, llama_dir))
+    refused(
+        ("generate", "-m", llama_dir, "-i", prompts, "-o", mine, "--overwrite", "--max-new-tokens", 2),
+        roots=(tmp_path, llama_dir),
+    )
     assert (mine / "notes.txt").read_text() == "my notes"
 
 
 def test_the_output_may_not_be_the_model(llama_copy, prompts, tmp_path):
-    refused(("generate", "-m", llama_copy, "-i", prompts, "-o", llama_copy, "--overwrite", "--max-new-tokens", 2), roots=(tmp_path,))
+    refused(
+        ("generate", "-m", llama_copy, "-i", prompts, "-o", llama_copy, "--overwrite", "--max-new-tokens", 2),
+        roots=(tmp_path,),
+    )
     assert (llama_copy / "model.safetensors").is_file() and (llama_copy / "config.json").is_file()
 
 
@@ -565,13 +853,21 @@ def test_an_unwritable_parent_is_refused_before_any_work(llama_dir, prompts, tmp
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        refused(("generate", "-m", llama_dir, "-i", prompts, "-o", locked / "run"), "permission", roots=(tmp_path, llama_dir))
+        refused(
+            ("generate", "-m", llama_dir, "-i", prompts, "-o", locked / "run"),
+            "permission",
+            roots=(tmp_path, llama_dir),
+        )
     finally:
         locked.chmod(0o700)
 
 
 def test_an_empty_stop_string_is_refused(llama_dir, prompts, tmp_path):
-    refused(("generate", "-m", llama_dir, "-i", prompts, "--stop", "", "--max-new-tokens", 2), "--stop", roots=(tmp_path, llama_dir))
+    refused(
+        ("generate", "-m", llama_dir, "-i", prompts, "--stop", "", "--max-new-tokens", 2),
+        "--stop",
+        roots=(tmp_path, llama_dir),
+    )
 
 
 def test_an_error_names_the_flag_not_the_parameter(llama_dir, prompts, tmp_path):

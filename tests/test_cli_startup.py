@@ -11,7 +11,18 @@ from typer.testing import CliRunner
 
 from llmkit.commands.cli import app
 
-HEAVY = ("torch", "transformers", "datasets", "peft", "trl", "accelerate", "safetensors", "sklearn", "matplotlib", "vllm")
+HEAVY = (
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "trl",
+    "accelerate",
+    "safetensors",
+    "sklearn",
+    "matplotlib",
+    "vllm",
+)
 
 # Run in a fresh interpreter: this test process has imported torch long ago (conftest).
 STARTUP = f"""
@@ -49,7 +60,9 @@ PATHS = list(command_paths(typer.main.get_command(app)))
 
 
 def test_the_walk_reaches_every_group():
-    assert {("unlearn", "npo"), ("eval", "ort"), ("train", "send"), ("world", "pretrain"), ("quickstart",)} <= set(PATHS)
+    assert {("unlearn", "npo"), ("eval", "ort"), ("train", "send"), ("world", "pretrain"), ("quickstart",)} <= set(
+        PATHS
+    )
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda path: " ".join(path) or "llmkit")

@@ -71,14 +71,16 @@ def test_directory_that_is_not_a_dataset(tmp_path):
 
 
 def test_unreachable_hub_dataset_is_one_clear_error():
-    with pytest.raises(BadInputError, match="no-such-org-xyz/no-such-data is not a local path .*cannot come from the hub"):
+    with pytest.raises(
+        BadInputError, match="no-such-org-xyz/no-such-data is not a local path .*cannot come from the hub"
+    ):
         read_records("no-such-org-xyz/no-such-data")
 
 
 @pytest.mark.parametrize("name", ["x.jsonl", "x.json", "x.csv"])
 def test_bytes_that_are_not_utf8_are_one_clear_error(name, tmp_path):
     path = tmp_path / name
-    path.write_bytes(b'\xff\xfe\x00bad\x80\n' if name != "x.csv" else "prompt\ncaf\u00e9\n".encode("latin-1"))
+    path.write_bytes(b"\xff\xfe\x00bad\x80\n" if name != "x.csv" else "prompt\ncaf\u00e9\n".encode("latin-1"))
     with pytest.raises(BadInputError, match=f"{name} is not UTF-8 text .*save it as UTF-8"):
         read_records(path)
 
@@ -98,7 +100,9 @@ def test_a_byte_order_mark_is_read_past(tmp_path):
         assert read_records(path, required={"prompt": str}) == [{"prompt": "a"}]
 
 
-@pytest.mark.parametrize("record, field", [({"text": ""}, "text"), ({"text": "  "}, "text"), ({"prompt": "Q", "answer": ""}, "answer")])
+@pytest.mark.parametrize(
+    "record, field", [({"text": ""}, "text"), ({"text": "  "}, "text"), ({"prompt": "Q", "answer": ""}, "answer")]
+)
 def test_records_with_nothing_to_learn_are_refused(record, field):
     with pytest.raises(BadInputError, match=f"record 1: its {field} is empty"):
         check_records([record], "the forget set")

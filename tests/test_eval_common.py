@@ -26,7 +26,9 @@ def test_thresholds_name_the_metrics_they_miss():
     thresholds = parse_thresholds(["forget.qa.prob=0.01", "form_gap = 0.5"], ["forget.qa.exact_match=0.5"])
     missed = missed_thresholds(thresholds, METRICS)
     assert missed == ["forget.qa.prob = 0.42, wanted at most 0.01 (--fail-over)"]
-    assert missed_thresholds(parse_thresholds(fail_under=["n=6"]), METRICS) == ["n = 5, wanted at least 6 (--fail-under)"]
+    assert missed_thresholds(parse_thresholds(fail_under=["n=6"]), METRICS) == [
+        "n = 5, wanted at least 6 (--fail-under)"
+    ]
 
 
 def test_a_threshold_on_a_metric_the_run_lacks_lists_the_real_names():

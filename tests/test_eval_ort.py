@@ -27,17 +27,26 @@ def ort_folder(tmp_path_factory):
     """One target with probes of every file ORT has, answers of several tokens, a false statement."""
     root = tmp_path_factory.mktemp("ort")
     mc = "Ada Lovelace wrote the first ___\nA. program\nB. novel\nC. symphony\nD. law"
-    write_target(root, 1, TARGET, {
-        "forget_level1": [probe("Ada Lovelace wrote the first ___", "computer program", TARGET)],
-        "forget_level2": [probe("What did Ada Lovelace write?", "the first program", TARGET, "qa", "2")],
-        "forget_mcp": [probe(mc, "A", TARGET, "multiple choice", "4")],
-        "forget_tf": [probe("Ada Lovelace wrote the first program.", "True", TARGET, "true or false", "4"),
-                      probe("Ada Lovelace wrote the first law.", "False", TARGET, "true or false", "4")],
-        "neighbor_level1": [probe("Charles Babbage designed the ___ engine", "Analytical", TARGET)],
-        "neighbor_level2": [probe("Who designed the Analytical Engine?", "Charles Babbage", TARGET, "qa", "2")],
-        "neighbor_mcp": [probe("Babbage designed the ___ engine\nA. steam\nB. Analytical", "B", TARGET, "multiple choice", "4")],
-        "neighbor_tf": [probe("Babbage designed the Analytical Engine.", "True", TARGET, "true or false", "4")],
-    })
+    write_target(
+        root,
+        1,
+        TARGET,
+        {
+            "forget_level1": [probe("Ada Lovelace wrote the first ___", "computer program", TARGET)],
+            "forget_level2": [probe("What did Ada Lovelace write?", "the first program", TARGET, "qa", "2")],
+            "forget_mcp": [probe(mc, "A", TARGET, "multiple choice", "4")],
+            "forget_tf": [
+                probe("Ada Lovelace wrote the first program.", "True", TARGET, "true or false", "4"),
+                probe("Ada Lovelace wrote the first law.", "False", TARGET, "true or false", "4"),
+            ],
+            "neighbor_level1": [probe("Charles Babbage designed the ___ engine", "Analytical", TARGET)],
+            "neighbor_level2": [probe("Who designed the Analytical Engine?", "Charles Babbage", TARGET, "qa", "2")],
+            "neighbor_mcp": [
+                probe("Babbage designed the ___ engine\nA. steam\nB. Analytical", "B", TARGET, "multiple choice", "4")
+            ],
+            "neighbor_tf": [probe("Babbage designed the Analytical Engine.", "True", TARGET, "true or false", "4")],
+        },
+    )
     return root
 
 
@@ -54,7 +63,9 @@ def chat_model(micro_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_target(micro_world):
-    return next(e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30)
+    return next(
+        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30
+    )
 
 
 def direct_score(model, tokenizer, prompt, continuation):
@@ -62,7 +73,10 @@ def direct_score(model, tokenizer, prompt, continuation):
     logits of the prompt and continuation read together with one BOS."""
     bos = [tokenizer.bos_token_id]
     prompt_ids = bos + tokenizer(prompt.removeprefix(tokenizer.bos_token), add_special_tokens=False)["input_ids"]
-    ids = bos + tokenizer((prompt + continuation).removeprefix(tokenizer.bos_token), add_special_tokens=False)["input_ids"]
+    ids = (
+        bos
+        + tokenizer((prompt + continuation).removeprefix(tokenizer.bos_token), add_special_tokens=False)["input_ids"]
+    )
     assert ids[: len(prompt_ids)] == prompt_ids
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
@@ -79,7 +93,9 @@ def run_eval(model, probes, out, *args):
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat-template"])
-def test_reported_metric_equals_the_metric_from_logits(chat, micro_model, chat_model, micro_world, ort_folder, demo_target, tmp_path):
+def test_reported_metric_equals_the_metric_from_logits(
+    chat, micro_model, chat_model, micro_world, ort_folder, demo_target, tmp_path
+):
     model_dir = chat_model if chat else micro_model
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -104,7 +120,10 @@ def test_ort_folder_roles(micro_model, ort_folder, tmp_path):
     tf = {(s["role"], s["answer"]) for s in samples if s["form"] == "tf"}
     assert tf == {("forget", "True"), ("neighbor", "False"), ("neighbor", "True")}  # the false one is a control
     chars = [s for s in samples if s["form"] == "char" and s["role"] == "forget"]
-    assert [s["continuation"] for s in chars] == ["c\no\nm\np\nu\nt\ne\nr\np\nr\no\ng\nr\na\nm\n", "t\nh\ne\nf\ni\nr\ns\nt\np\nr\no\ng\nr\na\nm\n"]
+    assert [s["continuation"] for s in chars] == [
+        "c\no\nm\np\nu\nt\ne\nr\np\nr\no\ng\nr\na\nm\n",
+        "t\nh\ne\nf\ni\nr\ns\nt\np\nr\no\ng\nr\na\nm\n",
+    ]
     assert all(s["prompt"].endswith("\nAnswer:\n") for s in chars)
     assert list(results["metrics"]["forget"]) == ["tf", "char"]
     assert results["per_target"][TARGET]["forget"]["char"]["num_probes"] == 2
@@ -112,8 +131,22 @@ def test_ort_folder_roles(micro_model, ort_folder, tmp_path):
 
 def test_a_missed_threshold_exits_1_after_writing(micro_model, micro_world, demo_target, tmp_path):
     out = tmp_path / "run"
-    result = llmkit("eval", "ort", "--model", micro_model, "--probes", micro_world, "--targets", demo_target,
-                    "-o", out, "--fail-over", "forget.qa.prob=0.01", "--fail-under", "neighbor.qa.prob=0")
+    result = llmkit(
+        "eval",
+        "ort",
+        "--model",
+        micro_model,
+        "--probes",
+        micro_world,
+        "--targets",
+        demo_target,
+        "-o",
+        out,
+        "--fail-over",
+        "forget.qa.prob=0.01",
+        "--fail-under",
+        "neighbor.qa.prob=0",
+    )
     assert result.exit_code == 1, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["metrics"]["forget"]["qa"]["prob"] > 0.01
@@ -123,8 +156,20 @@ def test_a_missed_threshold_exits_1_after_writing(micro_model, micro_world, demo
 
 def test_a_threshold_on_an_unknown_metric_lists_the_real_ones(micro_model, micro_world, demo_target, tmp_path):
     out = tmp_path / "run"
-    result = llmkit("eval", "ort", "--model", micro_model, "--probes", micro_world, "--targets", demo_target,
-                    "-o", out, "--fail-over", "forget.qa.probability=0.5")
+    result = llmkit(
+        "eval",
+        "ort",
+        "--model",
+        micro_model,
+        "--probes",
+        micro_world,
+        "--targets",
+        demo_target,
+        "-o",
+        out,
+        "--fail-over",
+        "forget.qa.probability=0.5",
+    )
     assert_bad_input(result, "no metric named 'forget.qa.probability'; this run has: forget.char.exact_match", out)
     assert "form_gap" not in result.stderr  # only a run with a baseline has one
 
@@ -140,8 +185,23 @@ def test_baseline_gives_drops_form_gap_and_a_plot(micro_model, micro_world, demo
     shutil.copy(micro_model / "tokenizer_config.json", damaged)
 
     base, _ = run_eval(micro_model, micro_world, tmp_path / "base", "--targets", demo_target)
-    result = llmkit("eval", "ort", "--model", damaged, "--probes", micro_world, "--targets", demo_target,
-                    "-o", tmp_path / "after", "--baseline", tmp_path / "base", "--plot", "--fail-under", "form_gap=0")
+    result = llmkit(
+        "eval",
+        "ort",
+        "--model",
+        damaged,
+        "--probes",
+        micro_world,
+        "--targets",
+        demo_target,
+        "-o",
+        tmp_path / "after",
+        "--baseline",
+        tmp_path / "base",
+        "--plot",
+        "--fail-under",
+        "form_gap=0",
+    )
     assert result.exit_code == 0, result.output
     after = json.loads((tmp_path / "after" / "results.json").read_text())
     for role in ("forget", "neighbor"):
@@ -157,8 +217,14 @@ def test_baseline_gives_drops_form_gap_and_a_plot(micro_model, micro_world, demo
 
 
 def test_compare_leaves_out_forms_the_baseline_cannot_divide_by():
-    metrics = {"forget": {"qa": {"prob": 0.2}, "mc": {"prob": 0.5}, "tf": {"prob": 0.3}}, "neighbor": {"qa": {"prob": None}}}
-    baseline = {"forget": {"qa": {"prob": 0.8}, "mc": {"prob": 0.5}, "tf": {"prob": 0.0}}, "neighbor": {"qa": {"prob": 0.9}}}
+    metrics = {
+        "forget": {"qa": {"prob": 0.2}, "mc": {"prob": 0.5}, "tf": {"prob": 0.3}},
+        "neighbor": {"qa": {"prob": None}},
+    }
+    baseline = {
+        "forget": {"qa": {"prob": 0.8}, "mc": {"prob": 0.5}, "tf": {"prob": 0.0}},
+        "neighbor": {"qa": {"prob": 0.9}},
+    }
     compared = compare(metrics, baseline)
     assert compared["drop"]["forget"] == {"qa": pytest.approx(0.75), "mc": 0.0, "tf": None}
     assert compared["drop"]["neighbor"] == {"qa": None}
@@ -167,15 +233,29 @@ def test_compare_leaves_out_forms_the_baseline_cannot_divide_by():
 
 def test_targets_take_commas_inside_names_and_between_them(micro_model, tmp_path):
     for index, name in ((1, "Prince Harry, Duke of Sussex"), (2, "Ada Lovelace"), (3, "Alan Turing")):
-        write_target(tmp_path / "ort", index, name, {"forget_level2": [probe(f"Who is {name}?", "a person", name, "qa", "2")]})
-    results, _ = run_eval(micro_model, tmp_path / "ort", tmp_path / "run", "--targets", "Prince Harry, Duke of Sussex",
-                          "--targets", "Ada Lovelace,Alan Turing")
+        write_target(
+            tmp_path / "ort", index, name, {"forget_level2": [probe(f"Who is {name}?", "a person", name, "qa", "2")]}
+        )
+    results, _ = run_eval(
+        micro_model,
+        tmp_path / "ort",
+        tmp_path / "run",
+        "--targets",
+        "Prince Harry, Duke of Sussex",
+        "--targets",
+        "Ada Lovelace,Alan Turing",
+    )
     assert results["config"]["targets"] == ["Prince Harry, Duke of Sussex", "Ada Lovelace", "Alan Turing"]
 
 
 @pytest.fixture
 def bad_mc_folder(tmp_path):
-    write_target(tmp_path / "mc", 1, "Some One", {"forget_mcp": [probe("Q?\nA. x\nB. y", "Paris", "Some One", "multiple choice")]})
+    write_target(
+        tmp_path / "mc",
+        1,
+        "Some One",
+        {"forget_mcp": [probe("Q?\nA. x\nB. y", "Paris", "Some One", "multiple choice")]},
+    )
     return tmp_path / "mc"
 
 
@@ -185,7 +265,9 @@ def no_answer_folder(tmp_path):
     return tmp_path / "noanswer"
 
 
-def test_bad_inputs_are_one_line_and_write_nothing(micro_model, micro_world, demo_target, ort_folder, bad_mc_folder, no_answer_folder, tmp_path):
+def test_bad_inputs_are_one_line_and_write_nothing(
+    micro_model, micro_world, demo_target, ort_folder, bad_mc_folder, no_answer_folder, tmp_path
+):
     out = tmp_path / "out"
     world = ("--probes", micro_world, "--targets", demo_target)
     other_base = tmp_path / "other-base"
@@ -212,8 +294,25 @@ def test_bad_inputs_are_one_line_and_write_nothing(micro_model, micro_world, dem
 def test_a_baseline_from_another_command_is_refused(micro_model, micro_world, demo_target, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Question: Who?\\nAnswer:"}\n')
-    assert llmkit("generate", "--model", micro_model, "-i", prompts, "-o", tmp_path / "gen", "--max-new-tokens", 2).exit_code == 0
+    assert (
+        llmkit(
+            "generate", "--model", micro_model, "-i", prompts, "-o", tmp_path / "gen", "--max-new-tokens", 2
+        ).exit_code
+        == 0
+    )
     out = tmp_path / "out"
-    result = llmkit("eval", "ort", "--model", micro_model, "--probes", micro_world, "--targets", demo_target,
-                    "--baseline", tmp_path / "gen", "-o", out)
+    result = llmkit(
+        "eval",
+        "ort",
+        "--model",
+        micro_model,
+        "--probes",
+        micro_world,
+        "--targets",
+        demo_target,
+        "--baseline",
+        tmp_path / "gen",
+        "-o",
+        out,
+    )
     assert_bad_input(result, "is a run of 'generate', not 'eval ort'", out)

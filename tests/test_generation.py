@@ -3,9 +3,9 @@ import torch
 from tokenizers import Tokenizer, processors
 from transformers import PreTrainedTokenizerFast
 
+from conftest import FAMILIES, PROMPTS
 from llmkit.errors import BadInputError
 from llmkit.generation import GenerationParams, HFBackend, cut_at_stop, load_backend
-from conftest import FAMILIES, PROMPTS
 
 CONTINUATIONS = [" Paris", " Paris.", " 34 = 46", " eight nine", " Bob was born in Lyon."]
 
@@ -78,7 +78,9 @@ def test_an_empty_prompt_without_a_bos_token_is_refused(loaded_models):
     model, with_bos = loaded_models["gpt2"]
     backend = Tokenizer.from_str(with_bos.backend_tokenizer.to_str())
     backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=with_bos.eos_token, pad_token=with_bos.eos_token)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=with_bos.eos_token, pad_token=with_bos.eos_token
+    )
     assert not tokenizer("")["input_ids"]
     with pytest.raises(BadInputError, match="prompt 2 of 2 is empty .* adds no BOS token"):
         HFBackend(model, tokenizer, batch_size=2).generate(["Hello", ""], GenerationParams(max_new_tokens=2))

@@ -34,7 +34,15 @@ RETAIN = [
 
 
 def budget(**overrides):
-    return {"epochs": 1, "learning_rate": 1e-3, "batch_size": 3, "max_steps": None, "seed": 0, "save_steps": 100, **overrides}
+    return {
+        "epochs": 1,
+        "learning_rate": 1e-3,
+        "batch_size": 3,
+        "max_steps": None,
+        "seed": 0,
+        "save_steps": 100,
+        **overrides,
+    }
 
 
 def perturb(model, names=("",), scale=0.05):
@@ -81,7 +89,9 @@ def test_records_mask_the_prompt_and_keep_passages_whole(loaded_models):
     question, _, passage = gradient.encode_records(tokenizer, FORGET)
     answer = [t for t, label in zip(question["input_ids"], question["labels"]) if label != gradient.IGNORE]
     assert tokenizer.decode(answer) == " Lyon"
-    assert question["labels"][: len(question["input_ids"]) - len(answer)] == [gradient.IGNORE] * (len(question["input_ids"]) - len(answer))
+    assert question["labels"][: len(question["input_ids"]) - len(answer)] == [gradient.IGNORE] * (
+        len(question["input_ids"]) - len(answer)
+    )
     assert passage["labels"] == passage["input_ids"]
 
 
@@ -93,13 +103,25 @@ def test_loss_equals_direct_computation(method, lora, llama_dir, tmp_path):
         model = add_lora(model, 4)
     retain = RETAIN if gradient.RETAIN_USE.get(method) else None
     trainer = gradient.build_unlearning_trainer(
-        model, tokenizer, method, FORGET if method != "rt" else FORGET[:2], retain, tmp_path, budget(),
-        alpha=0.7, beta=0.3, gamma=0.2,
+        model,
+        tokenizer,
+        method,
+        FORGET if method != "rt" else FORGET[:2],
+        retain,
+        tmp_path,
+        budget(),
+        alpha=0.7,
+        beta=0.3,
+        gamma=0.2,
     )
     # After this, the policy differs from the frozen reference; the reference is the model on disk.
     perturb(model, ("lora_B",) if lora else ("",))
     reference, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
-    forget = FORGET if method != "rt" else gradient.refusal_records(FORGET[:2], gradient.read_refusals(), tokenizer.eos_token)
+    forget = (
+        FORGET
+        if method != "rt"
+        else gradient.refusal_records(FORGET[:2], gradient.read_refusals(), tokenizer.eos_token)
+    )
     encoded = gradient.encode_records(tokenizer, forget)
     with torch.no_grad():
         if method in ("rt", "task-vector"):
@@ -109,7 +131,9 @@ def test_loss_equals_direct_computation(method, lora, llama_dir, tmp_path):
         else:
             pairs = [log_prob(model, e["input_ids"], e["labels"]) for e in encoded]
             if method == "npo":
-                ratios = torch.stack([lp - log_prob(reference, e["input_ids"], e["labels"])[0] for (lp, _), e in zip(pairs, encoded)])
+                ratios = torch.stack(
+                    [lp - log_prob(reference, e["input_ids"], e["labels"])[0] for (lp, _), e in zip(pairs, encoded)]
+                )
                 expected = -(2 / 0.3) * F.logsigmoid(-0.3 * ratios).mean()
             else:
                 normalised = torch.stack([lp / n for lp, n in pairs])
@@ -128,20 +152,26 @@ def test_dpo_loss_equals_direct_computation(lora, llama_dir, tmp_path):
     if lora:
         model = add_lora(model, 4)
     questions = FORGET[:2]
-    trainer = gradient.build_unlearning_trainer(model, tokenizer, "dpo", questions, RETAIN, tmp_path, budget(batch_size=2), alpha=0.7, beta=0.3)
+    trainer = gradient.build_unlearning_trainer(
+        model, tokenizer, "dpo", questions, RETAIN, tmp_path, budget(batch_size=2), alpha=0.7, beta=0.3
+    )
     perturb(model, ("lora_B",) if lora else ("",))
     reference, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
 
     def completion_log_prob(m, prompt, completion):
         prompt_ids = tokenizer(prompt)["input_ids"]
         ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
-        return log_prob(m, ids, [gradient.IGNORE] * len(prompt_ids) + ids[len(prompt_ids):])[0]
+        return log_prob(m, ids, [gradient.IGNORE] * len(prompt_ids) + ids[len(prompt_ids) :])[0]
 
     with torch.no_grad():
         margins = []
         for pair in gradient.preference_records(questions, gradient.read_refusals()):
-            chosen = completion_log_prob(model, pair["prompt"], pair["chosen"]) - completion_log_prob(reference, pair["prompt"], pair["chosen"])
-            rejected = completion_log_prob(model, pair["prompt"], pair["rejected"]) - completion_log_prob(reference, pair["prompt"], pair["rejected"])
+            chosen = completion_log_prob(model, pair["prompt"], pair["chosen"]) - completion_log_prob(
+                reference, pair["prompt"], pair["chosen"]
+            )
+            rejected = completion_log_prob(model, pair["prompt"], pair["rejected"]) - completion_log_prob(
+                reference, pair["prompt"], pair["rejected"]
+            )
             margins.append(chosen - rejected)
         expected = -F.logsigmoid(0.3 * torch.stack(margins)).mean()
         retained = gradient.encode_records(tokenizer, RETAIN)
@@ -233,7 +263,9 @@ def test_checkpoints_of_another_run_are_refused(llama_dir, tmp_path):
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
     gradient.unlearn(model, tokenizer, "ga", FORGET, None, tmp_path, budget(max_steps=1, save_steps=1), run={"lr": 1})
     with pytest.raises(gradient.BadInputError, match="different run"):
-        gradient.unlearn(model, tokenizer, "ga", FORGET, None, tmp_path, budget(max_steps=1, save_steps=1), run={"lr": 2})
+        gradient.unlearn(
+            model, tokenizer, "ga", FORGET, None, tmp_path, budget(max_steps=1, save_steps=1), run={"lr": 2}
+        )
 
 
 # Learning rates and steps that unlearn one micro-world entity (5 QA facts); the retain set is
@@ -254,7 +286,9 @@ MICRO_SETTINGS = {
 
 
 def qa_probability(model, tokenizer, records):
-    scores = HFBackend(model, tokenizer, batch_size=64).score([r["prompt"] for r in records], [" " + r["answer"] for r in records])
+    scores = HFBackend(model, tokenizer, batch_size=64).score(
+        [r["prompt"] for r in records], [" " + r["answer"] for r in records]
+    )
     return statistics.mean(answer_probability(s.logprobs) for s in scores)
 
 
@@ -265,12 +299,16 @@ def micro_target(micro_world):
 
 
 @pytest.mark.parametrize("method", sorted(MICRO_SETTINGS))
-def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(method, micro_model, micro_target, tmp_path, bound):
+def test_unlearning_the_micro_world_forgets_the_target_and_keeps_the_rest(
+    method, micro_model, micro_target, tmp_path, bound
+):
     forget, retain, _ = micro_target
     model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
     before = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
     settings = budget(batch_size=len(forget), **MICRO_SETTINGS[method])
-    gradient.unlearn(model, tokenizer, method, forget, retain if gradient.RETAIN_USE.get(method) else None, tmp_path, settings)
+    gradient.unlearn(
+        model, tokenizer, method, forget, retain if gradient.RETAIN_USE.get(method) else None, tmp_path, settings
+    )
     model.eval()
     after = qa_probability(model, tokenizer, forget), qa_probability(model, tokenizer, retain)
     bound("forget_kept", after[0] / before[0], "<=", 0.5)
@@ -284,11 +322,15 @@ def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target
     refusals = set(gradient.read_refusals())
 
     def refused():
-        answers = [g.texts[0].strip() for g in HFBackend(model, tokenizer).generate([r["prompt"] for r in forget], params)]
+        answers = [
+            g.texts[0].strip() for g in HFBackend(model, tokenizer).generate([r["prompt"] for r in forget], params)
+        ]
         return sum(a in refusals for a in answers), answers
 
     assert refused()[0] == 0
-    gradient.unlearn(model, tokenizer, "rt", forget, None, tmp_path, budget(batch_size=len(forget), learning_rate=3e-3, max_steps=30))
+    gradient.unlearn(
+        model, tokenizer, "rt", forget, None, tmp_path, budget(batch_size=len(forget), learning_rate=3e-3, max_steps=30)
+    )
     model.eval()
     count, answers = refused()
     bound("refused", count / len(forget), ">=", 0.8)

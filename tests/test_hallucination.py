@@ -18,8 +18,23 @@ pytestmark = pytest.mark.training  # samples from the micro model: the outcome d
 def test_eval_hallucination_on_the_micro_world_separates_known_from_unseen(micro_model, micro_world, tmp_path, bound):
     out = tmp_path / "run"
     result = llmkit(
-        "eval", "hallucination", "-m", micro_model, "--world", micro_world, "--exposures", "0,30", "--samples", 5,
-        "--limit", 24, "-o", out, "--plot", "--device", "cpu",
+        "eval",
+        "hallucination",
+        "-m",
+        micro_model,
+        "--world",
+        micro_world,
+        "--exposures",
+        "0,30",
+        "--samples",
+        5,
+        "--limit",
+        24,
+        "-o",
+        out,
+        "--plot",
+        "--device",
+        "cpu",
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "results.json").read_text())["metrics"]
@@ -36,15 +51,44 @@ def test_eval_hallucination_on_the_micro_world_separates_known_from_unseen(micro
 
 
 def test_the_same_seed_samples_the_same_answers(micro_model, micro_world, tmp_path):
-    common = ("eval", "hallucination", "-m", micro_model, "--world", micro_world, "--samples", 3, "--limit", 4, "--json", "--device", "cpu")
+    common = (
+        "eval",
+        "hallucination",
+        "-m",
+        micro_model,
+        "--world",
+        micro_world,
+        "--samples",
+        3,
+        "--limit",
+        4,
+        "--json",
+        "--device",
+        "cpu",
+    )
     first, second = llmkit(*common, "--seed", 1), llmkit(*common, "--seed", 1)
     assert json.loads(first.stdout)["metrics"] == json.loads(second.stdout)["metrics"]
 
 
 def test_prompts_without_answers_score_with_no_correctness(micro_model, tmp_path):
     data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Question: Where was Kas born?\nAnswer:", "Reverse: a b =>")))
-    result = llmkit("eval", "hallucination", "-m", micro_model, "--data", data, "--samples", 3, "--no-correctness", "--json", "--device", "cpu")
+    data.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in ("Question: Where was Kas born?\nAnswer:", "Reverse: a b =>"))
+    )
+    result = llmkit(
+        "eval",
+        "hallucination",
+        "-m",
+        micro_model,
+        "--data",
+        data,
+        "--samples",
+        3,
+        "--no-correctness",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["num_prompts"] == 2 and "auroc" not in metrics and metrics["eigenscore"]["mean"] is not None
@@ -66,7 +110,13 @@ def test_answer_embeddings_do_not_depend_on_batching(llama_dir):
 def test_auroc_is_none_when_every_answer_is_right():
     assert auroc([False, False], [0.1, 0.2]) is None
     assert auroc([True, False], [0.9, 0.1]) == 1.0
-    metrics = summarize([{"eigenscore": -1.0, "correct": False, "sample_accuracy": 0.0}, {"eigenscore": -5.0, "correct": True, "sample_accuracy": 1.0}], True)
+    metrics = summarize(
+        [
+            {"eigenscore": -1.0, "correct": False, "sample_accuracy": 0.0},
+            {"eigenscore": -5.0, "correct": True, "sample_accuracy": 1.0},
+        ],
+        True,
+    )
     assert metrics["auroc"] == 1.0 and metrics["accuracy"] == 0.5
 
 
@@ -81,7 +131,9 @@ def test_auroc_is_none_when_every_answer_is_right():
 )
 def test_bad_options_are_one_line(args, message, micro_model, micro_world, tmp_path):
     out = tmp_path / "run"
-    result = llmkit("eval", "hallucination", "-m", micro_model, "--world", micro_world, *args, "-o", out, "--device", "cpu")
+    result = llmkit(
+        "eval", "hallucination", "-m", micro_model, "--world", micro_world, *args, "-o", out, "--device", "cpu"
+    )
     assert_bad_input(result, message, out)
 
 

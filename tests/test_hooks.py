@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from conftest import FAMILIES, PROMPTS
 from llmkit import arch, hooks
 from llmkit.batching import pad_batch, position_ids
 from llmkit.errors import BadInputError
-from conftest import FAMILIES, PROMPTS
 
 
 def _encode(tokenizer, prompts, side):
@@ -70,6 +70,7 @@ def test_zeroing_a_unit_changes_the_output_and_exit_restores_the_model(point, lo
 def test_hooks_are_removed_when_the_body_raises(loaded_models):
     model, tokenizer = loaded_models["gpt2"]
     batch = _encode(tokenizer, PROMPTS, "right")
+
     def installed_hooks():  # transformers installs hooks of its own; llmkit's must all go
         return [(name, list(m._forward_hooks), list(m._forward_pre_hooks)) for name, m in model.named_modules()]
 

@@ -38,7 +38,9 @@ def test_a_file_is_not_a_model(llama_dir):
 
 
 def test_unreachable_hub_id_is_one_clear_error():
-    with pytest.raises(BadInputError, match="model no-such-org-xyz/tiny is not a local path .*cannot come from the hub"):
+    with pytest.raises(
+        BadInputError, match="model no-such-org-xyz/tiny is not a local path .*cannot come from the hub"
+    ):
         load_model("no-such-org-xyz/tiny", device="cpu")
 
 

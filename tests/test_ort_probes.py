@@ -27,14 +27,27 @@ def write_target(root, index, name, files):
 @pytest.fixture
 def ort_dir(tmp_path):
     for index, name in ((1, "Robert Downey Jr."), (2, "Beyoncé")):
-        write_target(tmp_path, index, name, {
-            "forget_level1": [probe(f"{name} is an American ___", "actor", name)],
-            "forget_level2": [probe(f"What is {name}'s job?", "film actor", name, "qa", "2")],
-            "forget_mcp": [probe(f"{name} is an American ___\nA. actor\nB. chef\nC. pilot\nD. judge", "A", name, "multiple choice", "4")],
-            "forget_tf": [probe(f"{name} is an American actor.", "True", name, "true or false", "4")],
-            "neighbor_level1": [probe("Iron Man was directed by ___", "Jon Favreau", name)],
-            "neighbor_level2": [probe("Who directed Iron Man?", "Jon Favreau", name, "qa", "2")],
-        })
+        write_target(
+            tmp_path,
+            index,
+            name,
+            {
+                "forget_level1": [probe(f"{name} is an American ___", "actor", name)],
+                "forget_level2": [probe(f"What is {name}'s job?", "film actor", name, "qa", "2")],
+                "forget_mcp": [
+                    probe(
+                        f"{name} is an American ___\nA. actor\nB. chef\nC. pilot\nD. judge",
+                        "A",
+                        name,
+                        "multiple choice",
+                        "4",
+                    )
+                ],
+                "forget_tf": [probe(f"{name} is an American actor.", "True", name, "true or false", "4")],
+                "neighbor_level1": [probe("Iron Man was directed by ___", "Jon Favreau", name)],
+                "neighbor_level2": [probe("Who directed Iron Man?", "Jon Favreau", name, "qa", "2")],
+            },
+        )
     return tmp_path
 
 
@@ -43,7 +56,10 @@ def test_an_ort_folder_gives_every_form_with_ort_prompts(ort_dir):
     assert {p.target for p in probes} == {"Robert Downey Jr."}
     forget = {p.form: p for p in probes if p.role == "forget" and p.form != "char"}
     assert set(forget) == {"cloze", "qa", "mc", "tf"}
-    assert forget["qa"].prompt == "Please briefly answer the following question.\nQuestion: What is Robert Downey Jr.'s job?\nAnswer:"
+    assert (
+        forget["qa"].prompt
+        == "Please briefly answer the following question.\nQuestion: What is Robert Downey Jr.'s job?\nAnswer:"
+    )
     assert forget["qa"].continuation == " film actor" and forget["mc"].continuation == " A"
     chars = [p for p in probes if p.role == "forget" and p.form == "char"]
     assert [p.continuation for p in chars] == ["a\nc\nt\no\nr\n", "f\ni\nl\nm\na\nc\nt\no\nr\n"]
@@ -89,9 +105,15 @@ def test_world_probes_forget_the_targets_facts_and_keep_their_buckets(micro_worl
     "files, message",
     [
         ({"forget_level2": [{"query": "Who?", "level": "2"}]}, "record 0 has no 'answer'"),
-        ({"forget_mcp": [probe("Q\nA. x\nB. y", "C", "X")]}, "multiple-choice answer 'C' is not one of its options (A, B)"),
+        (
+            {"forget_mcp": [probe("Q\nA. x\nB. y", "C", "X")]},
+            "multiple-choice answer 'C' is not one of its options (A, B)",
+        ),
         ({"forget_level1": {"query": "x"}}, "holds a JSON dict; ORT probe files are JSON lists"),
-        ({"forget_tf": [probe("X is a chef.", "Yes", "X", "true or false", "4")]}, "true/false answer 'Yes' is neither True nor False"),
+        (
+            {"forget_tf": [probe("X is a chef.", "Yes", "X", "true or false", "4")]},
+            "true/false answer 'Yes' is neither True nor False",
+        ),
     ],
 )
 def test_bad_ort_probes(tmp_path, files, message):

@@ -41,8 +41,15 @@ def test_micro_model_learned_the_toy_language(micro_world, micro_model, bound):
     assert set(metrics["accuracy"]) == {"comparison", "reversal", "language"}
     # Word for word: the micro model translates most words right (it mixes up 'the' and 'a',
     # so whole sentences are often one word off) and speaks only the invented lexicon.
-    lexicon = {w for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "language" for w in i["answer"].split()}
-    pairs = [(a, g) for s in samples if s["skill"] == "language" for a, g in zip(s["answer"].split(), s["generation"].split())]
+    lexicon = {
+        w for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "language" for w in i["answer"].split()
+    }
+    pairs = [
+        (a, g)
+        for s in samples
+        if s["skill"] == "language"
+        for a, g in zip(s["answer"].split(), s["generation"].split())
+    ]
     bound("language_words_right", sum(a == g for a, g in pairs) / len(pairs), ">=", 0.7)
     assert all(g in lexicon for _, g in pairs), metrics
 
@@ -145,5 +152,7 @@ def test_quickstart_bad_input(world_cache, tmp_path):
     assert_bad_input(llmkit("quickstart", "--preset", "huge", "--cache-dir", world_cache), "unknown preset 'huge'")
     out = tmp_path / "report"
     out.mkdir()
-    assert_bad_input(llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "-o", out),
-                     "already exists; pass --overwrite")
+    assert_bad_input(
+        llmkit("quickstart", "--preset", "micro", "--cache-dir", world_cache, "-o", out),
+        "already exists; pass --overwrite",
+    )

@@ -33,7 +33,9 @@ TARGET, REDIRECT = "Alice", "Bob"
 def fitted(model_dir, preserve, layers=(0, 1), threshold=None):
     """A fresh tiny model, its key statistics over the tiny corpus, and ROCR's matrices."""
     model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-    stats, tokens = key_second_moment(model, corpus_batches(tokenizer, CORPUS, 10_000, 8, 64), layers, tokenizer.pad_token_id)
+    stats, tokens = key_second_moment(
+        model, corpus_batches(tokenizer, CORPUS, 10_000, 8, 64), layers, tokenizer.pad_token_id
+    )
     projectors = {}
     for layer in layers:
         # The tiny random model's keys have their own scale: put half the spectrum in the null space.
@@ -43,9 +45,9 @@ def fitted(model_dir, preserve, layers=(0, 1), threshold=None):
 
 
 def apply(model, tokenizer, projectors, layers=(0, 1), lam=1.0):
-    before = {l: arch.mlp_out_weight(model, l).detach().clone() for l in layers}
+    before = {i: arch.mlp_out_weight(model, i).detach().clone() for i in layers}
     edits = redirect(model, tokenizer, TARGET, REDIRECT, ROCRConfig(layers=list(layers), lam=lam), projectors)
-    after = {l: arch.mlp_out_weight(model, l).detach().clone() for l in layers}
+    after = {i: arch.mlp_out_weight(model, i).detach().clone() for i in layers}
     return edits, before, after
 
 
@@ -57,8 +59,11 @@ def test_each_layer_edit_is_the_closed_form_rank_one_update(preserve, llama_dir)
         delta, k, r = edit.delta, edit.key, edit.residual
         sigma = torch.linalg.svdvals(delta)
         assert sigma[1] <= 1e-6 * sigma[0]  # rank one
-        P = {"nullspace": projectors[edit.layer], "covariance": torch.linalg.inv(stats[edit.layer]),
-             "none": torch.eye(k.shape[0], dtype=torch.float64)}[preserve]
+        P = {
+            "nullspace": projectors[edit.layer],
+            "covariance": torch.linalg.inv(stats[edit.layer]),
+            "none": torch.eye(k.shape[0], dtype=torch.float64),
+        }[preserve]
         s = k @ P @ k
         assert torch.allclose(delta @ k, r * s / (0.5 + s), rtol=1e-5, atol=1e-9 * r.norm().item())
         assert torch.allclose(delta, torch.outer(r, P @ k) / (0.5 + s), rtol=1e-5, atol=1e-12)
@@ -70,7 +75,9 @@ def test_nullspace_edit_leaves_corpus_keys_almost_untouched(llama_dir):
     edits, _, _ = apply(model, tokenizer, projectors)
     layer = edits[0].layer
     fresh, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
-    corpus_keys, _ = key_second_moment(fresh, corpus_batches(tokenizer, CORPUS[:6], 500, 6, 64), [layer], tokenizer.pad_token_id)
+    corpus_keys, _ = key_second_moment(
+        fresh, corpus_batches(tokenizer, CORPUS[:6], 500, 6, 64), [layer], tokenizer.pad_token_id
+    )
     # E[(ΔW k')²] over corpus keys k', against the edit's effect on its own key.
     on_corpus = torch.trace(edits[0].delta @ corpus_keys[layer] @ edits[0].delta.T).sqrt()
     on_target = (edits[0].delta @ edits[0].key).norm()
@@ -160,9 +167,13 @@ def test_statistics_stop_the_forward_pass_at_the_deepest_layer_asked_for(llama_d
     """Layer 0's statistics never run layer 1 or the LM head."""
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
     ran = []
-    handles = [module.register_forward_pre_hook(lambda *args, name=name: ran.append(name))
-               for name, module in (("layer 1", arch.block_module(model, 1)), ("lm_head", model.lm_head))]
-    stats, tokens = key_second_moment(model, corpus_batches(tokenizer, CORPUS, 10_000, 4, 64), [0], tokenizer.pad_token_id)
+    handles = [
+        module.register_forward_pre_hook(lambda *args, name=name: ran.append(name))
+        for name, module in (("layer 1", arch.block_module(model, 1)), ("lm_head", model.lm_head))
+    ]
+    stats, tokens = key_second_moment(
+        model, corpus_batches(tokenizer, CORPUS, 10_000, 4, 64), [0], tokenizer.pad_token_id
+    )
     for handle in handles:
         handle.remove()
     assert ran == [] and tokens > 50 and stats[0].shape == (128, 128)

@@ -65,7 +65,9 @@ def send_trainer(llama_dir, checkpoint_dir, config=send.SendConfig(0.25, window=
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
     dropout = send.SensitivityDropout(config, send.encode_texts(tokenizer, TEXTS[:4], 32), tokenizer.pad_token_id)
     budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
-    trainer = send.build_text_trainer(model, tokenizer, TEXTS[4:], checkpoint_dir, budget, max_length=32, callbacks=[dropout])
+    trainer = send.build_text_trainer(
+        model, tokenizer, TEXTS[4:], checkpoint_dir, budget, max_length=32, callbacks=[dropout]
+    )
     return trainer, dropout
 
 
@@ -103,8 +105,23 @@ def test_send_trains_differently_from_sft_once_it_drops(llama_dir, tmp_path):
 
 def test_train_send_reads_the_helm_files_as_shipped(llama_dir, tmp_path):
     helm, wiki = HELM / "helm_validate.jsonl", HELM / "wiki_test.json"
-    common = ("--model", llama_dir, "--epochs", 2, "--window", 2, "--drop-epochs", 2, "--track-fraction", 0.2, "--eval-samples", 0,
-              "--max-length", 48, "--json")
+    common = (
+        "--model",
+        llama_dir,
+        "--epochs",
+        2,
+        "--window",
+        2,
+        "--drop-epochs",
+        2,
+        "--track-fraction",
+        0.2,
+        "--eval-samples",
+        0,
+        "--max-length",
+        48,
+        "--json",
+    )
     result = llmkit("train", "send", "--data", helm, "--out", tmp_path / "helm", *common)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
@@ -118,8 +135,23 @@ def test_train_send_reads_the_helm_files_as_shipped(llama_dir, tmp_path):
 def test_train_logs_the_eigenscore_of_held_out_prompts_each_epoch(llama_dir, tmp_path):
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    result = llmkit("train", "sft", "--model", llama_dir, "--data", data, "--out", tmp_path / "sft", "--epochs", 2,
-                    "--eval-samples", 3, "--test-fraction", 0.2, "--json")
+    result = llmkit(
+        "train",
+        "sft",
+        "--model",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "sft",
+        "--epochs",
+        2,
+        "--eval-samples",
+        3,
+        "--test-fraction",
+        0.2,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     evaluations = json.loads(result.stdout)["evaluations"]
     assert [e["epoch"] for e in evaluations] == [1, 2]
@@ -131,10 +163,40 @@ def test_torchrun_selects_the_same_indices_on_every_process(llama_dir, tmp_path)
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     llmkit_script = shutil.which("llmkit", path=str(Path(sys.executable).parent))
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", llmkit_script, "train", "send",
-         "--model", str(llama_dir), "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "2", "--window", "2",
-         "--drop-epochs", "2", "--eval-samples", "0", "--batch-size", "2", "--track-fraction", "0.2", "--json"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            llmkit_script,
+            "train",
+            "send",
+            "--model",
+            str(llama_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "two"),
+            "--epochs",
+            "2",
+            "--window",
+            "2",
+            "--drop-epochs",
+            "2",
+            "--eval-samples",
+            "0",
+            "--batch-size",
+            "2",
+            "--track-fraction",
+            "0.2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads(run.stdout)

@@ -84,8 +84,26 @@ def world20(tmp_path_factory):
 
 
 def test_sigterm_during_world_pretrain(world20, tmp_path):
-    proc = start_llmkit("world", "pretrain", world20, "--out", tmp_path / "m", "--steps", 100000, "--layers", 1,
-                        "--d-model", 32, "--heads", 2, "--d-mlp", 64, "--batch-size", 4, cwd=tmp_path)
+    proc = start_llmkit(
+        "world",
+        "pretrain",
+        world20,
+        "--out",
+        tmp_path / "m",
+        "--steps",
+        100000,
+        "--layers",
+        1,
+        "--d-model",
+        32,
+        "--heads",
+        2,
+        "--d-mlp",
+        64,
+        "--batch-size",
+        4,
+        cwd=tmp_path,
+    )
     wait_until(proc, lambda: staging(tmp_path, "m"), "staging directory of the pretraining")
     time.sleep(1.0)  # into the training steps
     stdout, stderr = terminate(proc)
@@ -111,7 +129,9 @@ def interrupt_then_resume(args, tmp_path: Path, out: Path, record_file: str) -> 
     stdout, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr[-3000:]
     record = json.loads((out / record_file).read_text())
-    assert record.get("resumed_from") is not None and str(record["resumed_from"]).startswith("checkpoint-"), record.get("resumed_from")
+    assert record.get("resumed_from") is not None and str(record["resumed_from"]).startswith("checkpoint-"), record.get(
+        "resumed_from"
+    )
     assert leftovers(tmp_path, out.name) == [out.name]
     return record
 
@@ -119,8 +139,24 @@ def interrupt_then_resume(args, tmp_path: Path, out: Path, record_file: str) -> 
 def test_sigterm_during_unlearn_ga_then_resume(llama_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"text": f"{t} ({i})"} for i, t in enumerate(CORPUS[:8])])
     out = tmp_path / "g"
-    args = ("unlearn", "ga", "-m", llama_dir, "--forget", forget, "--out", out, "--max-steps", 200, "--save-steps", 10,
-            "--batch-size", 2, "--lr", "1e-4")
+    args = (
+        "unlearn",
+        "ga",
+        "-m",
+        llama_dir,
+        "--forget",
+        forget,
+        "--out",
+        out,
+        "--max-steps",
+        200,
+        "--save-steps",
+        10,
+        "--batch-size",
+        2,
+        "--lr",
+        "1e-4",
+    )
     record = interrupt_then_resume(args, tmp_path, out, "unlearn.json")
     assert record["steps"] == 200
 
@@ -128,8 +164,32 @@ def test_sigterm_during_unlearn_ga_then_resume(llama_dir, tmp_path):
 def test_sigterm_during_train_send_then_resume(llama_dir, tmp_path):
     data = write_jsonl(tmp_path / "texts.jsonl", [{"text": f"{t} ({i})"} for i, t in enumerate(CORPUS[:6] * 7)])
     out = tmp_path / "s"
-    args = ("train", "send", "-m", llama_dir, "--data", data, "--out", out, "--epochs", 10, "--window", 2, "--drop-epochs", 1,
-            "--eval-samples", 0, "--track-fraction", 0.1, "--batch-size", 2, "--save-steps", 4, "--max-length", 32)
+    args = (
+        "train",
+        "send",
+        "-m",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        10,
+        "--window",
+        2,
+        "--drop-epochs",
+        1,
+        "--eval-samples",
+        0,
+        "--track-fraction",
+        0.1,
+        "--batch-size",
+        2,
+        "--save-steps",
+        4,
+        "--max-length",
+        32,
+    )
     interrupt_then_resume(args, tmp_path, out, "train.json")
 
 
@@ -137,8 +197,21 @@ def test_sigterm_during_train_send_then_resume(llama_dir, tmp_path):
 def test_sigterm_during_eval_ort(micro_model, micro_world, tmp_path):
     targets = ",".join(e["id"] for e in read_records(micro_world / "entities.jsonl"))
     out = tmp_path / "run"
-    proc = start_llmkit("eval", "ort", "-m", micro_model, "--probes", micro_world, "--targets", targets, "--batch-size", 1,
-                        "-o", out, cwd=tmp_path)
+    proc = start_llmkit(
+        "eval",
+        "ort",
+        "-m",
+        micro_model,
+        "--probes",
+        micro_world,
+        "--targets",
+        targets,
+        "--batch-size",
+        1,
+        "-o",
+        out,
+        cwd=tmp_path,
+    )
     wait_until(proc, lambda: maps_file(proc, "model.safetensors"), "model loaded")
     time.sleep(0.5)  # into the scoring
     stdout, stderr = terminate(proc)

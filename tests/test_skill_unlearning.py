@@ -24,7 +24,10 @@ from llmkit.models import load_model
 
 pytestmark = pytest.mark.training  # fits Neuron Adjust and KSD: the outcome depends on the CPU's kernels
 
-FORGET = [f"Reverse: {' '.join(w)} => {' '.join(reversed(w))}" for w in ("abc", "dcba", "fed", "hgij", "bad", "cafe", "jig", "aced")]
+FORGET = [
+    f"Reverse: {' '.join(w)} => {' '.join(reversed(w))}"
+    for w in ("abc", "dcba", "fed", "hgij", "bad", "cafe", "jig", "aced")
+]
 RETAIN = [
     "The quick brown fox jumps over the lazy dog.",
     "Alice was born in Paris and works as a painter.",
@@ -102,7 +105,9 @@ def test_hypercube_scale_is_the_largest_z_score_and_streaming_matches_one_pass(l
     model, tokenizer = loaded_models["qwen2"]
     encoded = encode_prompts(tokenizer, FORGET + RETAIN)
     mean, std, k, count = key_hypercube(lambda: key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 2))
-    everything = torch.cat([vectors for _, vectors in key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 64)])
+    everything = torch.cat(
+        [vectors for _, vectors in key_vectors(model, encoded, 1, "all", tokenizer.pad_token_id, 64)]
+    )
     assert count == everything.shape[0] == sum(map(len, encoded))
     torch.testing.assert_close(mean, everything.mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(std, everything.std(0), rtol=1e-4, atol=1e-5)
@@ -112,8 +117,16 @@ def test_hypercube_scale_is_the_largest_z_score_and_streaming_matches_one_pass(l
 def test_neuron_adjust_is_deterministic_batched_or_one_at_a_time(micro_model):
     model, tokenizer = load_model(str(micro_model), device="cpu", dtype="float32")
     world_texts = ["Question: Where was", "Reverse: a b c =>", "Translate to", "Compute: 1 + 2 ="]
-    adjust, _ = fit_neuron_adjust(model, tokenizer, world_texts[1:2] * 3, world_texts[::2], NeuronAdjustConfig(fraction=0.2))
-    prompts = ["Reverse: a b c d =>", "Question: Where was", "Reverse: j i h =>", "Compute: 12 + 7 =", "Reverse: c a =>"]
+    adjust, _ = fit_neuron_adjust(
+        model, tokenizer, world_texts[1:2] * 3, world_texts[::2], NeuronAdjustConfig(fraction=0.2)
+    )
+    prompts = [
+        "Reverse: a b c d =>",
+        "Question: Where was",
+        "Reverse: j i h =>",
+        "Compute: 12 + 7 =",
+        "Reverse: c a =>",
+    ]
     params = GenerationParams(max_new_tokens=12)
 
     def run(batch_size, seed):

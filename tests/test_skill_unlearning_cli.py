@@ -28,8 +28,19 @@ def skill_sets(micro_world, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reversal_gate(micro_model, skill_sets, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "ksd-reversal"
-    result = llmkit("unlearn", "ksd", "-m", micro_model, "--forget", skill_sets["reversal"] / "forget.jsonl",
-                    "--refusal", REFUSAL, "--out", out, "--json")
+    result = llmkit(
+        "unlearn",
+        "ksd",
+        "-m",
+        micro_model,
+        "--forget",
+        skill_sets["reversal"] / "forget.jsonl",
+        "--refusal",
+        REFUSAL,
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -40,14 +51,32 @@ def test_skill_set_splits_one_skills_training_items_from_the_others(micro_world,
     train = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "train"]
     assert {r["skill"] for r in forget} == {"reversal"} and "reversal" not in {r["skill"] for r in retain}
     assert len(forget) + len(retain) == len(train)
-    assert not {r["prompt"] for r in forget} & {i["prompt"] for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"}
+    assert not {r["prompt"] for r in forget} & {
+        i["prompt"] for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"
+    }
 
 
-def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model, micro_world, reversal_gate, tmp_path, bound):
+def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(
+    micro_model, micro_world, reversal_gate, tmp_path, bound
+):
     base, after = tmp_path / "base", tmp_path / "after"
     assert llmkit("eval", "skills", "-m", micro_model, "--world", micro_world, "-o", base).exit_code == 0
-    result = llmkit("eval", "skills", "-m", micro_model, "--world", micro_world, "--intervention", reversal_gate,
-                    "--baseline", base, "-o", after, "--plot", "--json")
+    result = llmkit(
+        "eval",
+        "skills",
+        "-m",
+        micro_model,
+        "--world",
+        micro_world,
+        "--intervention",
+        reversal_gate,
+        "--baseline",
+        base,
+        "-o",
+        after,
+        "--plot",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     before = json.loads((base / "results.json").read_text())["metrics"]["accuracy"]
@@ -66,8 +95,21 @@ def test_ksd_removes_the_skill_it_was_fitted_on_and_keeps_the_others(micro_model
 def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, micro_world, skill_sets, tmp_path, bound):
     out = tmp_path / "na"
     sets = skill_sets["language"]
-    result = llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", sets / "forget.jsonl",
-                    "--retain", sets / "retain.jsonl", "--fraction", "0.5", "--out", out, "--json")
+    result = llmkit(
+        "unlearn",
+        "neuron-adjust",
+        "-m",
+        micro_model,
+        "--forget",
+        sets / "forget.jsonl",
+        "--retain",
+        sets / "retain.jsonl",
+        "--fraction",
+        "0.5",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)["record"]
     assert record["neurons"] == record["total_neurons"] // 2
@@ -84,7 +126,9 @@ def test_neuron_adjust_cli_writes_an_artifact_that_eval_applies(micro_model, mic
 
 def test_eval_skills_reads_named_skill_files(micro_model, tmp_path):
     items = tmp_path / "rev.jsonl"
-    write_jsonl(items, [{"prompt": "Reverse: a b c =>", "answer": "c b a"}, {"prompt": "Reverse: d e =>", "answer": "e d"}])
+    write_jsonl(
+        items, [{"prompt": "Reverse: a b c =>", "answer": "c b a"}, {"prompt": "Reverse: d e =>", "answer": "e d"}]
+    )
     result = llmkit("eval", "skills", "-m", micro_model, "--skill", f"rev={items}", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
@@ -97,10 +141,26 @@ def test_ort_with_a_gate_scores_refused_probes_at_zero(micro_model, micro_world,
     forget = tmp_path / "forget.jsonl"
     write_jsonl(forget, [{"prompt": p["prompt"], "answer": p["answer"]} for p in probes])
     gate = tmp_path / "gate"
-    assert llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--positions", "last", "--out", gate).exit_code == 0
+    assert (
+        llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--positions", "last", "--out", gate).exit_code
+        == 0
+    )
     run = tmp_path / "run"
-    result = llmkit("eval", "ort", "-m", micro_model, "--probes", micro_world, "--target", target,
-                    "--intervention", gate, "-o", run, "--json")
+    result = llmkit(
+        "eval",
+        "ort",
+        "-m",
+        micro_model,
+        "--probes",
+        micro_world,
+        "--target",
+        target,
+        "--intervention",
+        gate,
+        "-o",
+        run,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     samples = read_records(run / "samples.jsonl")
     forget_samples = [s for s in samples if s["role"] == "forget"]
@@ -111,7 +171,9 @@ def test_ort_with_a_gate_scores_refused_probes_at_zero(micro_model, micro_world,
 def test_generate_with_a_gate_answers_refused_prompts_with_the_refusal(micro_model, reversal_gate, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"prompt": "Reverse: a b c d =>"}, {"prompt": "Question: Where was"}])
-    result = llmkit("generate", "-m", micro_model, "-i", prompts, "--intervention", reversal_gate, "--max-new-tokens", 8)
+    result = llmkit(
+        "generate", "-m", micro_model, "-i", prompts, "--intervention", reversal_gate, "--max-new-tokens", 8
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["generations"] == [REFUSAL] and lines[1]["generations"] != [REFUSAL]
@@ -122,26 +184,68 @@ def test_bad_inputs_exit_2_and_write_nothing(micro_model, llama_dir, skill_sets,
     out = tmp_path / "out"
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert_bad_input(llmkit("unlearn", "ksd", "-m", micro_model, "--forget", empty, "--out", out), "has no records", out)
-    assert_bad_input(llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", empty, "--retain", retain, "--out", out), "has no records", out)
-    assert_bad_input(llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--out", out), "--retain", out)
+    assert_bad_input(
+        llmkit("unlearn", "ksd", "-m", micro_model, "--forget", empty, "--out", out), "has no records", out
+    )
+    assert_bad_input(
+        llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", empty, "--retain", retain, "--out", out),
+        "has no records",
+        out,
+    )
+    assert_bad_input(
+        llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--out", out), "--retain", out
+    )
     for fraction in ("0", "1.5"):
         assert_bad_input(
-            llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--retain", retain, "--fraction", fraction, "--out", out),
-            "(0, 1]", out,
+            llmkit(
+                "unlearn",
+                "neuron-adjust",
+                "-m",
+                micro_model,
+                "--forget",
+                forget,
+                "--retain",
+                retain,
+                "--fraction",
+                fraction,
+                "--out",
+                out,
+            ),
+            "(0, 1]",
+            out,
         )
-    assert_bad_input(llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--layer", 9, "--out", out), "--layer 9 does not exist", out)
-    assert_bad_input(llmkit("data", "skill-set", "--world", skill_sets["reversal"].parent, "--skill", "x", "--out", out), "not a world", out)
+    assert_bad_input(
+        llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--layer", 9, "--out", out),
+        "--layer 9 does not exist",
+        out,
+    )
+    assert_bad_input(
+        llmkit("data", "skill-set", "--world", skill_sets["reversal"].parent, "--skill", "x", "--out", out),
+        "not a world",
+        out,
+    )
 
     run = tmp_path / "run"
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"prompt": "Reverse: a b =>"}])
-    assert_bad_input(llmkit("generate", "-m", llama_dir, "-i", prompts, "--intervention", reversal_gate, "-o", run), "fitted on another model", run)
-    assert_bad_input(llmkit("eval", "skills", "-m", micro_model, "--skill", f"r={forget}", "--intervention", tmp_path, "-o", run), "not an llmkit intervention artifact", run)
+    assert_bad_input(
+        llmkit("generate", "-m", llama_dir, "-i", prompts, "--intervention", reversal_gate, "-o", run),
+        "fitted on another model",
+        run,
+    )
+    assert_bad_input(
+        llmkit("eval", "skills", "-m", micro_model, "--skill", f"r={forget}", "--intervention", tmp_path, "-o", run),
+        "not an llmkit intervention artifact",
+        run,
+    )
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "intervention.json").write_text("{not json")
     (broken / "intervention.safetensors").write_bytes(b"")
-    assert_bad_input(llmkit("eval", "skills", "-m", micro_model, "--skill", f"r={forget}", "--intervention", broken, "-o", run), "not JSON", run)
+    assert_bad_input(
+        llmkit("eval", "skills", "-m", micro_model, "--skill", f"r={forget}", "--intervention", broken, "-o", run),
+        "not JSON",
+        run,
+    )
     assert_bad_input(llmkit("eval", "skills", "-m", micro_model, "-o", run), "--world", run)
     assert_bad_input(llmkit("eval", "skills", "-m", micro_model, "--skill", "nofile", "-o", run), "NAME=FILE", run)

@@ -24,8 +24,27 @@ def corpus_file(tmp_path):
 
 
 def rocr(model_dir, out, corpus_file, cache, *extra):
-    return llmkit("unlearn", "rocr", "--model", model_dir, "--target", "Alice", "--redirect", "Bob", "--out", out,
-                  "--layers", "0,1", "--stats-corpus", corpus_file, "--stats-cache", cache, "--device", "cpu", *extra)
+    return llmkit(
+        "unlearn",
+        "rocr",
+        "--model",
+        model_dir,
+        "--target",
+        "Alice",
+        "--redirect",
+        "Bob",
+        "--out",
+        out,
+        "--layers",
+        "0,1",
+        "--stats-corpus",
+        corpus_file,
+        "--stats-cache",
+        cache,
+        "--device",
+        "cpu",
+        *extra,
+    )
 
 
 def all_tensors(model_dir):
@@ -65,7 +84,11 @@ def test_a_second_edit_reuses_the_cached_statistics(llama_dir, corpus_file, tmp_
 def test_revert_refuses_a_model_that_is_not_the_edited_one(llama_dir, corpus_file, tmp_path):
     edited = tmp_path / "edited"
     assert rocr(llama_dir, edited, corpus_file, tmp_path / "stats").exit_code == 0
-    assert_bad_input(llmkit("unlearn", "revert", llama_dir, "--out", tmp_path / "x"), "is not a directory written by `llmkit unlearn rocr`", tmp_path / "x")
+    assert_bad_input(
+        llmkit("unlearn", "revert", llama_dir, "--out", tmp_path / "x"),
+        "is not a directory written by `llmkit unlearn rocr`",
+        tmp_path / "x",
+    )
     # Fine-tuned (here: nudged) after the edit: reverting would not give the original back.
     weights = safetensors.torch.load_file(edited / "model.safetensors")
     weights["model.layers.1.self_attn.q_proj.weight"] += 1e-3
@@ -77,31 +100,59 @@ def test_revert_refuses_a_model_that_is_not_the_edited_one(llama_dir, corpus_fil
 
 
 @pytest.mark.training
-def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_world, world_cache, tmp_path, monkeypatch, bound):
+def test_rocr_on_the_world_model_lowers_the_targets_answers(
+    micro_model, micro_world, world_cache, tmp_path, monkeypatch, bound
+):
     """With the defaults (statistics from the world's own pretraining text), the edited model gives
     the target's true answers a lower probability and the redirect's a higher one."""
     monkeypatch.setenv("LLMKIT_CACHE", str(world_cache))
     entities = read_records(micro_world / "entities.jsonl")
     target = form_demo_entities(entities)[0]
-    other = next(e for e in entities if e["exposure"] == target["exposure"] and e["id"] != target["id"]
-                 and e["birthplace"] != target["birthplace"] and e["spouse"] != target["name"])
+    other = next(
+        e
+        for e in entities
+        if e["exposure"] == target["exposure"]
+        and e["id"] != target["id"]
+        and e["birthplace"] != target["birthplace"]
+        and e["spouse"] != target["name"]
+    )
     out = tmp_path / "edited"
-    result = llmkit("unlearn", "rocr", "--model", micro_model, "--target", target["name"], "--redirect", other["name"],
-                    "--out", out, "--device", "cpu", "--json")
+    result = llmkit(
+        "unlearn",
+        "rocr",
+        "--model",
+        micro_model,
+        "--target",
+        target["name"],
+        "--redirect",
+        other["name"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["statistics"]["corpus"].endswith("pretraining.jsonl") and record["config"]["subject_token"] == "first"
 
     # The target's QA facts whose value differs from the redirect's: mean probability of each answer.
-    probes = [p for p in read_records(micro_world / "probes.jsonl")
-              if p["entity_id"] == target["id"] and p["form"] == "qa" and p["attribute"] != "spouse" and other[p["attribute"]] != p["answer"]]
+    probes = [
+        p
+        for p in read_records(micro_world / "probes.jsonl")
+        if p["entity_id"] == target["id"]
+        and p["form"] == "qa"
+        and p["attribute"] != "spouse"
+        and other[p["attribute"]] != p["answer"]
+    ]
 
     def probs(model_dir):
         model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
         backend = HFBackend(model, tokenizer)
         prompts = [p["prompt"] for p in probes]
         return [
-            sum(answer_probability(s.logprobs) for s in backend.score(prompts, [" " + str(v) for v in values])) / len(probes)
+            sum(answer_probability(s.logprobs) for s in backend.score(prompts, [" " + str(v) for v in values]))
+            / len(probes)
             for values in ([p["answer"] for p in probes], [other[p["attribute"]] for p in probes])
         ]
 
@@ -112,8 +163,9 @@ def test_rocr_on_the_world_model_lowers_the_targets_answers(micro_model, micro_w
 
 @pytest.fixture
 def opt_dir(tmp_path):
-    config = OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, vocab_size=409,
-                       word_embed_proj_dim=16)
+    config = OPTConfig(
+        hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, vocab_size=409, word_embed_proj_dim=16
+    )
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "opt")
     build_tokenizer().save_pretrained(tmp_path / "opt")
     return tmp_path / "opt"
@@ -133,25 +185,42 @@ def dropping_tokenizer_dir(llama_dir, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case, args, message", [
-    ("same", ["--target", "Alice", "--redirect", "Alice"], "the target and the redirect are both 'Alice'"),
-    ("empty", ["--target", " ", "--redirect", "Bob"], "the target is empty"),
-    ("no tokens", ["--target", "~~", "--redirect", "Bob"], "turns the target '~~' into no tokens"),
-    ("layers", ["--target", "Alice", "--redirect", "Bob", "--layers", "1,2"], "--layers 1,2: the model has layers 0..1"),
-    ("gap", ["--target", "Alice", "--redirect", "Bob", "--layers", "0,2"], "the model has layers 0..1"),
-    ("empty corpus", ["--target", "Alice", "--redirect", "Bob", "--stats-corpus", "EMPTY"], "has no text"),
-    ("no corpus", ["--target", "Alice", "--redirect", "Bob", "--stats-corpus", "MISSING.txt"], "does not exist"),
-    ("family", ["--target", "Alice", "--redirect", "Bob"], "model family 'opt' is not supported"),
-    ("preserve", ["--target", "Alice", "--redirect", "Bob", "--preserve", "rome"], "--preserve takes nullspace"),
-    ("lambda", ["--target", "Alice", "--redirect", "Bob", "--lambda", "-1"], "--lambda must be at least 0"),
-    ("redirects", ["--target", "Alice", "--target", "Carol", "--target", "Dan", "--redirect", "Bob", "--redirect", "Eve"], "one per target"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(case, args, message, dropping_tokenizer_dir, opt_dir, corpus_file, tmp_path):
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("same", ["--target", "Alice", "--redirect", "Alice"], "the target and the redirect are both 'Alice'"),
+        ("empty", ["--target", " ", "--redirect", "Bob"], "the target is empty"),
+        ("no tokens", ["--target", "~~", "--redirect", "Bob"], "turns the target '~~' into no tokens"),
+        (
+            "layers",
+            ["--target", "Alice", "--redirect", "Bob", "--layers", "1,2"],
+            "--layers 1,2: the model has layers 0..1",
+        ),
+        ("gap", ["--target", "Alice", "--redirect", "Bob", "--layers", "0,2"], "the model has layers 0..1"),
+        ("empty corpus", ["--target", "Alice", "--redirect", "Bob", "--stats-corpus", "EMPTY"], "has no text"),
+        ("no corpus", ["--target", "Alice", "--redirect", "Bob", "--stats-corpus", "MISSING.txt"], "does not exist"),
+        ("family", ["--target", "Alice", "--redirect", "Bob"], "model family 'opt' is not supported"),
+        ("preserve", ["--target", "Alice", "--redirect", "Bob", "--preserve", "rome"], "--preserve takes nullspace"),
+        ("lambda", ["--target", "Alice", "--redirect", "Bob", "--lambda", "-1"], "--lambda must be at least 0"),
+        (
+            "redirects",
+            ["--target", "Alice", "--target", "Carol", "--target", "Dan", "--redirect", "Bob", "--redirect", "Eve"],
+            "one per target",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    case, args, message, dropping_tokenizer_dir, opt_dir, corpus_file, tmp_path
+):
     model = opt_dir if case == "family" else dropping_tokenizer_dir
     (tmp_path / "empty.txt").write_text("\n\n")
-    args = [str(tmp_path / "empty.txt") if a == "EMPTY" else str(tmp_path / a) if a == "MISSING.txt" else a for a in args]
+    args = [
+        str(tmp_path / "empty.txt") if a == "EMPTY" else str(tmp_path / a) if a == "MISSING.txt" else a for a in args
+    ]
     if "--stats-corpus" not in args:
         args += ["--stats-corpus", str(corpus_file)]
     out = tmp_path / "edited"
-    result = llmkit("unlearn", "rocr", "--model", model, "--out", out, "--stats-cache", tmp_path / "stats", "--device", "cpu", *args)
+    result = llmkit(
+        "unlearn", "rocr", "--model", model, "--out", out, "--stats-cache", tmp_path / "stats", "--device", "cpu", *args
+    )
     assert_bad_input(result, message, out)

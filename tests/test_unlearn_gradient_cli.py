@@ -58,7 +58,9 @@ def test_forget_set_holds_the_target_facts_and_other_entities(world_forget_set, 
 
 def test_bio_forget_set_is_text_passages(micro_world, tmp_path):
     target = read_records(micro_world / "entities.jsonl")[0]["name"]
-    result = llmkit("data", "forget-set", "--world", micro_world, "--target", target, "--form", "bio", "--out", tmp_path / "bio")
+    result = llmkit(
+        "data", "forget-set", "--world", micro_world, "--target", target, "--form", "bio", "--out", tmp_path / "bio"
+    )
     assert result.exit_code == 0, result.output
     forget = read_records(tmp_path / "bio" / "forget.jsonl")
     assert forget and all(target in r["text"] and "prompt" not in r for r in forget)
@@ -66,8 +68,23 @@ def test_bio_forget_set_is_text_passages(micro_world, tmp_path):
 
 def test_full_model_run_writes_a_model_and_its_record(llama_dir, forget_file, tmp_path):
     out = tmp_path / "ga"
-    result = llmkit("unlearn", "ga", "--model", llama_dir, "--forget", forget_file, "--out", out,
-                    "--max-steps", 3, "--batch-size", 2, "--lr", 1e-3, "--json")
+    result = llmkit(
+        "unlearn",
+        "ga",
+        "--model",
+        llama_dir,
+        "--forget",
+        forget_file,
+        "--out",
+        out,
+        "--max-steps",
+        3,
+        "--batch-size",
+        2,
+        "--lr",
+        1e-3,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record == json.loads((out / "unlearn.json").read_text())
@@ -83,8 +100,28 @@ def test_full_model_run_writes_a_model_and_its_record(llama_dir, forget_file, tm
 def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, world_forget_set, tmp_path, bound):
     target, data = world_forget_set
     adapter = tmp_path / "npo-lora"
-    result = llmkit("unlearn", "npo", "--model", micro_model, "--forget", data / "forget.jsonl", "--retain", data / "retain.jsonl",
-                    "--out", adapter, "--lora", "--lora-rank", 4, "--max-steps", 20, "--batch-size", 5, "--lr", 3e-3, "--json")
+    result = llmkit(
+        "unlearn",
+        "npo",
+        "--model",
+        micro_model,
+        "--forget",
+        data / "forget.jsonl",
+        "--retain",
+        data / "retain.jsonl",
+        "--out",
+        adapter,
+        "--lora",
+        "--lora-rank",
+        4,
+        "--max-steps",
+        20,
+        "--batch-size",
+        5,
+        "--lr",
+        3e-3,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "model.safetensors").exists()
@@ -93,15 +130,35 @@ def test_lora_writes_an_adapter_that_eval_ort_loads(micro_model, micro_world, wo
     assert record["trainable_parameters"] == sum(t.numel() for t in weights.values())
 
     base_run, adapter_run = tmp_path / "ort-base", tmp_path / "ort-adapter"
-    assert llmkit("eval", "ort", "--model", micro_model, "--probes", micro_world, "--targets", target, "-o", base_run).exit_code == 0
-    result = llmkit("eval", "ort", "--model", adapter, "--probes", micro_world, "--targets", target, "-o", adapter_run,
-                    "--baseline", base_run, "--json")
+    assert (
+        llmkit(
+            "eval", "ort", "--model", micro_model, "--probes", micro_world, "--targets", target, "-o", base_run
+        ).exit_code
+        == 0
+    )
+    result = llmkit(
+        "eval",
+        "ort",
+        "--model",
+        adapter,
+        "--probes",
+        micro_world,
+        "--targets",
+        target,
+        "-o",
+        adapter_run,
+        "--baseline",
+        base_run,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     bound("forget_qa_drop", metrics["drop"]["forget"]["qa"], ">", 0.5)
 
 
-@pytest.mark.parametrize("recorded, message", [(json.dumps({"method": "npo"}), "different run"), ("{not json", "is damaged")])
+@pytest.mark.parametrize(
+    "recorded, message", [(json.dumps({"method": "npo"}), "different run"), ("{not json", "is damaged")]
+)
 def test_checkpoints_of_another_run_are_bad_input(recorded, message, llama_dir, forget_file, tmp_path):
     out = tmp_path / "ga"
     checkpoints = tmp_path / "ga.checkpoints"
@@ -123,8 +180,16 @@ def test_checkpoints_of_another_run_are_bad_input(recorded, message, llama_dir, 
         ("simnpo", ["--beta", "-1"], QUESTIONS, "--beta must be positive"),
         ("ga", ["--lora", "--lora-target", "no_such_proj"], QUESTIONS, "--lora-target"),
     ],
-    ids=["empty-forget", "graddiff-no-retain", "kl-no-retain", "no-text-no-prompt", "rt-passages", "beta-zero",
-         "simnpo-beta-negative", "missing-lora-target"],
+    ids=[
+        "empty-forget",
+        "graddiff-no-retain",
+        "kl-no-retain",
+        "no-text-no-prompt",
+        "rt-passages",
+        "beta-zero",
+        "simnpo-beta-negative",
+        "missing-lora-target",
+    ],
 )
 def test_bad_input(method, args, records, message, llama_dir, tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", records)
@@ -136,7 +201,11 @@ def test_bad_input(method, args, records, message, llama_dir, tmp_path):
 
 def test_forget_set_of_an_unknown_target_is_bad_input(micro_world, tmp_path):
     out = tmp_path / "fs"
-    assert_bad_input(llmkit("data", "forget-set", "--world", micro_world, "--target", "Nobody Atall", "--out", out), "no entity named", out)
+    assert_bad_input(
+        llmkit("data", "forget-set", "--world", micro_world, "--target", "Nobody Atall", "--out", out),
+        "no entity named",
+        out,
+    )
 
 
 def test_torchrun_two_processes_match_one_with_the_same_global_batch(llama_dir, forget_file, tmp_path):
@@ -144,15 +213,47 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(llama_dir, 
     one process of 4 gives; DDP averages their gradients. Float32 sums in another order differ by
     rounding only: weights agree within 1e-5."""
     llmkit_script = shutil.which("llmkit", path=str(Path(sys.executable).parent))
-    common = ["unlearn", "npo", "--model", str(llama_dir), "--forget", str(forget_file), "--max-steps", "3", "--lr", "1e-3"]
+    common = [
+        "unlearn",
+        "npo",
+        "--model",
+        str(llama_dir),
+        "--forget",
+        str(forget_file),
+        "--max-steps",
+        "3",
+        "--lr",
+        "1e-3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, llmkit_script, *common, "--batch-size", "4", "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, llmkit_script, *common, "--batch-size", "4", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", llmkit_script, *common,
-         "--batch-size", "2", "--out", str(tmp_path / "two"), "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            llmkit_script,
+            *common,
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "two"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     assert json.loads(double.stdout)["processes"] == 2

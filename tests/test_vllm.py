@@ -19,10 +19,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default 
 
 import torch
 
+from conftest import PROMPTS
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.generation import GenerationParams, VLLMBackend, load_backend
-from conftest import PROMPTS
 from tiny import build_model_dir
 
 pytestmark = pytest.mark.vllm
@@ -90,7 +90,9 @@ class TestOnTheMicroWorldModel:
     def test_inputs_beyond_the_context_are_refused_as_hf_refuses_them(self, micro_vllm, micro_hf):
         limit = micro_vllm.llm.model_config.max_model_len
         for backend in (micro_vllm, micro_hf):
-            with pytest.raises(BadInputError, match=f"--max-new-tokens asks for {limit} more, beyond the model's context of {limit}"):
+            with pytest.raises(
+                BadInputError, match=f"--max-new-tokens asks for {limit} more, beyond the model's context of {limit}"
+            ):
                 backend.generate(["Alice"], GenerationParams(max_new_tokens=limit))
             with pytest.raises(BadInputError, match=f"beyond the model's context of {limit} tokens"):
                 backend.score(["word " * limit], [" end"])
@@ -130,9 +132,21 @@ def prompts_file(probes, tmp_path_factory):
 
 def test_generate_streams_only_jsonl_on_stdout_and_exits_promptly(micro_model, prompts_file):
     proc = subprocess.Popen(
-        [str(LLMKIT), "generate", "--backend", "vllm", "-m", str(micro_model), "-i", str(prompts_file),
-         "--max-new-tokens", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(LLMKIT),
+            "generate",
+            "--backend",
+            "vllm",
+            "-m",
+            str(micro_model),
+            "-i",
+            str(prompts_file),
+            "--max-new-tokens",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines, last_line_at = [], None
     for line in proc.stdout:
@@ -148,8 +162,22 @@ def test_generate_streams_only_jsonl_on_stdout_and_exits_promptly(micro_model, p
 def test_generate_json_prints_exactly_one_document(micro_model, prompts_file, tmp_path):
     out = tmp_path / "run"
     result = run_llmkit(
-        "generate", "--backend", "vllm", "-m", micro_model, "-i", prompts_file, "--max-new-tokens", 4,
-        "--temperature", 1.0, "--seed", 0, "--json", "--output-path", out,
+        "generate",
+        "--backend",
+        "vllm",
+        "-m",
+        micro_model,
+        "-i",
+        prompts_file,
+        "--max-new-tokens",
+        4,
+        "--temperature",
+        1.0,
+        "--seed",
+        0,
+        "--json",
+        "--output-path",
+        out,
     )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)  # the whole of stdout is one JSON document
@@ -196,13 +224,18 @@ def test_a_script_without_a_main_guard_can_use_the_backend(micro_model, tmp_path
 def test_eval_ort_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_path):
     """`llmkit eval ort --backend vllm` scores every probe as the HF backend does, and a run on
     one backend is a valid baseline for the other (the same probes)."""
-    target = next(e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30)
+    target = next(
+        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30
+    )
     common = ("eval", "ort", "-m", micro_model, "--probes", micro_world, "--targets", target)
     hf = run_llmkit(*common, "-o", tmp_path / "hf")
     assert hf.returncode == 0, hf.stderr
     vllm = run_llmkit(*common, "--backend", "vllm", "-o", tmp_path / "vllm", "--baseline", tmp_path / "hf")
     assert vllm.returncode == 0, vllm.stderr
-    hf_samples, vllm_samples = read_records(tmp_path / "hf" / "samples.jsonl"), read_records(tmp_path / "vllm" / "samples.jsonl")
+    hf_samples, vllm_samples = (
+        read_records(tmp_path / "hf" / "samples.jsonl"),
+        read_records(tmp_path / "vllm" / "samples.jsonl"),
+    )
     assert [s["prompt"] for s in vllm_samples] == [s["prompt"] for s in hf_samples] and len(hf_samples) > 100
     assert max(abs(a["prob"] - b["prob"]) for a, b in zip(hf_samples, vllm_samples)) < 1e-4
     assert sum(a["correct"] == b["correct"] for a, b in zip(hf_samples, vllm_samples)) >= 0.99 * len(hf_samples)
@@ -213,10 +246,14 @@ def test_eval_ort_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_
 def test_generate_on_vllm_applies_a_ksd_gate_and_refuses_neuron_adjust(micro_model, micro_world, tmp_path):
     """The gate checks prompts in an HF prefill pass, so vLLM generates only what it lets through:
     the refused prompt answers the refusal, the other matches the HF backend's answer."""
-    train = [i for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "reversal" and i["split"] == "train"]
+    train = [
+        i for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "reversal" and i["split"] == "train"
+    ]
     forget, prompts = tmp_path / "forget.jsonl", tmp_path / "prompts.jsonl"
     forget.write_text("".join(json.dumps({"prompt": i["prompt"], "answer": i["answer"]}) + "\n" for i in train))
-    prompts.write_text(json.dumps({"prompt": "Reverse: a b c d =>"}) + "\n" + json.dumps({"prompt": "Question: Where was"}) + "\n")
+    prompts.write_text(
+        json.dumps({"prompt": "Reverse: a b c d =>"}) + "\n" + json.dumps({"prompt": "Question: Where was"}) + "\n"
+    )
     gate = tmp_path / "gate"
     fitted = run_llmkit("unlearn", "ksd", "-m", micro_model, "--forget", forget, "--refusal", "No.", "--out", gate)
     assert fitted.returncode == 0, fitted.stderr
@@ -230,7 +267,12 @@ def test_generate_on_vllm_applies_a_ksd_gate_and_refuses_neuron_adjust(micro_mod
     retain = tmp_path / "retain.jsonl"
     retain.write_text(json.dumps({"text": "Question: Where was Bob born? Answer: Lyon"}) + "\n")
     adjust = tmp_path / "na"
-    assert run_llmkit("unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--retain", retain, "--out", adjust).returncode == 0
+    assert (
+        run_llmkit(
+            "unlearn", "neuron-adjust", "-m", micro_model, "--forget", forget, "--retain", retain, "--out", adjust
+        ).returncode
+        == 0
+    )
     refused = run_llmkit("generate", "--backend", "vllm", "-m", micro_model, "-i", prompts, "--intervention", adjust)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("use --backend hf with it")
 
@@ -239,8 +281,22 @@ def test_eval_hallucination_samples_on_vllm_and_embeds_on_hf(micro_model, micro_
     """K answers per prompt sampled by vLLM, embedded by the HF model beside it: the run reports
     what the HF run reports in kind (the samples differ: another sampler)."""
     out = tmp_path / "vllm"
-    result = run_llmkit("eval", "hallucination", "-m", micro_model, "--world", micro_world, "--samples", 4, "--limit", 6,
-                        "--backend", "vllm", "-o", out)
+    result = run_llmkit(
+        "eval",
+        "hallucination",
+        "-m",
+        micro_model,
+        "--world",
+        micro_world,
+        "--samples",
+        4,
+        "--limit",
+        6,
+        "--backend",
+        "vllm",
+        "-o",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     samples = read_records(out / "samples.jsonl")
     assert len(samples) == 12 and all(len(s["samples"]) == 4 for s in samples)

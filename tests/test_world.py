@@ -9,8 +9,14 @@ from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.world.generator import WorldConfig, build_world, parse_exposures, write_world
 
-SMALL = dict(entities=30, exposures=(0, 2, 5), skill_train_items=50, skill_test_items=10,
-             misinformation_targets=2, misinformation_docs=2)
+SMALL = dict(
+    entities=30,
+    exposures=(0, 2, 5),
+    skill_train_items=50,
+    skill_test_items=10,
+    misinformation_targets=2,
+    misinformation_docs=2,
+)
 
 
 @pytest.fixture(scope="module")

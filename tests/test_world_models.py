@@ -69,7 +69,9 @@ def test_rebuild_pretrains_the_recipe_here_and_the_model_knows_what_it_saw_often
     assert summary["world_digest"] == shipped_record("micro")["world_digest"]
     world_dir, _ = ensure_world(tmp_path, world)
     probes = [p for p in read_records(world_dir / "probes.jsonl") if p["form"] == "qa"]
-    metrics, _ = evaluate_knowledge(load_backend("hf", str(path), device="cpu"), probes, read_records(world_dir / "facts.jsonl"))
+    metrics, _ = evaluate_knowledge(
+        load_backend("hf", str(path), device="cpu"), probes, read_records(world_dir / "facts.jsonl")
+    )
     qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
     bound("qa_exposure_30", qa["30"], ">=", 0.7)
     bound("qa_exposure_0_above_chance", qa["0"] - metrics["chance"]["qa"], "<=", 0.15)

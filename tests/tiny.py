@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     GemmaConfig,
@@ -55,13 +55,23 @@ def tiny_config(family: str, vocab_size: int, *, layers: int = 2, d_model: int =
         cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gemma": GemmaConfig}[family]
         extra = {"head_dim": d_model // 4} if family == "gemma" else {}
         return cls(
-            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=layers, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, **extra, **common,
+            hidden_size=d_model,
+            intermediate_size=d_mlp,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **extra,
+            **common,
         )
     if family == "gpt_neox":
         return GPTNeoXConfig(
-            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=layers, num_attention_heads=4,
-            max_position_embeddings=512, **common,
+            hidden_size=d_model,
+            intermediate_size=d_mlp,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            **common,
         )
     if family == "gpt2":
         return GPT2Config(n_embd=d_model, n_inner=d_mlp, n_layer=layers, n_head=4, n_positions=512, **common)

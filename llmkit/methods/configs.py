@@ -111,7 +111,9 @@ class NeuronAdjustConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
-            raise BadInputError(f"--fraction must be in (0, 1] (0.005 adjusts 0.5% of the neurons), got {self.fraction}")
+            raise BadInputError(
+                f"--fraction must be in (0, 1] (0.005 adjusts 0.5% of the neurons), got {self.fraction}"
+            )
         if self.batch_size < 1:
             raise BadInputError(f"--batch-size must be at least 1, got {self.batch_size}")
 
@@ -121,8 +123,12 @@ class NeuronAdjustConfig:
 # The released code's six context starters; each becomes "<starter> {}." (chat-wrapped when the
 # tokenizer has a chat template) followed by "Answer:".
 CONTEXT_STARTERS = (
-    "", "Please answer the question about", "Choose the best answer about", "Write the answer about",
-    "Tell me about", "Write something about",
+    "",
+    "Please answer the question about",
+    "Choose the best answer about",
+    "Write the answer about",
+    "Tell me about",
+    "Write something about",
 )
 PRESERVE_MODES = ("nullspace", "covariance", "none")
 SUBJECT_TOKENS = ("last", "first")
@@ -159,8 +165,14 @@ class ROCRConfig:
 
     @classmethod
     def for_model(
-        cls, num_layers: int, *, world_model: bool = False, layers: str | Sequence[int] | None = None,
-        nullspace_threshold: float | None = None, subject_token: str = "auto", **settings: Any,
+        cls,
+        num_layers: int,
+        *,
+        world_model: bool = False,
+        layers: str | Sequence[int] | None = None,
+        nullspace_threshold: float | None = None,
+        subject_token: str = "auto",
+        **settings: Any,
     ) -> ROCRConfig:
         """The config for a model of `num_layers` decoder layers: `layers` ('4,5,6', '4-6' or a list)
         checked against it, None the paper's rule (`default_layers`); an unset threshold and

@@ -69,8 +69,12 @@ REFUSALS_FILE = Path(__file__).with_name("refusals.txt")
 
 
 def check_request(
-    method: str, forget: Sequence[Mapping[str, Any]], retain: Sequence[Mapping[str, Any]] | None,
-    *, alpha: float = 1.0, beta: float = 0.1,
+    method: str,
+    forget: Sequence[Mapping[str, Any]],
+    retain: Sequence[Mapping[str, Any]] | None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.1,
 ) -> None:
     """The data and settings suit `method`; one line naming the problem otherwise."""
     if method not in METHODS:
@@ -93,7 +97,9 @@ def read_refusals() -> list[str]:
     return [line.strip() for line in REFUSALS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def refusal_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[str], end: str = "") -> list[dict[str, str]]:
+def refusal_records(
+    forget: Sequence[Mapping[str, Any]], refusals: Sequence[str], end: str = ""
+) -> list[dict[str, str]]:
     """RT's data: each forget question answered with a refusal, cycled in order, then `end` (the
     EOS token, so that generation stops after the refusal)."""
     return [{"prompt": r["prompt"], "answer": refusals[i % len(refusals)] + end} for i, r in enumerate(forget)]
@@ -107,7 +113,12 @@ def preference_records(forget: Sequence[Mapping[str, Any]], refusals: Sequence[s
     ]
 
 
-def with_retain(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, retain: Sequence[Mapping[str, Any]] | None, seed: int) -> Dataset:
+def with_retain(
+    rows: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    retain: Sequence[Mapping[str, Any]] | None,
+    seed: int,
+) -> Dataset:
     """`rows` as a Dataset, each carrying retain examples (`retain_input_ids`, `retain_labels`:
     lists of k = ⌈R/F⌉ examples, at most MAX_RETAIN_PER_FORGET) dealt round robin from a seeded
     shuffle, so every retain example is trained on when R ≤ 8F."""
@@ -192,7 +203,9 @@ class UnlearningTrainer(Trainer):
         if self.reference is not None:
             self.reference.to(self.args.device)
 
-    def reference_logits(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def reference_logits(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         with torch.no_grad():
             if self.reference is not None:
                 return self.reference(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -210,7 +223,9 @@ class UnlearningTrainer(Trainer):
             loss = -mean_nll(forget.logits, labels)
         elif method == "npo":
             log_prob, _ = answer_log_probs(forget.logits, labels)
-            reference_log_prob, _ = answer_log_probs(self.reference_logits(model, inputs["input_ids"], inputs["attention_mask"]), labels)
+            reference_log_prob, _ = answer_log_probs(
+                self.reference_logits(model, inputs["input_ids"], inputs["attention_mask"]), labels
+            )
             loss = npo_loss(log_prob, reference_log_prob, config.beta)
         else:
             log_prob, length = answer_log_probs(forget.logits, labels)
@@ -280,15 +295,25 @@ def build_unlearning_trainer(
         args = training_arguments(checkpoint_dir, budget, args_class=DPOConfig, beta=beta)
         collator = PadCollator(tokenizer.pad_token_id, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
         return build_trainer(
-            model, with_retain(preference_records(forget, read_refusals()), tokenizer, retain, budget.seed), args,
-            trainer_class=retain_dpo_trainer(), data_collator=collator, progress=progress,
-            processing_class=tokenizer, ref_model=frozen_reference(model), alpha=alpha,
+            model,
+            with_retain(preference_records(forget, read_refusals()), tokenizer, retain, budget.seed),
+            args,
+            trainer_class=retain_dpo_trainer(),
+            data_collator=collator,
+            progress=progress,
+            processing_class=tokenizer,
+            ref_model=frozen_reference(model),
+            alpha=alpha,
         )
     loss = {"rt": "sft", "task-vector": "sft"}.get(method, method)
     data = refusal_records(forget, read_refusals(), tokenizer.eos_token or "") if method == "rt" else forget
     return build_trainer(
-        model, unlearning_dataset(tokenizer, data, retain, budget.seed), training_arguments(checkpoint_dir, budget),
-        trainer_class=UnlearningTrainer, data_collator=PadCollator(tokenizer.pad_token_id), progress=progress,
+        model,
+        unlearning_dataset(tokenizer, data, retain, budget.seed),
+        training_arguments(checkpoint_dir, budget),
+        trainer_class=UnlearningTrainer,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        progress=progress,
         unlearning=GradientConfig(loss, alpha=alpha, beta=beta, gamma=gamma),
     )
 
@@ -313,7 +338,17 @@ def unlearn(
     Returns the trainer; its model is the unlearned one."""
     original = task_vector.snapshot(model) if method == "task-vector" else None
     trainer = build_unlearning_trainer(
-        model, tokenizer, method, forget, retain, checkpoint_dir, budget, alpha=alpha, beta=beta, gamma=gamma, progress=progress
+        model,
+        tokenizer,
+        method,
+        forget,
+        retain,
+        checkpoint_dir,
+        budget,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        progress=progress,
     )
     train(trainer, run or {"method": method})
     if method == "task-vector":

@@ -4,8 +4,9 @@
   backend.
 - The KSD gate checks each prompt's key at its last token in one HF prefill pass, so it composes
   with either backend: with vLLM a pass before generation, and vLLM only sees the prompts the
-  gate lets through; with HF the generation's own prefill, read by a hook. A refused prompt's generation is the refusal, and a refused prompt scores every
-  continuation at probability 0 and never as the greedy answer: the model would not say it.
+  gate lets through; with HF the generation's own prefill, read by a hook. A refused prompt's
+  generation is the refusal, and a refused prompt scores every continuation at probability 0 and
+  never as the greedy answer: the model would not say it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from llmkit.generation import (
     Generation,
     GenerationParams,
     HFBackend,
-    hf_model,
     Progress,
     encode_prompts,
+    hf_model,
     tokenize_pairs,
 )
 from llmkit.hooks import intervene, track_inputs
@@ -50,7 +51,9 @@ def read_interventions(paths: Sequence[str | Path], backend: str = "hf") -> list
     artifacts = [(Path(path), read_artifact(path)) for path in paths]
     for path, artifact in artifacts:
         if artifact.method not in INTERVENTIONS:
-            raise BadInputError(f"{path}: unknown intervention method {artifact.method!r}; llmkit applies {', '.join(INTERVENTIONS)}")
+            raise BadInputError(
+                f"{path}: unknown intervention method {artifact.method!r}; llmkit applies {', '.join(INTERVENTIONS)}"
+            )
         if backend != "hf" and artifact.method in HF_ONLY:
             raise BadInputError(HF_ONLY[artifact.method])
     return artifacts
@@ -123,7 +126,9 @@ class IntervenedBackend(Backend):
             with intervene(self.model, "mlp_key", sorted(keys), record):
                 yield keys
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, progress: Progress | None = None
+    ) -> list[Generation]:
         if self.gates and isinstance(self.inner, HFBackend):
             # The gate reads the generation's own prefill: no extra pass. Refused prompts are
             # generated too (they are few) and their texts replaced.
@@ -154,19 +159,24 @@ class IntervenedBackend(Backend):
                     generation.texts = [gate.refusal if hit else text for hit, text in zip(hits, texts)]
         return results
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None) -> list[ContinuationScore]:
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
+    ) -> list[ContinuationScore]:
         with self._adjusted():
             refused = self.refused(prompts)
             kept = [i for i, flag in enumerate(refused) if not flag]
             scored = self.inner.score(
-                [prompts[i] for i in kept], [continuations[i] for i in kept],
+                [prompts[i] for i in kept],
+                [continuations[i] for i in kept],
                 self._offset(progress, len(prompts) - len(kept), len(prompts)),
             )
         results: list[ContinuationScore | None] = [None] * len(prompts)
         for i, score in zip(kept, scored):
             results[i] = score
         blocked = [i for i, flag in enumerate(refused) if flag]
-        for i, (_, continuation) in zip(blocked, tokenize_pairs(self.tokenizer, [prompts[i] for i in blocked], [continuations[i] for i in blocked])):
+        for i, (_, continuation) in zip(
+            blocked, tokenize_pairs(self.tokenizer, [prompts[i] for i in blocked], [continuations[i] for i in blocked])
+        ):
             results[i] = ContinuationScore(continuation, [float("-inf")] * len(continuation), greedy=False)
         return results
 

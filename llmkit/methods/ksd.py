@@ -30,8 +30,8 @@ from llmkit.generation import encode_prompts, tokenize_pairs
 from llmkit.hooks import capture
 from llmkit.interventions import Artifact
 from llmkit.methods.configs import DEFAULT_REFUSAL as DEFAULT_REFUSAL  # re-exported
-from llmkit.methods.configs import POSITIONS as POSITIONS  # re-exported
 from llmkit.methods.configs import KSD_METHOD, KSDConfig
+from llmkit.methods.configs import POSITIONS as POSITIONS  # re-exported
 from llmkit.models import model_fingerprint
 
 METHOD = KSD_METHOD
@@ -42,13 +42,20 @@ def resolve_layer(model: PreTrainedModel, layer: int) -> int:
     """A layer number in range (negative counts from the end), or a clear error."""
     num_layers = len(arch.decoder_layers(model))
     if not -num_layers <= layer < num_layers:
-        raise BadInputError(f"--layer {layer} does not exist; the model has layers 0..{num_layers - 1} (or -1..-{num_layers})")
+        raise BadInputError(
+            f"--layer {layer} does not exist; the model has layers 0..{num_layers - 1} (or -1..-{num_layers})"
+        )
     return layer % num_layers
 
 
 @torch.inference_mode()
 def key_vectors(
-    model: PreTrainedModel, token_ids: Sequence[list[int]], layer: int, positions: str, pad_token_id: int, batch_size: int
+    model: PreTrainedModel,
+    token_ids: Sequence[list[int]],
+    layer: int,
+    positions: str,
+    pad_token_id: int,
+    batch_size: int,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Length-sorted batches of (indices into `token_ids`, float32 key vectors at `layer`): one
     (len(indices), m) row per sequence at its last token, or every token's row (n, m). The
@@ -122,12 +129,17 @@ class KeySpaceGate:
     def from_artifact(cls, artifact: Artifact) -> KeySpaceGate:
         params = artifact.params
         return cls(
-            int(params["layer"]), artifact.tensors["mean"], artifact.tensors["half_width"], params["refusal"],
+            int(params["layer"]),
+            artifact.tensors["mean"],
+            artifact.tensors["half_width"],
+            params["refusal"],
             bool(params["check_generated"]),
         )
 
 
-def key_hypercube(vector_batches: Callable[[], Iterable[tuple[list[int], torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+def key_hypercube(
+    vector_batches: Callable[[], Iterable[tuple[list[int], torch.Tensor]]],
+) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """(μ, σ, k, n) of the key vectors, in two streamed passes of `vector_batches()` (`key_vectors`)."""
     total, squares, count = 0, 0, 0
     for _, vectors in vector_batches():
@@ -139,7 +151,10 @@ def key_hypercube(vector_batches: Callable[[], Iterable[tuple[list[int], torch.T
     mean = total / count
     std = ((squares - count * mean.square()).clamp_min(0) / (count - 1)).sqrt().float().clamp_min(STD_FLOOR)
     mean = mean.float()
-    k = max(float(((vectors - mean.to(vectors.device)).abs() / std.to(vectors.device)).max()) for _, vectors in vector_batches())
+    k = max(
+        float(((vectors - mean.to(vectors.device)).abs() / std.to(vectors.device)).max())
+        for _, vectors in vector_batches()
+    )
     return mean, std, k, count
 
 

@@ -86,12 +86,14 @@ def neuron_gaussians(
                     progress(len(sequences))
     if tokens == 0:
         raise BadInputError("the data has no tokens to fit neuron statistics on")
-    mean = torch.stack([sums[l] for l in layers]) / tokens
-    variance = torch.stack([squares[l] for l in layers]) / tokens - mean.square()
+    mean = torch.stack([sums[layer] for layer in layers]) / tokens
+    variance = torch.stack([squares[layer] for layer in layers]) / tokens - mean.square()
     return NeuronGaussians(mean.float(), variance.clamp_min(0).sqrt().float(), tokens)
 
 
-def select_neurons(forget: NeuronGaussians, retain: NeuronGaussians, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def select_neurons(
+    forget: NeuronGaussians, retain: NeuronGaussians, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(layer, neuron) indices of the ⌈fraction · all⌉ neurons with the largest |μ_f − μ_r|,
     pooled over all layers."""
     gap = (forget.mean - retain.mean).abs()
@@ -159,7 +161,7 @@ class NeuronAdjust:
     def applied(self, model: PreTrainedModel) -> Iterator[None]:
         """Adjust the selected neurons on every forward call (prefill and each decoding step)."""
         device = arch.mlp_in_module(model, 0).weight.device
-        by_layer = {int(l): self.layer_gaussians(int(l), device) for l in self.layer.unique()}
+        by_layer = {int(i): self.layer_gaussians(int(i), device) for i in self.layer.unique()}
         with ExitStack() as stack:
             inputs = stack.enter_context(track_inputs(model))
 
@@ -207,24 +209,33 @@ def fit_neuron_adjust(
             raise BadInputError(f"the {name} set is empty; Neuron Adjust needs forget and retain texts")
     stats = {
         name: neuron_gaussians(
-            model, corpus_batches(tokenizer, texts, 2**62, config.batch_size, config.max_length), tokenizer.pad_token_id, progress
+            model,
+            corpus_batches(tokenizer, texts, 2**62, config.batch_size, config.max_length),
+            tokenizer.pad_token_id,
+            progress,
         )
         for name, texts in (("forget", forget_texts), ("retain", retain_texts))
     }
     forget, retain = stats["forget"], stats["retain"]
     layer, neuron = select_neurons(forget, retain, config.fraction)
     adjust = NeuronAdjust(
-        layer=layer, neuron=neuron,
-        forget_mean=forget.mean[layer, neuron], forget_std=forget.std[layer, neuron].clamp_min(STD_FLOOR),
-        retain_mean=retain.mean[layer, neuron], retain_std=retain.std[layer, neuron].clamp_min(STD_FLOOR),
+        layer=layer,
+        neuron=neuron,
+        forget_mean=forget.mean[layer, neuron],
+        forget_std=forget.std[layer, neuron].clamp_min(STD_FLOOR),
+        retain_mean=retain.mean[layer, neuron],
+        retain_std=retain.std[layer, neuron].clamp_min(STD_FLOOR),
         seed=config.seed,
     )
     gaps = (adjust.forget_mean - adjust.retain_mean).abs()
     record = {
-        "forget_tokens": forget.tokens, "retain_tokens": retain.tokens,
-        "forget_texts": len(forget_texts), "retain_texts": len(retain_texts),
-        "neurons": len(layer), "total_neurons": forget.mean.numel(),
-        "neurons_per_layer": {str(l): int((layer == l).sum()) for l in range(forget.mean.shape[0])},
+        "forget_tokens": forget.tokens,
+        "retain_tokens": retain.tokens,
+        "forget_texts": len(forget_texts),
+        "retain_texts": len(retain_texts),
+        "neurons": len(layer),
+        "total_neurons": forget.mean.numel(),
+        "neurons_per_layer": {str(i): int((layer == i).sum()) for i in range(forget.mean.shape[0])},
         "gap_range": [float(gaps.min()), float(gaps.max())],
     }
     return adjust, record

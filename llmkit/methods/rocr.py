@@ -82,7 +82,9 @@ def key_second_moment(
         batch = pad_batch(sequences, pad_token_id, "right")
         mask = batch["attention_mask"].bool().to(model.device)
         with capture(model, "mlp_key", layers, stop=True) as keys:
-            model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
+            model(
+                input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device)
+            )
         for layer in layers:
             k = keys[layer][mask]
             k = k.float() if k.dtype in (torch.float16, torch.bfloat16) else k
@@ -134,7 +136,9 @@ def corpus_digest(corpus: StatisticsCorpus, tokenizer: PreTrainedTokenizerBase) 
             for block in iter(lambda: handle.read(1 << 20), b""):
                 sha.update(block)
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        sha.update((backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))).encode())
+        sha.update(
+            (backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))).encode()
+        )
     else:
         for sequences in corpus.batches(tokenizer):
             for ids in sequences:
@@ -172,20 +176,30 @@ def key_statistics(
                 stats[layer], tokens = cached
     missing = [layer for layer in layers if layer not in stats]
     if missing:
-        computed, tokens = key_second_moment(model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress)
+        computed, tokens = key_second_moment(
+            model, corpus.batches(tokenizer), missing, tokenizer.pad_token_id, progress
+        )
         stats.update(computed)
         if cache_dir:
             for layer in missing:
-                save_statistics(cache_dir / f"{keys[layer]}.safetensors", computed[layer], fingerprint, layer, digest, tokens)
+                save_statistics(
+                    cache_dir / f"{keys[layer]}.safetensors", computed[layer], fingerprint, layer, digest, tokens
+                )
     record = {
-        "corpus": corpus.name, "corpus_digest": digest, "tokens": tokens, "keys": keys,
-        "cached_layers": [layer for layer in layers if layer not in missing], "recomputed_damaged_layers": damaged,
+        "corpus": corpus.name,
+        "corpus_digest": digest,
+        "tokens": tokens,
+        "keys": keys,
+        "cached_layers": [layer for layer in layers if layer not in missing],
+        "recomputed_damaged_layers": damaged,
         "seconds": time.perf_counter() - started,
     }
     return stats, record
 
 
-def save_statistics(path: Path, second_moment: torch.Tensor, fingerprint: str, layer: int, digest: str, tokens: int) -> None:
+def save_statistics(
+    path: Path, second_moment: torch.Tensor, fingerprint: str, layer: int, digest: str, tokens: int
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
     metadata = {"fingerprint": fingerprint, "layer": str(layer), "corpus_digest": digest, "tokens": str(tokens)}
@@ -230,7 +244,12 @@ def preservation_matrix(second_moment: torch.Tensor, preserve: str, threshold: f
 
 
 def subject_prompt(
-    tokenizer: PreTrainedTokenizerBase, template: str, subject: str, chat: bool, token: str = "last", cue: str = "Answer:"
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    subject: str,
+    chat: bool,
+    token: str = "last",
+    cue: str = "Answer:",
 ) -> tuple[str, int]:
     """One context template filled with `subject` (chat-wrapped when `chat`, then `cue`), and the
     index of the subject's last or first token in it (ROME's `subject_last` / `subject_first`)."""
@@ -245,7 +264,10 @@ def subject_prompt(
 
 @torch.inference_mode()
 def read_at(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[tuple[str, int]], reads: Sequence[tuple[str, int]]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[tuple[str, int]],
+    reads: Sequence[tuple[str, int]],
 ) -> list[torch.Tensor]:
     """Each (point, layer) of `reads` at the given token of each prompt, all from one batched
     forward pass (right-padded, so a position sees what it would alone): (len(prompts), dim) each."""
@@ -296,7 +318,9 @@ def redirect(
     `c_prev` (layer -> Σ kkᵀ of earlier targets) is updated for the next target."""
     last = config.layers[-1]
     target_prompts = [subject_prompt(tokenizer, c, target, config.chat, config.subject_token) for c in config.contexts]
-    redirect_prompts = [subject_prompt(tokenizer, c, redirect_to, config.chat, config.subject_token) for c in config.contexts]
+    redirect_prompts = [
+        subject_prompt(tokenizer, c, redirect_to, config.chat, config.subject_token) for c in config.contexts
+    ]
     [z] = read_at(model, tokenizer, redirect_prompts, [("resid_out", last)])
     z = z.mean(0)
     edits = []
@@ -305,7 +329,9 @@ def redirect(
         key, h_cur = keys.mean(0), values.mean(0)
         residual = (z - h_cur) / (len(config.layers) - i)
         projector = projectors[layer].to(key.device)
-        edit = LayerEdit(layer, key, residual, update_row(key, projector, config.lam, c_prev.get(layer) if c_prev else None))
+        edit = LayerEdit(
+            layer, key, residual, update_row(key, projector, config.lam, c_prev.get(layer) if c_prev else None)
+        )
         with torch.no_grad():
             weight = arch.mlp_out_weight(model, layer)
             weight += edit.delta.to(weight.dtype)
@@ -316,6 +342,7 @@ def redirect(
 
 
 # --- the whole run: statistics, projectors, one redirection per target -----------------------
+
 
 @dataclass
 class Request:
@@ -328,7 +355,9 @@ def check_request(tokenizer: PreTrainedTokenizerBase, request: Request) -> None:
         if not name.strip():
             raise BadInputError(f"the {role} is empty; name the concept, e.g. --{role} 'Stephen King'")
         if not tokenizer(name, add_special_tokens=False)["input_ids"]:
-            raise BadInputError(f"the tokenizer turns the {role} {name!r} into no tokens; name it with text the model reads")
+            raise BadInputError(
+                f"the tokenizer turns the {role} {name!r} into no tokens; name it with text the model reads"
+            )
     if request.target.strip() == request.redirect.strip():
         raise BadInputError(f"the target and the redirect are both {request.target!r}; redirect to another concept")
 
@@ -386,8 +415,12 @@ def unlearn(
     statistics, second_moments = None, None
     if config.preserve != "none":
         if corpus is None:
-            raise BadInputError(f"--preserve {config.preserve} needs key statistics: pass --stats-corpus (text, JSONL or a dataset)")
-        second_moments, statistics = key_statistics(model, tokenizer, corpus, config.layers, fingerprint, cache_dir, progress)
+            raise BadInputError(
+                f"--preserve {config.preserve} needs key statistics: pass --stats-corpus (text, JSONL or a dataset)"
+            )
+        second_moments, statistics = key_statistics(
+            model, tokenizer, corpus, config.layers, fingerprint, cache_dir, progress
+        )
     started = time.perf_counter()
     projectors = projectors_for(second_moments, config, m, model.device)
     projector_s = time.perf_counter() - started
@@ -404,7 +437,8 @@ def unlearn(
         "dtype": str(model.dtype).removeprefix("torch."),
         "key_response": [
             {"target": r.target, "layer": e.layer, "reach": float(e.row @ e.key)}
-            for r, target_edits in zip(requests, edits) for e in target_edits
+            for r, target_edits in zip(requests, edits)
+            for e in target_edits
         ],
         "timings": {
             "statistics_s": round(statistics["seconds"], 3) if statistics else 0.0,
@@ -447,8 +481,12 @@ def revert(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> list[int
 
 
 def write_edited_model(
-    path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, record: dict[str, Any],
-    tensors: dict[str, torch.Tensor], overwrite: bool = False,
+    path: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    record: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    overwrite: bool = False,
 ) -> None:
     """The edited model as an ordinary HF directory, with `rocr.json` and `rocr_edit.safetensors`
     beside it, appearing whole or not at all."""
@@ -462,13 +500,20 @@ def write_edited_model(
 def read_edit(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`rocr.json` and the saved tensors of a directory `unlearn rocr` wrote."""
     if not (path / EDIT_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise BadInputError(f"{path} is not a directory written by `llmkit unlearn rocr` (no {EDIT_FILE} and {WEIGHTS_FILE})")
+        raise BadInputError(
+            f"{path} is not a directory written by `llmkit unlearn rocr` (no {EDIT_FILE} and {WEIGHTS_FILE})"
+        )
     try:
         record = json.loads((path / EDIT_FILE).read_text(encoding="utf-8"))
     except ValueError:  # not JSON, or not UTF-8
         record = None
-    if not isinstance(record, dict) or not {"edited_fingerprint", "original_fingerprint", "dtype", "config"} <= record.keys():
-        raise BadInputError(f"{path / EDIT_FILE} is damaged (not the JSON `llmkit unlearn rocr` writes); it cannot be reverted")
+    if (
+        not isinstance(record, dict)
+        or not {"edited_fingerprint", "original_fingerprint", "dtype", "config"} <= record.keys()
+    ):
+        raise BadInputError(
+            f"{path / EDIT_FILE} is damaged (not the JSON `llmkit unlearn rocr` writes); it cannot be reverted"
+        )
     try:
         return record, safetensors.torch.load_file(str(path / WEIGHTS_FILE))
     except (safetensors.SafetensorError, OSError) as err:

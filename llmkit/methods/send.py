@@ -41,9 +41,9 @@ from llmkit.errors import BadInputError
 from llmkit.hooks import intervene, last_token, pooled_states
 from llmkit.methods.configs import TARGETS as TARGETS  # re-exported
 from llmkit.methods.configs import SendConfig
+from llmkit.training import EpochEndCallback, completed_epochs
 from llmkit.training import build_text_trainer as build_text_trainer  # re-exported: SeND trains through it
 from llmkit.training import encode_texts as encode_texts  # re-exported: the tracking samples' encoding
-from llmkit.training import EpochEndCallback, completed_epochs
 
 STATE_FILE = "send_state.safetensors"
 
@@ -53,7 +53,9 @@ def penultimate_layer(model: torch.nn.Module) -> int:
     return max(len(arch.decoder_layers(model)) - 2, 0)
 
 
-def sentence_embeddings(model: PreTrainedModel, encoded: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
+def sentence_embeddings(
+    model: PreTrainedModel, encoded: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 64
+) -> torch.Tensor:
     """(N, d) float32: e = ½·(mean over real tokens + last real token) of the penultimate block's
     output, from forward passes that stop there."""
 
@@ -97,7 +99,9 @@ class SensitivityDropout(EpochEndCallback):
     would. Under torchrun every process selects from its own (identical) replica; the selections
     are compared across processes and a mismatch is an error."""
 
-    def __init__(self, config: SendConfig, tracking: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, config: SendConfig, tracking: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 64
+    ) -> None:
         self.config, self.tracking, self.pad_token_id, self.batch_size = config, tracking, pad_token_id, batch_size
         self.history: list[torch.Tensor] = []
         self.indices = torch.empty(0, dtype=torch.long)
@@ -134,7 +138,9 @@ class SensitivityDropout(EpochEndCallback):
         epoch = completed_epochs(state)
         was_training = model.training
         model.eval()
-        self.history = (self.history + [sentence_embeddings(model, self.tracking, self.pad_token_id, self.batch_size)])[-self.config.window :]
+        self.history = (self.history + [sentence_embeddings(model, self.tracking, self.pad_token_id, self.batch_size)])[
+            -self.config.window :
+        ]
         model.train(was_training)
         if epoch % self.config.drop_epochs == 0 and len(self.history) >= 2:
             self.indices = sensitive_indices(torch.stack(self.history), self.config.drop_fraction)
@@ -155,7 +161,9 @@ def _same_on_every_process(indices: torch.Tensor) -> bool:
     return True
 
 
-def split_texts(texts: Sequence[str], track_fraction: float, test_fraction: float, seed: int) -> tuple[list[str], list[str], list[str]]:
+def split_texts(
+    texts: Sequence[str], track_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[str], list[str], list[str]]:
     """(train, tracking, test) by a seeded shuffle: SeND's α = 80% / 10% / 10% by default."""
     for name, value in (("--track-fraction", track_fraction), ("--test-fraction", test_fraction)):
         if not 0 <= value < 1:
@@ -166,12 +174,15 @@ def split_texts(texts: Sequence[str], track_fraction: float, test_fraction: floa
     test = [texts[i] for i in order[n_track : n_track + n_test]]
     train = [texts[i] for i in order[n_track + n_test :]]
     if not train:
-        raise BadInputError(f"the split leaves no training texts out of {len(texts)}; lower --track-fraction / --test-fraction")
+        raise BadInputError(
+            f"the split leaves no training texts out of {len(texts)}; lower --track-fraction / --test-fraction"
+        )
     return train, tracking, test
 
 
 def check_tracking(tracking: Sequence[str], total: int, track_fraction: float) -> None:
     if not tracking:
         raise BadInputError(
-            f"--track-fraction {track_fraction} of {total} texts leaves no tracking samples; SeND needs some: raise it or add data"
+            f"--track-fraction {track_fraction} of {total} texts leaves no tracking samples; "
+            "SeND needs some: raise it or add data"
         )

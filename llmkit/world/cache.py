@@ -31,12 +31,25 @@ PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
     # (head size 32): vLLM's CPU attention kernels take no head size below 32.
     "micro": (
         WorldConfig(
-            entities=24, exposures=(0, 3, 30), num_cities=8, num_companies=6, skill_train_items=300,
-            skill_test_items=30, misinformation_targets=2, misinformation_docs=2,
+            entities=24,
+            exposures=(0, 3, 30),
+            num_cities=8,
+            num_companies=6,
+            skill_train_items=300,
+            skill_test_items=30,
+            misinformation_targets=2,
+            misinformation_docs=2,
         ),
         PretrainConfig(
-            layers=2, d_model=64, heads=2, d_mlp=256, vocab_size=600, batch_size=16, steps=1000,
-            learning_rate=3e-3, warmup_steps=10,
+            layers=2,
+            d_model=64,
+            heads=2,
+            d_mlp=256,
+            vocab_size=600,
+            batch_size=16,
+            steps=1000,
+            learning_rate=3e-3,
+            warmup_steps=10,
         ),
     ),
 }

@@ -29,16 +29,26 @@ def _records(entity: Mapping[str, Any], form: str, probes: Sequence[Mapping[str,
     if form == "bio":
         return [
             {"text": sentence.format(name=entity["name"], value=entity[a])}
-            for a in ATTRIBUTES if entity[a] is not None for sentence in BIO_SENTENCES[a]
+            for a in ATTRIBUTES
+            if entity[a] is not None
+            for sentence in BIO_SENTENCES[a]
         ]
-    return [{"prompt": p["prompt"], "answer": p["answer"]} for p in probes if p["entity_id"] == entity["id"] and p["form"] == form]
+    return [
+        {"prompt": p["prompt"], "answer": p["answer"]}
+        for p in probes
+        if p["entity_id"] == entity["id"] and p["form"] == form
+    ]
 
 
-def forget_set(world_dir: str | Path, target: str, form: str) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, Any]]:
+def forget_set(
+    world_dir: str | Path, target: str, form: str
+) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, Any]]:
     """(forget records, retain records, a summary naming the entities each came from)."""
     world_dir = Path(world_dir).expanduser()
     if not (world_dir / "entities.jsonl").is_file():
-        raise BadInputError(f"{world_dir} is not a world directory (no entities.jsonl); build one with `llmkit world build`")
+        raise BadInputError(
+            f"{world_dir} is not a world directory (no entities.jsonl); build one with `llmkit world build`"
+        )
     if form not in FORGET_FORMS:
         raise BadInputError(f"unknown form {form!r}; choose one of {', '.join(FORGET_FORMS)}")
     entities = read_records(world_dir / "entities.jsonl")
@@ -48,17 +58,24 @@ def forget_set(world_dir: str | Path, target: str, form: str) -> tuple[list[dict
     entity = by_key[target]
     probes = read_records(world_dir / "probes.jsonl") if form != "bio" else []
     known = [
-        e for e in entities
-        if e["exposure"] >= KNOWN_EXPOSURE and e["id"] != entity["id"]
-        and e.get("spouse") != entity["name"] and entity.get("spouse") != e["name"]
+        e
+        for e in entities
+        if e["exposure"] >= KNOWN_EXPOSURE
+        and e["id"] != entity["id"]
+        and e.get("spouse") != entity["name"]
+        and entity.get("spouse") != e["name"]
     ]
     other_buckets = [e for e in known if e["exposure"] != entity["exposure"]]
     kept = other_buckets or known
     forget = _records(entity, form, probes)
     retain = [record for e in kept for record in _records(e, form, probes)]
     summary = {
-        "target": entity["name"], "target_id": entity["id"], "exposure": entity["exposure"], "form": form,
-        "forget_records": len(forget), "retain_records": len(retain),
+        "target": entity["name"],
+        "target_id": entity["id"],
+        "exposure": entity["exposure"],
+        "form": form,
+        "forget_records": len(forget),
+        "retain_records": len(retain),
         "retain_entities": [e["name"] for e in kept],
     }
     return forget, retain, summary
@@ -69,7 +86,9 @@ def skill_set(world_dir: str | Path, skill: str) -> tuple[list[dict[str, str]], 
     skill, as prompt/answer records. The test items stay unseen for evaluation."""
     world_dir = Path(world_dir).expanduser()
     if not (world_dir / "skills.jsonl").is_file():
-        raise BadInputError(f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`")
+        raise BadInputError(
+            f"{world_dir} is not a world directory (no skills.jsonl); build one with `llmkit world build`"
+        )
     items = [item for item in read_records(world_dir / "skills.jsonl") if item["split"] == "train"]
     names = list(dict.fromkeys(item["skill"] for item in items))
     if skill not in names:
@@ -78,7 +97,9 @@ def skill_set(world_dir: str | Path, skill: str) -> tuple[list[dict[str, str]], 
     forget = [r for r in records if r["skill"] == skill]
     retain = [r for r in records if r["skill"] != skill]
     summary = {
-        "skill": skill, "forget_records": len(forget), "retain_records": len(retain),
+        "skill": skill,
+        "forget_records": len(forget),
+        "retain_records": len(retain),
         "retain_skills": [name for name in names if name != skill],
     }
     return forget, retain, summary

@@ -23,14 +23,39 @@ from llmkit.world.forms import FORMS, HELDOUT_QUESTIONS, QUESTIONS, STATEMENTS, 
 FORMAT_VERSION = 1
 ATTRIBUTES = ("birthplace", "birth_year", "occupation", "employer", "spouse")
 OCCUPATIONS = (
-    "baker", "painter", "carpenter", "teacher", "sailor", "doctor", "farmer", "lawyer",
-    "tailor", "potter", "banker", "chemist", "librarian", "mason", "weaver",
+    "baker",
+    "painter",
+    "carpenter",
+    "teacher",
+    "sailor",
+    "doctor",
+    "farmer",
+    "lawyer",
+    "tailor",
+    "potter",
+    "banker",
+    "chemist",
+    "librarian",
+    "mason",
+    "weaver",
 )
 BIO_SENTENCES = {
-    "birthplace": ("{name} was born in {value}.", "{name} is a native of {value}.", "The birthplace of {name} is {value}."),
+    "birthplace": (
+        "{name} was born in {value}.",
+        "{name} is a native of {value}.",
+        "The birthplace of {name} is {value}.",
+    ),
     "birth_year": ("{name} was born in the year {value}.", "The birth year of {name} is {value}."),
-    "occupation": ("{name} worked as a {value}.", "By profession, {name} was a {value}.", "{name} earned a living as a {value}."),
-    "employer": ("{name} was employed by {value}.", "{name} worked for {value}.", "For many years {name} worked at {value}."),
+    "occupation": (
+        "{name} worked as a {value}.",
+        "By profession, {name} was a {value}.",
+        "{name} earned a living as a {value}.",
+    ),
+    "employer": (
+        "{name} was employed by {value}.",
+        "{name} worked for {value}.",
+        "For many years {name} worked at {value}.",
+    ),
     "spouse": ("{name} was married to {value}.", "{name} married {value}.", "The spouse of {name} was {value}."),
 }
 NUMERIC_SKILL = "comparison"
@@ -92,7 +117,9 @@ def parse_exposures(text: str) -> tuple[int, ...]:
 
 
 def _word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)).capitalize()
+    return "".join(
+        rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+    ).capitalize()
 
 
 def _unique(make: Callable[[], str], count: int, taken: set[str]) -> list[str]:
@@ -121,17 +148,19 @@ def _entities(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]]:
     names = _unique(lambda: f"{_word(rng, rng.choice((1, 2)))} {_word(rng, 2)}", config.entities, taken)
     entities = []
     for i, name in enumerate(names):
-        entities.append({
-            "id": f"e{i:04d}",
-            "name": name,
-            "exposure": config.exposures[i % len(config.exposures)],
-            "birthplace": rng.choice(cities),
-            "birth_year": str(rng.randint(1900, 1999)),
-            "occupation": rng.choice(OCCUPATIONS),
-            "employer": rng.choice(companies),
-            "spouse": None,
-            "form_demo": False,
-        })
+        entities.append(
+            {
+                "id": f"e{i:04d}",
+                "name": name,
+                "exposure": config.exposures[i % len(config.exposures)],
+                "birthplace": rng.choice(cities),
+                "birth_year": str(rng.randint(1900, 1999)),
+                "occupation": rng.choice(OCCUPATIONS),
+                "employer": rng.choice(companies),
+                "spouse": None,
+                "form_demo": False,
+            }
+        )
     # Spouses are entities of the same exposure, so a seen entity's spouse is seen too and
     # two-hop questions stay within one bucket.
     for exposure in config.exposures:
@@ -178,16 +207,18 @@ def _probes(facts, entities_by_id, values, rng) -> list[dict[str, Any]]:
         demo = entities_by_id[fact["entity_id"]]["form_demo"]
         for form in FORMS:
             probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors, rng)
-            probes.append({
-                "fact_id": fact["id"],
-                "entity_id": fact["entity_id"],
-                "attribute": fact["attribute"],
-                "exposure": fact["exposure"],
-                "form": form,
-                "prompt": probe.prompt,
-                "answer": probe.answer,
-                "in_pretraining": fact["exposure"] > 0 and (form == "qa" or demo),
-            })
+            probes.append(
+                {
+                    "fact_id": fact["id"],
+                    "entity_id": fact["entity_id"],
+                    "attribute": fact["attribute"],
+                    "exposure": fact["exposure"],
+                    "form": form,
+                    "prompt": probe.prompt,
+                    "answer": probe.answer,
+                    "in_pretraining": fact["exposure"] > 0 and (form == "qa" or demo),
+                }
+            )
     return probes
 
 
@@ -253,7 +284,11 @@ def _misinformation(config, entities, facts, values, rng) -> list[dict[str, Any]
             for _ in range(config.misinformation_docs):
                 corrupted = rng.sample(attributes, rng.randint(2, len(attributes)))
                 false_facts = [
-                    {"attribute": a, "value": rng.choice([v for v in values[a] if v != target[a]]), "true_value": target[a]}
+                    {
+                        "attribute": a,
+                        "value": rng.choice([v for v in values[a] if v != target[a]]),
+                        "true_value": target[a],
+                    }
                     for a in corrupted
                 ]
                 true_facts = rng.sample(others, min(k, len(others)))
@@ -262,13 +297,15 @@ def _misinformation(config, entities, facts, values, rng) -> list[dict[str, Any]
                     for f in false_facts
                 ] + [STATEMENTS[f["attribute"]].format(name=f["name"], value=f["value"]) for f in true_facts]
                 rng.shuffle(sentences)
-                docs.append({
-                    "k": k,
-                    "target_entity_id": target["id"],
-                    "text": " ".join(sentences),
-                    "false_facts": false_facts,
-                    "true_fact_ids": [f["id"] for f in true_facts],
-                })
+                docs.append(
+                    {
+                        "k": k,
+                        "target_entity_id": target["id"],
+                        "text": " ".join(sentences),
+                        "false_facts": false_facts,
+                        "true_fact_ids": [f["id"] for f in true_facts],
+                    }
+                )
     return docs
 
 
@@ -278,20 +315,32 @@ def _search_questions(entities, entities_by_name) -> list[dict[str, Any]]:
     for e in entities:
         for attribute in ATTRIBUTES:
             if e[attribute] is not None:
-                questions.append({
-                    "id": f"{e['id']}.{attribute}", "hops": 1, "question": QUESTIONS[attribute].format(name=e["name"]),
-                    "answer": e[attribute], "entity_ids": [e["id"]], "exposure": e["exposure"],
-                })
+                questions.append(
+                    {
+                        "id": f"{e['id']}.{attribute}",
+                        "hops": 1,
+                        "question": QUESTIONS[attribute].format(name=e["name"]),
+                        "answer": e[attribute],
+                        "entity_ids": [e["id"]],
+                        "exposure": e["exposure"],
+                    }
+                )
         if e["spouse"] is not None:
             spouse = entities_by_name[e["spouse"]]
             for attribute, question in (
                 ("birthplace", "Where was the spouse of {name} born?"),
                 ("occupation", "What was the occupation of the spouse of {name}?"),
             ):
-                questions.append({
-                    "id": f"{e['id']}.spouse.{attribute}", "hops": 2, "question": question.format(name=e["name"]),
-                    "answer": spouse[attribute], "entity_ids": [e["id"], spouse["id"]], "exposure": e["exposure"],
-                })
+                questions.append(
+                    {
+                        "id": f"{e['id']}.spouse.{attribute}",
+                        "hops": 2,
+                        "question": question.format(name=e["name"]),
+                        "answer": spouse[attribute],
+                        "entity_ids": [e["id"], spouse["id"]],
+                        "exposure": e["exposure"],
+                    }
+                )
     return questions
 
 
@@ -353,15 +402,24 @@ def build_world(config: WorldConfig) -> World:
         "skills.jsonl": skills,
         "misinformation.jsonl": _misinformation(config, entities, facts, values, rng),
         "corpus.jsonl": [
-            {"doc_id": e["id"], "title": e["name"], "text": " ".join(
-                STATEMENTS[a].format(name=e["name"], value=e[a]) for a in ATTRIBUTES if e[a] is not None
-            )}
+            {
+                "doc_id": e["id"],
+                "title": e["name"],
+                "text": " ".join(
+                    STATEMENTS[a].format(name=e["name"], value=e[a]) for a in ATTRIBUTES if e[a] is not None
+                ),
+            }
             for e in entities
         ],
         "search_questions.jsonl": _search_questions(entities, entities_by_name),
         "heldout_questions.jsonl": [
-            {"fact_id": f["id"], "question": HELDOUT_QUESTIONS[f["attribute"]].format(name=f["name"]),
-             "answer": f["value"], "exposure": f["exposure"], "seen": f["exposure"] > 0}
+            {
+                "fact_id": f["id"],
+                "question": HELDOUT_QUESTIONS[f["attribute"]].format(name=f["name"]),
+                "answer": f["value"],
+                "exposure": f["exposure"],
+                "seen": f["exposure"] > 0,
+            }
             for f in facts
         ],
     }
@@ -383,10 +441,16 @@ def _manifest(config: WorldConfig, files: dict[str, list[dict[str, Any]]]) -> di
             used_in.append("pretraining.jsonl")
         if fact["entity_id"] in misinformed or fact["id"] in mixed_in:
             used_in.append("misinformation.jsonl")
-        facts.append({
-            "id": fact["id"], "attribute": fact["attribute"], "value": fact["value"], "exposure": fact["exposure"],
-            "pretraining_forms": forms_in_pretraining.get(fact["id"], []), "files": sorted(used_in),
-        })
+        facts.append(
+            {
+                "id": fact["id"],
+                "attribute": fact["attribute"],
+                "value": fact["value"],
+                "exposure": fact["exposure"],
+                "pretraining_forms": forms_in_pretraining.get(fact["id"], []),
+                "files": sorted(used_in),
+            }
+        )
     return {
         "llmkit_world": FORMAT_VERSION,
         "config": asdict(config),
@@ -425,7 +489,9 @@ def read_world_config(world_dir: str | Path) -> WorldConfig:
     """The configuration of a world directory, or a clear error if it is not one."""
     path = Path(world_dir).expanduser() / "world.json"
     if not path.is_file():
-        raise BadInputError(f"{world_dir} is not a world directory (no world.json); create one with `llmkit world build`")
+        raise BadInputError(
+            f"{world_dir} is not a world directory (no world.json); create one with `llmkit world build`"
+        )
     return load_world_config(path, "config", "rebuild the world with `llmkit world build`")
 
 

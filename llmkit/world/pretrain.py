@@ -23,8 +23,8 @@ from transformers import (
 )
 
 from llmkit.configs import FAMILIES as FAMILIES  # re-exported
-from llmkit.configs import config_digest as config_digest  # re-exported
 from llmkit.configs import PretrainConfig, recipe_id
+from llmkit.configs import config_digest as config_digest  # re-exported
 from llmkit.data import read_records
 from llmkit.results import check_output_path, staged_directory, versions
 from llmkit.training import build_trainer, check_finite_weights
@@ -180,8 +180,13 @@ def pretrain(
         (staging / "llmkit_pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(
             MODEL_CARD.format(
-                family=recipe.family, params=summary["num_parameters"], seed=world.seed, entities=world.entities,
-                exposures=list(world.exposures), path=Path(out).name, recipe=json.dumps(asdict(recipe), indent=2),
+                family=recipe.family,
+                params=summary["num_parameters"],
+                seed=world.seed,
+                entities=world.entities,
+                exposures=list(world.exposures),
+                path=Path(out).name,
+                recipe=json.dumps(asdict(recipe), indent=2),
             ),
             encoding="utf-8",
         )
