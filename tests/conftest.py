@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import os
+import shutil
+import subprocess
+import sys
+import traceback
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -12,8 +17,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from llmkit.arch import ARCHITECTURES
+from llmkit.commands.cli import app
 from llmkit.models import load_model
 from tiny import build_model_dir
 
@@ -91,13 +98,27 @@ def micro_model(world_cache) -> Path:
     return path
 
 
-# --- helpers for the hostile-input tests (test_cli_hostile.py, test_cli_bad_input.py, test_signals.py) ---
+# --- the CLI from a test: CliRunner in-process, or the installed entry point -----------------------
 
-import hashlib
-import shutil
-import subprocess
-import sys
-import traceback
+runner = CliRunner()
+
+
+def llmkit(*args):
+    """Run `llmkit ARGS...` in-process (arguments may be paths or numbers)."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_bad_input(result, message, output=None):
+    """Exit 2, exactly one line on stderr naming the problem, no traceback, nothing written."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.output and result.stdout == ""
+    if output is not None:
+        assert not output.exists()
+        assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+
 
 LLMKIT_EXE = shutil.which("llmkit", path=os.path.dirname(sys.executable)) or "llmkit"
 """The installed console script, as a user's shell runs it."""

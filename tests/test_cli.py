@@ -8,17 +8,10 @@ import sys
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, OPTConfig
-from typer.testing import CliRunner
 
-from conftest import PROMPTS
+from conftest import PROMPTS, assert_bad_input, llmkit, runner
 from llmkit.commands.cli import app
 from tiny import build_tokenizer
-
-runner = CliRunner()
-
-
-def llmkit(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -26,18 +19,6 @@ def prompts_file(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(PROMPTS)))
     return path
-
-
-def assert_bad_input(result, message, output=None):
-    """Exit 2, exactly one line on stderr naming the problem, no traceback, nothing written."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert message in lines[0]
-    assert "Traceback" not in result.output and result.stdout == ""
-    if output is not None:
-        assert not output.exists()
-        assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
 
 
 def test_generate_writes_results_and_samples(llama_dir, prompts_file, tmp_path):

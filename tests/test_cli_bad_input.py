@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_refused, tree_snapshot
+from conftest import assert_refused, llmkit, tree_snapshot
 from llmkit.data import read_records
-from test_cli import llmkit
 from tiny import CORPUS
 
 BASE = {

@@ -25,13 +25,13 @@ from conftest import (
     assert_process_refused,
     assert_refused,
     leftovers,
+    llmkit,
     llmkit_env,
     run_llmkit,
     start_llmkit,
     tree_snapshot,
 )
 from llmkit.data import read_records
-from test_cli import llmkit
 from test_ort_probes import probe, write_target
 from tiny import CORPUS
 

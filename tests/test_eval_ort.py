@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records
 from llmkit.evals.ort import compare
-from test_cli import assert_bad_input, llmkit
 from test_ort_probes import probe, write_target
 
 # Starts with the BOS text, as Llama's does: the scored input must still hold one BOS only.

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records
 from llmkit.evals.hallucination import auroc, summarize
 from llmkit.generation import encode_prompts
 from llmkit.metrics.eigenscore import answer_embeddings, middle_layer
 from llmkit.models import load_model
-from test_cli import assert_bad_input, llmkit
 
 pytestmark = pytest.mark.training  # samples from the micro model: the outcome depends on the CPU's kernels
 

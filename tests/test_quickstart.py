@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from conftest import assert_bad_input, llmkit
 from llmkit.commands.quickstart import STAGES
 from llmkit.data import read_records
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import load_backend
-from test_cli import assert_bad_input, llmkit
 
 pytestmark = pytest.mark.training  # the micro model's knowledge and every quickstart stage depend on the CPU's kernels
 

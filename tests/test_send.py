@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_bad_input, llmkit
 from llmkit.hooks import capture
 from llmkit.methods import send
 from llmkit.models import load_model
 from llmkit.training import train
-from test_cli import assert_bad_input, llmkit
 from test_gradient import Interrupt
 
 pytestmark = pytest.mark.training  # SeND trains: the outcome depends on the CPU's kernels

@@ -75,7 +75,7 @@ def staging(parent: Path, name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def world20(tmp_path_factory):
-    from test_cli import llmkit
+    from conftest import llmkit
 
     out = tmp_path_factory.mktemp("signals") / "world"
     result = llmkit("world", "build", "--out", out, "--entities", 20)

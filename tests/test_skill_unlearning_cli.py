@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records, write_jsonl
 from llmkit.evals.ort import form_demo_entities
-from test_cli import assert_bad_input, llmkit
 
 pytestmark = pytest.mark.training  # fits Neuron Adjust and KSD: the outcome depends on the CPU's kernels
 

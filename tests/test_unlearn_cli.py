@@ -7,12 +7,12 @@ import safetensors.torch
 import torch
 from transformers import AutoModelForCausalLM, OPTConfig
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records
 from llmkit.evals.ort import form_demo_entities
 from llmkit.generation import HFBackend
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
-from test_cli import assert_bad_input, llmkit
 from tiny import CORPUS, build_tokenizer
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records
-from test_cli import assert_bad_input, llmkit
 
 pytestmark = pytest.mark.training  # unlearns: the outcome depends on the CPU's kernels
 

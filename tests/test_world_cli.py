@@ -1,4 +1,4 @@
-"""`llmkit world build | pretrain` and `llmkit quickstart` from the command line."""
+"""`llmkit world build | pretrain` from the command line."""
 
 import json
 import subprocess
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from conftest import assert_bad_input, llmkit
 from llmkit.data import read_records
 from llmkit.world.cache import preset
-from test_cli import assert_bad_input, llmkit
 
 
 def test_world_build_writes_the_files(tmp_path):
