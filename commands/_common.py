@@ -56,6 +56,24 @@ InterventionOpt = Annotated[
         help="Apply an intervention artifact (llmkit unlearn neuron-adjust | ksd) fitted on this model. Repeatable.",
     ),
 ]
+# The options every training command shares (`train`, `unlearn <gradient method>`).
+LoraOpt = Annotated[
+    bool,
+    typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory."),
+]
+LoraRankOpt = Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")]
+LoraTargetOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).", show_default="peft's choice"),
+]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW).")]
+SaveStepsOpt = Annotated[
+    int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")
+]
+CheckpointDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints"),
+]
 
 
 class Terminated(KeyboardInterrupt):

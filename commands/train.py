@@ -11,11 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from llmkit.commands._common import (
+    CheckpointDirOpt,
     DebugOpt,
     DtypeOpt,
     JsonOpt,
+    LoraOpt,
+    LoraRankOpt,
+    LoraTargetOpt,
+    LrOpt,
     ModelOpt,
     OverwriteOpt,
+    SaveStepsOpt,
     TrustRemoteCodeOpt,
     checkpoint_path,
     cli_command,
@@ -142,25 +148,16 @@ def train_command(method: str) -> Any:
             int, typer.Option(help="K answers sampled per evaluation prompt (0: no per-epoch evaluation).")
         ] = SAMPLES,
         prompt_tokens: Annotated[int, typer.Option(help="Test-split prompts: the first N tokens of each text.")] = 16,
-        lora: Annotated[
-            bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight.")
-        ] = False,
-        lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8,
-        lora_target: Annotated[
-            Optional[str], typer.Option(help="Modules LoRA adapts, comma-separated.", show_default="peft's choice")
-        ] = None,
+        lora: LoraOpt = False,
+        lora_rank: LoraRankOpt = 8,
+        lora_target: LoraTargetOpt = None,
         epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
-        lr: Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW; SeND's 1e-4).")] = 1e-4,
+        lr: LrOpt = 1e-4,  # SeND's
         batch_size: Annotated[int, typer.Option(help="Texts per step and process.")] = 8,
         max_length: Annotated[int, typer.Option(help="Longest text, in tokens (longer ones are cut).")] = 512,
         seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, data order and sampling.")] = 0,
-        save_steps: Annotated[
-            int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")
-        ] = 500,
-        checkpoint_dir: Annotated[
-            Optional[Path],
-            typer.Option(help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints"),
-        ] = None,
+        save_steps: SaveStepsOpt = 500,
+        checkpoint_dir: CheckpointDirOpt = None,
         dtype: DtypeOpt = "auto",
         trust_remote_code: TrustRemoteCodeOpt = False,
         overwrite: OverwriteOpt = False,

@@ -14,12 +14,18 @@ import typer
 from rich.table import Table
 
 from llmkit.commands._common import (
+    CheckpointDirOpt,
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    LoraOpt,
+    LoraRankOpt,
+    LoraTargetOpt,
+    LrOpt,
     ModelOpt,
     OverwriteOpt,
+    SaveStepsOpt,
     TrustRemoteCodeOpt,
     checkpoint_path,
     cli_command,
@@ -278,36 +284,18 @@ def gradient_command(method: str) -> Any:
             Optional[float], typer.Option(help="β: inverse temperature.", show_default=BETA_DEFAULT)
         ] = None,
         gamma: Annotated[float, typer.Option(help=GAMMA_HELP)] = GradientConfig.gamma,
-        lora: Annotated[
-            bool,
-            typer.Option(
-                "--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory."
-            ),
-        ] = False,
-        lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8,
-        lora_target: Annotated[
-            Optional[str],
-            typer.Option(
-                help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).",
-                show_default="peft's choice for the family",
-            ),
-        ] = None,
+        lora: LoraOpt = False,
+        lora_rank: LoraRankOpt = 8,
+        lora_target: LoraTargetOpt = None,
         epochs: Annotated[float, typer.Option(help="Passes over the forget data.")] = 5.0,
-        lr: Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW).")] = 1e-5,
+        lr: LrOpt = 1e-5,
         batch_size: Annotated[int, typer.Option(help="Forget examples per step and process.")] = 8,
         max_steps: Annotated[
             Optional[int], typer.Option(help="Stop after this many steps (overrides --epochs).")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and pairing.")] = 0,
-        save_steps: Annotated[
-            int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")
-        ] = 100,
-        checkpoint_dir: Annotated[
-            Optional[Path],
-            typer.Option(
-                help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints beside --out"
-            ),
-        ] = None,
+        save_steps: SaveStepsOpt = 100,
+        checkpoint_dir: CheckpointDirOpt = None,
         dtype: DtypeOpt = "auto",
         trust_remote_code: TrustRemoteCodeOpt = False,
         overwrite: OverwriteOpt = False,
