@@ -39,7 +39,6 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmkit.batching import pad_batch
 from llmkit.errors import BadInputError, first_line
@@ -52,6 +51,8 @@ except ImportError:  # Windows
 
 RUN_FILE = "llmkit_run.json"
 LOCK_FILE = "llmkit.lock"
+COMPLETE_FILE = "llmkit_complete"
+"""Written into a checkpoint after everything else (Trainer's files, then the methods' own state)."""
 IGNORE = -100
 """The label of a token the loss skips (PyTorch's and transformers' ignore index)."""
 
@@ -186,6 +187,15 @@ class _ReportProgress(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress(state.global_step, state.max_steps)
+
+
+class _MarkCheckpointComplete(TrainerCallback):
+    """Marks each checkpoint whole once every callback has saved into it, so that a run resumed
+    after an interrupt that cut a save short resumes from the last whole checkpoint."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_FILE).touch()
 
 
 class _NoFinalCheckpoint(TrainerCallback):
@@ -351,6 +361,7 @@ def build_trainer(
     callbacks = [_NoFinalCheckpoint(), _StopOnDivergence(), *callbacks]
     if progress:
         callbacks.append(_ReportProgress(progress))
+    callbacks.append(_MarkCheckpointComplete())  # last: after every callback's own on_save
     trainer = trainer_class(
         model=model,
         args=args,
@@ -427,7 +438,19 @@ def check_checkpoints(checkpoint_dir: Path, run: Mapping[str, Any]) -> str | Non
             f"{checkpoint_dir} holds checkpoints of a different run (changed: {', '.join(changed)}); "
             "delete it to start over, or pass another --checkpoint-dir"
         )
-    return get_last_checkpoint(str(checkpoint_dir))
+    return last_complete_checkpoint(checkpoint_dir)
+
+
+def _checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Trainer's checkpoint-N directories, by step."""
+    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.is_dir() and p.name[len("checkpoint-") :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len("checkpoint-") :]))
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint written whole (`COMPLETE_FILE`); one a signal cut short is passed over."""
+    complete = [p for p in _checkpoints(checkpoint_dir) if (p / COMPLETE_FILE).is_file()]
+    return str(complete[-1]) if complete else None
 
 
 def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
@@ -440,6 +463,10 @@ def train(trainer: Trainer, run: Mapping[str, Any]) -> str | None:
     with checkpoint_lock(checkpoint_dir, trainer.is_world_process_zero()):
         if trainer.is_world_process_zero():
             (checkpoint_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+            # A checkpoint cut short would be rotated in as the newest; only this run, holding the lock, may drop it.
+            for partial in _checkpoints(checkpoint_dir):
+                if not (partial / COMPLETE_FILE).is_file():
+                    shutil.rmtree(partial, ignore_errors=True)
         try:
             trainer.train(resume_from_checkpoint=resume_from)
             check_finite_weights(trainer.model)

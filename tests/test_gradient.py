@@ -4,6 +4,7 @@ resuming, and unlearning on the micro world."""
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 
 import pytest
@@ -16,7 +17,7 @@ from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import gradient, task_vector
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
-from llmkit.training import add_lora, train
+from llmkit.training import COMPLETE_FILE, add_lora, check_checkpoints, train
 from llmkit.world.forget_set import forget_set
 
 pytestmark = pytest.mark.training  # every test here trains or unlearns: the outcome depends on the CPU's kernels
@@ -245,10 +246,17 @@ def test_interrupted_training_resumes_to_the_same_weights(llama_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(trainer, run)
     assert sorted(p.name for p in (tmp_path / "stopped").glob("checkpoint-*")) == ["checkpoint-4"]
+    # A save that a signal cut short: the weights written, not yet Trainer's state nor the mark.
+    partial = tmp_path / "stopped" / "checkpoint-6"
+    shutil.copytree(tmp_path / "stopped" / "checkpoint-4", partial)
+    (partial / "trainer_state.json").unlink()
+    (partial / COMPLETE_FILE).unlink()
+    assert check_checkpoints(tmp_path / "stopped", run).endswith("checkpoint-4")
 
     model, tokenizer = fresh()
     resumed = gradient.unlearn(model, tokenizer, "npo", forget, RETAIN, tmp_path / "stopped", settings, run=run)
     assert resumed.state.global_step == 6
+    assert (tmp_path / "stopped" / "checkpoint-6" / COMPLETE_FILE).is_file()  # written afresh, whole
     for name, p in model.named_parameters():
         assert torch.allclose(p, expected[name], atol=1e-6), name
 

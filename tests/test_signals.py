@@ -15,6 +15,7 @@ import pytest
 
 from conftest import leftovers, start_llmkit
 from llmkit.data import read_records
+from llmkit.training import COMPLETE_FILE
 from tiny import CORPUS
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -112,8 +113,8 @@ def test_sigterm_during_world_pretrain(world20, tmp_path):
 
 
 def first_checkpoint(checkpoints: Path) -> bool:
-    """A whole checkpoint: Trainer writes trainer_state.json after the model and optimizer."""
-    return any(checkpoints.glob("checkpoint-*/trainer_state.json"))
+    """A whole checkpoint: llmkit marks one complete after Trainer and the method have saved into it."""
+    return any(checkpoints.glob(f"checkpoint-*/{COMPLETE_FILE}"))
 
 
 def interrupt_then_resume(args, tmp_path: Path, out: Path, record_file: str) -> dict:
