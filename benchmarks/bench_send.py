@@ -22,7 +22,7 @@ from _timing import paired
 from llmkit.data import read_records
 from llmkit.methods import send
 from llmkit.models import load_model
-from llmkit.training import train
+from llmkit.training import TrainingBudget, train
 from llmkit.world.cache import default_cache_dir, ensure_model, ensure_world, preset
 
 GOAL = 1.05
@@ -48,7 +48,7 @@ def run_epochs(model_path: str, texts: list[str], epochs: int, target: str | Non
             10**6,
         )
         callbacks.append(dropout)
-    budget = {"epochs": epochs, "learning_rate": 1e-4, "batch_size": 16, "seed": 0, "save_steps": 10**6}
+    budget = TrainingBudget(epochs=epochs, learning_rate=1e-4, batch_size=16, save_steps=10**6)
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = send.build_text_trainer(model, tokenizer, train_texts, checkpoints, budget, callbacks=callbacks)
         train(trainer, {"bench": target})

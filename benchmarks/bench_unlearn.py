@@ -22,7 +22,7 @@ from _timing import paired
 from llmkit.data import read_records
 from llmkit.methods import gradient
 from llmkit.models import load_model
-from llmkit.training import build_trainer, training_arguments
+from llmkit.training import TrainingBudget, build_trainer, training_arguments
 from llmkit.world.cache import default_cache_dir, ensure_model, ensure_world, preset
 
 GOALS = {"ga": 1.1, "graddiff": 1.1, "npo": 1.6, "simnpo": 1.6, "kl": 1.6}
@@ -47,14 +47,7 @@ def main() -> None:
     size = options.batch_size * options.batches
     forget, retain = facts[:size], facts[size : 2 * size]
     model, tokenizer = load_model(model_path, device="cpu", dtype="float32")
-    budget = {
-        "epochs": 1,
-        "learning_rate": 1e-5,
-        "batch_size": options.batch_size,
-        "max_steps": None,
-        "seed": 0,
-        "save_steps": 1000,
-    }
+    budget = TrainingBudget(epochs=1, learning_rate=1e-5, batch_size=options.batch_size, save_steps=1000)
 
     def steps(method: str, with_retain: bool):
         trainer = gradient.build_unlearning_trainer(

@@ -201,21 +201,21 @@ def npo_stage(ctx: Context) -> StageResult:
     of the model, then every form scored against the unedited run; its table sets it beside ROCR."""
     from llmkit.generation import HFBackend
     from llmkit.methods import gradient
+    from llmkit.training import TrainingBudget
 
     forget, retain, _ = forget_set(ctx.world_dir, ctx.target["name"], "qa")
     model = copy.deepcopy(ctx.backend.model)
-    budget = {
-        "epochs": 1,
-        "batch_size": len(forget),
-        "seed": 0,
-        "save_steps": 1000,
-        "learning_rate": ctx.settings.npo_learning_rate,
-        "max_steps": ctx.settings.npo_steps,
-    }
+    budget = TrainingBudget(
+        epochs=1,
+        learning_rate=ctx.settings.npo_learning_rate,
+        batch_size=len(forget),
+        max_steps=ctx.settings.npo_steps,
+        save_steps=1000,
+    )
     checkpoints = ctx.scratch / "npo"
     checkpoints.mkdir()
     started = time.perf_counter()
-    with progress_bar("NPO: unlearning the QA form", budget["max_steps"]) as progress:
+    with progress_bar("NPO: unlearning the QA form", budget.max_steps) as progress:
         gradient.unlearn(model, ctx.backend.tokenizer, "npo", forget, retain, checkpoints, budget, progress=progress)
     train_s = time.perf_counter() - started
     model.eval()
@@ -225,7 +225,7 @@ def npo_stage(ctx: Context) -> StageResult:
         "target": ctx.target["name"],
         "forget_records": len(forget),
         "retain_records": len(retain),
-        **budget,
+        **asdict(budget),
         "train_s": round(train_s, 2),
         "ort": ort,
     }

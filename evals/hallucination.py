@@ -21,18 +21,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from llmkit.configs import (  # re-exported: INSIDE's and SeND's sampling, and the answer length
     MAX_NEW_TOKENS as MAX_NEW_TOKENS,
 )
-from llmkit.configs import (
-    SAMPLES as SAMPLES,
-)
-from llmkit.configs import (
-    TEMPERATURE as TEMPERATURE,
-)
-from llmkit.configs import (
-    TOP_K as TOP_K,
-)
-from llmkit.configs import (
-    TOP_P as TOP_P,
-)
+from llmkit.configs import SAMPLES as SAMPLES
+from llmkit.configs import TEMPERATURE as TEMPERATURE
+from llmkit.configs import TOP_K as TOP_K
+from llmkit.configs import TOP_P as TOP_P
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest

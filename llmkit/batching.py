@@ -29,11 +29,7 @@ def pad_batch(
         span = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
         input_ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
         attention_mask[row, span] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "position_ids": position_ids(attention_mask),
-    }
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids(attention_mask)}
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -33,10 +33,7 @@ TYPE_NAMES = {
 
 
 def read_records(
-    source: str | Path,
-    *,
-    required: Mapping[str, type | tuple[type, ...]] | None = None,
-    split: str = "train",
+    source: str | Path, *, required: Mapping[str, type | tuple[type, ...]] | None = None, split: str = "train"
 ) -> list[dict[str, Any]]:
     """Records from `source`, each checked to have the `required` fields with the given types.
 

@@ -304,13 +304,8 @@ class _DecodingProgress(BaseStreamer):
     to done when it returns). Long generations are minutes per batch."""
 
     def __init__(self, done: int, size: int, max_new_tokens: int, total: int, progress: Progress) -> None:
-        self.done, self.size, self.max_new_tokens, self.total, self.progress = (
-            done,
-            size,
-            max_new_tokens,
-            total,
-            progress,
-        )
+        self.done, self.size, self.total = done, size, total
+        self.max_new_tokens, self.progress = max_new_tokens, progress
         self.steps = -1  # generate() first puts the prompt
 
     def put(self, value: torch.Tensor) -> None:
@@ -321,7 +316,7 @@ class _DecodingProgress(BaseStreamer):
             )
 
     def end(self) -> None:
-        pass
+        """Nothing to do: the batch reports itself done when generate() returns."""
 
 
 def vllm_available() -> bool:

@@ -144,11 +144,6 @@ class TrainingBudget:
         if self.save_steps < 1:
             raise BadInputError(f"--save-steps must be at least 1, got {self.save_steps}")
 
-    @classmethod
-    def of(cls, budget: TrainingBudget | Mapping[str, Any]) -> TrainingBudget:
-        """`budget` itself, or the budget a mapping of its fields describes."""
-        return budget if isinstance(budget, cls) else cls(**budget)
-
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -275,7 +270,7 @@ def training_dtype(dtype: str) -> str:
 
 def training_arguments(
     checkpoint_dir: str | Path,
-    budget: TrainingBudget | Mapping[str, Any],
+    budget: TrainingBudget,
     *,
     args_class: type[TrainingArguments] = TrainingArguments,
     **extra: Any,
@@ -284,7 +279,6 @@ def training_arguments(
     decay, one checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm
     and no reporting integrations, and every dataset column passed to the loss (methods read their
     own). `extra` goes to `args_class` (TRL's configs take their method's settings)."""
-    budget = TrainingBudget.of(budget)
     return args_class(
         output_dir=str(checkpoint_dir),
         num_train_epochs=budget.epochs,
@@ -380,7 +374,7 @@ def build_sft_trainer(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[dict[str, list[int]]],
     checkpoint_dir: str | Path,
-    budget: TrainingBudget | Mapping[str, Any],
+    budget: TrainingBudget,
     *,
     callbacks: Sequence[TrainerCallback] = (),
     progress: Callable[[int, int], None] | None = None,
@@ -403,7 +397,7 @@ def build_text_trainer(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     checkpoint_dir: str | Path,
-    budget: TrainingBudget | Mapping[str, Any],
+    budget: TrainingBudget,
     *,
     max_length: int = 512,
     callbacks: Sequence[TrainerCallback] = (),

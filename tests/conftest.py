@@ -102,6 +102,9 @@ def micro_model(world_cache) -> Path:
 
 runner = CliRunner()
 
+TINY_RECIPE = ("--layers", "1", "--d-model", "32", "--heads", "2", "--d-mlp", "64", "--batch-size", "4")
+"""`llmkit world pretrain` options for a model that trains in a second (add --steps)."""
+
 
 def llmkit(*args):
     """Run `llmkit ARGS...` in-process (arguments may be paths or numbers)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_refused, llmkit, tree_snapshot
+from conftest import TINY_RECIPE, assert_refused, llmkit, tree_snapshot
 from llmkit.data import read_records
 from tiny import CORPUS
 
@@ -24,25 +24,7 @@ BASE = {
     "generate": ["generate", "-m", "@llama", "-i", "@prompts", "-o", "@out", "--max-new-tokens", "2"],
     "inspect": ["model", "inspect", "-m", "@llama", "--device", "cpu"],
     "build": ["world", "build", "--out", "@out", "--entities", "5"],
-    "pretrain": [
-        "world",
-        "pretrain",
-        "@world",
-        "--out",
-        "@out",
-        "--layers",
-        "1",
-        "--d-model",
-        "32",
-        "--heads",
-        "2",
-        "--d-mlp",
-        "64",
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-    ],
+    "pretrain": ["world", "pretrain", "@world", "--out", "@out", *TINY_RECIPE, "--steps", "2"],
     "forget-set": ["data", "forget-set", "--world", "@world", "--target", "@target", "--out", "@out"],
     "skill-set": ["data", "skill-set", "--world", "@world", "--skill", "@skill", "--out", "@out"],
     "sft": [

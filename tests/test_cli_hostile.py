@@ -22,6 +22,7 @@ import safetensors.torch
 import torch
 
 from conftest import (
+    TINY_RECIPE,
     assert_process_refused,
     assert_refused,
     leftovers,
@@ -318,7 +319,7 @@ def test_a_probe_longer_than_the_context_is_one_line(short_context_dir, tmp_path
                     "qa",
                     "2",
                 )
-            ],
+            ]
         },
     )
     refused(
@@ -471,25 +472,7 @@ def test_a_nan_learning_rate_is_refused_and_a_correct_rerun_works(llama_dir, tmp
 
 def test_a_nan_pretraining_rate_is_refused_and_a_correct_rerun_works(micro_world, tmp_path):
     out = tmp_path / "m"
-    common = (
-        "world",
-        "pretrain",
-        micro_world,
-        "--out",
-        out,
-        "--layers",
-        1,
-        "--d-model",
-        32,
-        "--heads",
-        2,
-        "--d-mlp",
-        64,
-        "--steps",
-        2,
-        "--batch-size",
-        4,
-    )
+    common = ("world", "pretrain", micro_world, "--out", out, *TINY_RECIPE, "--steps", 2)
     refused((*common, "--learning-rate", "nan"), "finite", roots=(tmp_path, micro_world))
     ok(llmkit(*common))
     assert (out / "config.json").is_file() and leftovers(tmp_path, "m") == ["m"]
@@ -542,18 +525,9 @@ def test_non_finite_numbers_are_refused(case, llama_dir, micro_world, texts, cor
             micro_world,
             "--out",
             out,
-            "--layers",
-            1,
-            "--d-model",
-            32,
-            "--heads",
-            2,
-            "--d-mlp",
-            64,
+            *TINY_RECIPE,
             "--steps",
             2,
-            "--batch-size",
-            4,
             "--learning-rate",
             "inf",
         ),
@@ -646,10 +620,11 @@ def test_the_library_reports_divergence_as_bad_input(llama_dir, tmp_path):
     from llmkit.errors import BadInputError
     from llmkit.methods import gradient
     from llmkit.models import load_model
+    from llmkit.training import TrainingBudget
 
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
     forget = [{"text": t} for t in TEXTS[:4]]
-    budget = {"epochs": 1, "learning_rate": 1e30, "batch_size": 2, "max_steps": 8, "seed": 0, "save_steps": 1}
+    budget = TrainingBudget(epochs=1, learning_rate=1e30, batch_size=2, max_steps=8, save_steps=1)
     with pytest.raises(BadInputError, match="diverged"):
         gradient.unlearn(model, tokenizer, "ga", forget, None, tmp_path / "checkpoints", budget)
 

@@ -17,7 +17,7 @@ from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import gradient, task_vector
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
-from llmkit.training import COMPLETE_FILE, add_lora, check_checkpoints, train
+from llmkit.training import COMPLETE_FILE, TrainingBudget, add_lora, check_checkpoints, train
 from llmkit.world.forget_set import forget_set
 
 pytestmark = pytest.mark.training  # every test here trains or unlearns: the outcome depends on the CPU's kernels
@@ -35,15 +35,7 @@ RETAIN = [
 
 
 def budget(**overrides):
-    return {
-        "epochs": 1,
-        "learning_rate": 1e-3,
-        "batch_size": 3,
-        "max_steps": None,
-        "seed": 0,
-        "save_steps": 100,
-        **overrides,
-    }
+    return TrainingBudget(**{"learning_rate": 1e-3, "batch_size": 3, **overrides})
 
 
 def perturb(model, names=("",), scale=0.05):

@@ -15,7 +15,7 @@ from conftest import assert_bad_input, llmkit
 from llmkit.hooks import capture
 from llmkit.methods import send
 from llmkit.models import load_model
-from llmkit.training import train
+from llmkit.training import TrainingBudget, train
 from test_gradient import Interrupt
 
 pytestmark = pytest.mark.training  # SeND trains: the outcome depends on the CPU's kernels
@@ -64,7 +64,7 @@ def test_the_drop_zeroes_the_selected_coordinates_on_every_forward_pass(llama_di
 def send_trainer(llama_dir, checkpoint_dir, config=send.SendConfig(0.25, window=2, drop_epochs=2)):
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
     dropout = send.SensitivityDropout(config, send.encode_texts(tokenizer, TEXTS[:4], 32), tokenizer.pad_token_id)
-    budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
+    budget = TrainingBudget(epochs=4, learning_rate=1e-2, batch_size=4, save_steps=3)
     trainer = send.build_text_trainer(
         model, tokenizer, TEXTS[4:], checkpoint_dir, budget, max_length=32, callbacks=[dropout]
     )
@@ -97,7 +97,7 @@ def test_send_trains_differently_from_sft_once_it_drops(llama_dir, tmp_path):
     trainer, _ = send_trainer(llama_dir, tmp_path / "send")
     train(trainer, {"test": "send"})
     model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
-    budget = {"epochs": 4, "learning_rate": 1e-2, "batch_size": 4, "seed": 0, "save_steps": 3}
+    budget = TrainingBudget(epochs=4, learning_rate=1e-2, batch_size=4, save_steps=3)
     plain = send.build_text_trainer(model, tokenizer, TEXTS[4:], tmp_path / "sft", budget, max_length=32)
     train(plain, {"test": "sft"})
     assert any(not torch.allclose(a, b) for a, b in zip(trainer.model.parameters(), plain.model.parameters()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import leftovers, start_llmkit
+from conftest import TINY_RECIPE, leftovers, start_llmkit
 from llmkit.data import read_records
 from llmkit.training import COMPLETE_FILE
 from tiny import CORPUS
@@ -86,24 +86,7 @@ def world20(tmp_path_factory):
 
 def test_sigterm_during_world_pretrain(world20, tmp_path):
     proc = start_llmkit(
-        "world",
-        "pretrain",
-        world20,
-        "--out",
-        tmp_path / "m",
-        "--steps",
-        100000,
-        "--layers",
-        1,
-        "--d-model",
-        32,
-        "--heads",
-        2,
-        "--d-mlp",
-        64,
-        "--batch-size",
-        4,
-        cwd=tmp_path,
+        "world", "pretrain", world20, "--out", tmp_path / "m", "--steps", 100000, *TINY_RECIPE, cwd=tmp_path
     )
     wait_until(proc, lambda: staging(tmp_path, "m"), "staging directory of the pretraining")
     time.sleep(1.0)  # into the training steps

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import assert_bad_input, llmkit
+from conftest import TINY_RECIPE, assert_bad_input, llmkit
 from llmkit.data import read_records
 from llmkit.world.cache import preset
 
@@ -72,27 +72,7 @@ def test_pretrain_bad_recipe(args, message, micro_world, tmp_path):
 
 def test_pretrain_command_writes_a_model_directory_loadable_without_llmkit(micro_world, tmp_path):
     out = tmp_path / "model"
-    args = [
-        "world",
-        "pretrain",
-        micro_world,
-        "--out",
-        out,
-        "--family",
-        "gpt_neox",
-        "--layers",
-        1,
-        "--d-model",
-        32,
-        "--heads",
-        2,
-        "--d-mlp",
-        64,
-        "--steps",
-        3,
-        "--batch-size",
-        4,
-    ]
+    args = ["world", "pretrain", micro_world, "--out", out, "--family", "gpt_neox", *TINY_RECIPE, "--steps", 3]
     result = llmkit(*args, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metrics"]["final_loss"] > 0

@@ -277,17 +277,15 @@ def build_unlearning_trainer(
     forget: Sequence[Mapping[str, Any]],
     retain: Sequence[Mapping[str, Any]] | None,
     checkpoint_dir: str | Path,
-    budget: TrainingBudget | Mapping[str, Any],
+    budget: TrainingBudget,
     *,
     alpha: float = 1.0,
     beta: float = 0.1,
     gamma: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Trainer:
-    """The trainer for `method` (not yet trained); `budget` is a `TrainingBudget` or a mapping of
-    its fields."""
+    """The trainer for `method` (not yet trained)."""
     check_request(method, forget, retain, alpha=alpha, beta=beta)
-    budget = TrainingBudget.of(budget)
     if method == "dpo":
         from trl import DPOConfig
         from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -325,7 +323,7 @@ def unlearn(
     forget: Sequence[Mapping[str, Any]],
     retain: Sequence[Mapping[str, Any]] | None,
     checkpoint_dir: str | Path,
-    budget: TrainingBudget | Mapping[str, Any],
+    budget: TrainingBudget,
     *,
     alpha: float = 1.0,
     beta: float = 0.1,

@@ -14,13 +14,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    GPTNeoXConfig,
-    LlamaConfig,
-    PreTrainedTokenizerFast,
-    TrainingArguments,
-)
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, PreTrainedTokenizerFast, TrainingArguments
 
 from llmkit.configs import FAMILIES as FAMILIES  # re-exported
 from llmkit.configs import PretrainConfig, recipe_id
