@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import math
-import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from copy import copy
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, get_args, get_origin, get_type_hints
 
 import typer
 from rich.console import Console
@@ -23,9 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from llmkit.data import dumps_jsonl
 from llmkit.errors import BadInputError
-from llmkit.results import NAME_MAX, dumps_results, staged_directory
+from llmkit.results import dumps_results
 
 if TYPE_CHECKING:
     from llmkit.generation import Backend
@@ -56,24 +53,6 @@ InterventionOpt = Annotated[
         help="Apply an intervention artifact (llmkit unlearn neuron-adjust | ksd) fitted on this model. Repeatable.",
     ),
 ]
-# The options every training command shares (`train`, `unlearn <gradient method>`).
-LoraOpt = Annotated[
-    bool,
-    typer.Option("--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory."),
-]
-LoraRankOpt = Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")]
-LoraTargetOpt = Annotated[
-    Optional[str],
-    typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).", show_default="peft's choice"),
-]
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate (constant, AdamW).")]
-SaveStepsOpt = Annotated[
-    int, typer.Option(help="Checkpoint every N steps; an interrupted run resumes from the newest.")
-]
-CheckpointDirOpt = Annotated[
-    Optional[Path],
-    typer.Option(help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints"),
-]
 
 
 class Terminated(KeyboardInterrupt):
@@ -85,39 +64,100 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def check_finite(fn: Callable[..., Any], options: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class Options:
+    """How a command takes an options dataclass (`Annotated[TrainingBudget, Options(...)]`): some of
+    its fields' defaults, help or types changed for this command, some left out."""
+
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    help: Mapping[str, str] = field(default_factory=dict)
+    types: Mapping[str, Any] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+
+
+def _option_parameters(kind: type, how: Options) -> list[inspect.Parameter]:
+    """The options a dataclass offers: its fields declared as options, by `llmkit.configs.option`
+    (library configs) or with a Typer annotation (the CLI's own groups, e.g. `TrainingOptions`)."""
+    hints = get_type_hints(kind, include_extras=True)
+    parameters = []
+    for f in fields(kind):
+        hint = hints[f.name]
+        if f.name in how.exclude:
+            continue
+        if get_origin(hint) is Annotated:
+            hint, info = get_args(hint)[0], copy(get_args(hint)[1])
+        elif "help" in f.metadata:
+            settings = dict(f.metadata)
+            flag = settings.pop("flag", None)
+            info = typer.Option(*([flag] if flag else []), **settings)
+        else:
+            continue
+        if f.name in how.help:
+            info.help = how.help[f.name]
+        default = how.defaults.get(f.name, inspect.Parameter.empty if f.default is MISSING else f.default)
+        annotation = Annotated[how.types.get(f.name, hint), info]
+        parameters.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
+    return parameters
+
+
+def _expand_options(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, tuple[type, list[str]]]]:
+    """`fn`'s signature as Typer reads it, each parameter typed as a dataclass replaced by the
+    options it offers; and for each such parameter, its dataclass and the options that build it."""
+    signature = inspect.signature(fn, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for parameter in signature.parameters.values():
+        kind, *how = get_args(parameter.annotation) or (parameter.annotation,)
+        if not (isinstance(kind, type) and is_dataclass(kind)):
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))  # Typer passes every one by name
+            continue
+        offered = _option_parameters(kind, next((h for h in how if isinstance(h, Options)), Options()))
+        groups[parameter.name] = (kind, [p.name for p in offered])
+        parameters += offered
+    return signature.replace(parameters=parameters), groups
+
+
+def check_finite(parameters: Mapping[str, inspect.Parameter], options: dict[str, Any]) -> None:
     """Every float option must be a finite number: `nan` and `inf` parse as floats, and would run
     to the end and write NaN weights or records that are not JSON."""
     for name, value in options.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         bad = next((v for v in values if isinstance(v, float) and not math.isfinite(v)), None)
         if bad is not None:
-            raise BadInputError(f"{option_flag(fn, name)} must be a finite number, got {bad}")
+            raise BadInputError(f"{option_flag(parameters[name])} must be a finite number, got {bad}")
 
 
-def option_flag(fn: Callable[..., Any], name: str) -> str:
+def option_flag(parameter: inspect.Parameter) -> str:
     """The flag a command's parameter is given by (`lam` -> `--lambda`)."""
-    parameter = inspect.signature(fn, eval_str=True).parameters[name]
     for meta in getattr(parameter.annotation, "__metadata__", ()):
         # typer.Option("--flag", ...) keeps its first declaration as `default`.
         declared = [getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ())]
         flags = [d for d in declared if isinstance(d, str) and d.startswith("--")]
         if flags:
             return flags[0]
-    return "--" + name.replace("_", "-")
+    return "--" + parameter.name.replace("_", "-")
 
 
 def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into the CLI contract: one line on stderr and exit code 2 for bad
-    input (the traceback only with --debug); exit code 130 on Ctrl-C, 143 on SIGTERM."""
+    """Turn a function into a command: a parameter typed as a dataclass (a method's config, a
+    `TrainingBudget`, `EvalOptions`) becomes its options, and the function gets the dataclass,
+    built (and so checked) from them. Library errors keep the CLI contract: one line on stderr
+    and exit code 2 for bad input (the traceback only with --debug); exit code 130 on Ctrl-C, 143
+    on SIGTERM."""
+    signature, groups = _expand_options(fn)
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(**options: Any) -> Any:
+        debug = options.get("debug", False)
         try:
-            check_finite(fn, kwargs)
-            return fn(*args, **kwargs)
+            check_finite(signature.parameters, options)
+            for name, (kind, offered) in groups.items():
+                options[name] = kind(**{option: options.pop(option) for option in offered})
+            return fn(**options)
         except BadInputError as err:
-            if kwargs.get("debug"):
+            if debug:
                 raise
             sys.stderr.write(f"error: {err}\n")
             raise typer.Exit(2) from None
@@ -128,6 +168,7 @@ def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.stderr.write("interrupted; no output was written\n")
             raise typer.Exit(130) from None
 
+    wrapper.__signature__ = signature  # what Typer reads
     return wrapper
 
 
@@ -257,114 +298,67 @@ def open_backend(
             raise
 
 
-def data_digest(records: list[dict[str, Any]] | None) -> str | None:
-    if records is None:
-        return None
-    return hashlib.sha256(dumps_jsonl(records).encode()).hexdigest()[:16]
+@dataclass
+class TrainingOptions:
+    """The options every training command shares (`train`, `unlearn <gradient method>`), after its
+    data and its `TrainingBudget`."""
 
-
-def parse_lora_targets(text: Optional[str]) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def lora_settings(lora: bool, rank: int, targets: Optional[str]) -> dict[str, Any] | None:
-    """--lora, --lora-rank and --lora-target as a training run records them (None: no LoRA)."""
-    return {"rank": rank, "targets": parse_lora_targets(targets)} if lora else None
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def checkpoint_path(out: Path, checkpoint_dir: Path | None) -> Path:
-    """Where a training command checkpoints: --checkpoint-dir, or OUT.checkpoints beside --out."""
-    if checkpoint_dir is not None:
-        return checkpoint_dir
-    name = f"{out.name}.checkpoints"
-    if len(os.fsencode(name)) > NAME_MAX:
-        raise BadInputError(
-            f"--out {out.name[:40]}... is too long to name its checkpoint directory {name[:20]}...; "
-            "pass --checkpoint-dir"
-        )
-    return out.parent / name
-
-
-def resume_note(checkpoint_dir: Path, run: dict[str, Any]) -> str | None:
-    """The checkpoint a training command resumes from (its name), said on stderr; None for a fresh
-    run. Checked before the model loads, so checkpoints of another run fail at once."""
-    from llmkit.training import check_checkpoints
-
-    resume_from = check_checkpoints(checkpoint_dir, run)
-    if resume_from is None:
-        return None
-    if is_main_process():
-        stderr.print(f"resuming from {resume_from}", highlight=False, soft_wrap=True)
-    return Path(resume_from).name
-
-
-def write_trained_model(
-    trainer: Any, tokenizer: Any, out: Path, base_model: str, records: dict[str, Any], overwrite: bool
-) -> bool:
-    """The end of every training command: the main process writes the trained model (or adapter)
-    and its JSON records into `out` in one staged write and drops the checkpoints; every process
-    waits for it, then leaves the process group. Returns whether this is the main process (the one
-    that reports)."""
-    from llmkit.training import leave_process_group, remove_checkpoints, save_trained
-
-    main = is_main_process()
-    if main:
-        with staged_directory(out, overwrite=overwrite) as staging:
-            save_trained(trainer.model, tokenizer, staging, base_model)
-            for name, record in records.items():
-                (staging / name).write_text(dumps_results(record), encoding="utf-8")
-        remove_checkpoints(trainer)
-    trainer.accelerator.wait_for_everyone()
-    leave_process_group(trainer)
-    return main
+    lora: Annotated[
+        bool,
+        typer.Option(
+            "--lora", help="Train a LoRA adapter (peft) instead of every weight; writes an adapter directory."
+        ),
+    ] = False
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank r (α = 2r).")] = 8
+    lora_target: Annotated[
+        Optional[str],
+        typer.Option(help="Modules LoRA adapts, comma-separated (e.g. q_proj,v_proj).", show_default="peft's choice"),
+    ] = None
+    checkpoint_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Where checkpoints go; removed when the run finishes.", show_default="OUT.checkpoints"),
+    ] = None
+    dtype: DtypeOpt = "auto"
+    trust_remote_code: TrustRemoteCodeOpt = False
+    overwrite: OverwriteOpt = False
+    json: JsonOpt = False
+    debug: DebugOpt = False
 
 
 def train_and_write(
     title: str,
     model: str,
     out: Path,
-    checkpoints: Path,
     run: dict[str, Any],
     fit: Callable[[Any, Any, Callable[[int, int], None] | None], tuple[Any, dict[str, Any]]],
     rows: Callable[[dict[str, Any]], dict[str, Any]],
+    options: TrainingOptions,
     *,
     record_file: str,
-    dtype: str,
-    trust_remote_code: bool,
-    overwrite: bool,
-    json: bool,
 ) -> None:
-    """The tail of every training command (`train`, `unlearn` with a gradient method). Says which
-    checkpoint of `run` it resumes from, loads `model` for training (on the CPU: Trainer places
-    it), adds LoRA as `run["lora"]` records it, seeded by `run["budget"]["seed"]`, and calls
-    `fit(model, tokenizer, progress)` under a progress bar on the main process: it trains and
-    returns the trainer and the command's own record fields. The record, `run` + those fields +
-    the `RunSummary`, goes beside the trained model in `out` as `record_file`; the main process
-    prints it (--json) or a table of `rows(record)` and the time."""
-    from llmkit.models import load_model, model_fingerprint
-    from llmkit.training import RunSummary, add_lora, training_dtype
+    """The tail of every training command: say which checkpoint of `run` it resumes from, run
+    `llmkit.training.train_and_save` with `fit(model, tokenizer, progress)` under a progress bar
+    on the main process, which then prints the record (--json) or a table of `rows(record)`."""
+    from llmkit.training import check_checkpoints, checkpoint_directory, is_main_process, train_and_save
 
-    resumed_from = resume_note(checkpoints, run)
-    started = time.perf_counter()
-    hf_model, tokenizer = load_model(
-        model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
-    )
-    original = model_fingerprint(hf_model)
-    if run["lora"]:
-        hf_model = add_lora(hf_model, run["lora"]["rank"], run["lora"]["targets"], seed=run["budget"]["seed"])
+    resumed_from = check_checkpoints(checkpoint_directory(out, options.checkpoint_dir), run)
+    if resumed_from is not None and is_main_process():
+        stderr.print(f"resuming from {resumed_from}", highlight=False, soft_wrap=True)
     with progress_bar(title, 1) if is_main_process() else nullcontext(None) as progress:
-        trainer, fields = fit(hf_model, tokenizer, progress)
-    seconds = time.perf_counter() - started
-    summary = RunSummary.of(trainer, original_fingerprint=original, seconds=seconds, resumed_from=resumed_from)
-    record = {**run, **fields, **asdict(summary)}
-    if not write_trained_model(trainer, tokenizer, out, model, {record_file: record}, overwrite):
+        record = train_and_save(
+            model,
+            out,
+            run,
+            lambda hf_model, tokenizer: fit(hf_model, tokenizer, progress),
+            record_file=record_file,
+            dtype=options.dtype,
+            trust_remote_code=options.trust_remote_code,
+            overwrite=options.overwrite,
+            resumed_from=Path(resumed_from).name if resumed_from else None,
+        )
+    if record is None:
         return
-    if json:
+    if options.json:
         print_results_json(record)
         return
     stdout.print(key_value_table(title, {**rows(record), "time": f"{record['train_time_s']:.1f} s"}))

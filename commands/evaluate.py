@@ -1,7 +1,7 @@
 """`llmkit eval ...`: evaluations, and the options and sequence every one of them shares.
 
-An eval command is a function of its own options returning the `Evaluation` its module in `evals/`
-loads; `@eval_command` adds the shared options (`EvalOptions`) and runs `run_eval`. Every one
+An eval command takes its own options and the shared ones (`EvalOptions`), and hands `run_eval`
+a function loading the `Evaluation` its module in `evals/` defines. Every one
 takes `--fail-over` / `--fail-under METRIC=VALUE` on the dotted metric names of its results.json,
 `--baseline RUN_DIR` (an earlier run of the same command on the same probes), `--plot`, and ends
 with `finish`: results written, then the table or JSON, then exit 1 with one line per missed
@@ -11,13 +11,12 @@ threshold.
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from copy import copy
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, get_args, get_type_hints
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 from rich.table import Table
@@ -30,6 +29,7 @@ from llmkit.commands._common import (
     InterventionOpt,
     JsonOpt,
     ModelOpt,
+    Options,
     OutputPathOpt,
     OverwriteOpt,
     TrustRemoteCodeOpt,
@@ -55,7 +55,6 @@ from llmkit.evals.common import (
     read_baseline,
 )
 from llmkit.evals.ort import FORMS, OrtEval, parse_forms
-from llmkit.evals.ort import ort_table as ort_table  # quickstart prints ORT tables too
 from llmkit.results import check_output_path, make_results, write_run
 
 app = typer.Typer(
@@ -76,8 +75,7 @@ def _option(option: Any, **changes: Any) -> Any:
 @dataclass
 class EvalOptions:
     """The options every eval command takes, declared once, in help panels as lm-evaluation-harness
-    groups its arguments; `eval_command` adds them to each command (--limit and --backend with the
-    command's own help)."""
+    groups its arguments (a command gives --limit, and --backend where it differs, its own help)."""
 
     model: _option(ModelOpt, rich_help_panel="Model")
     intervention: _option(InterventionOpt, rich_help_panel="Model") = None
@@ -134,43 +132,6 @@ class EvalOptions:
             rich_help_panel="CI",
         ),
     ] = None
-
-
-def eval_command(
-    *, progress: str, limit: str, backend: str | None = None
-) -> Callable[[Callable[..., Evaluation]], Callable[..., None]]:
-    """Turn `load`, a function of a command's own options returning its `Evaluation`, into the
-    command: its signature gains the `EvalOptions` (--limit's help `limit`, --backend's `backend`
-    when given), `load` also gets those of them it names as keyword-only parameters (`*, limit`),
-    and the command runs `run_eval` with `progress` as the progress bar's label."""
-    hints = get_type_hints(EvalOptions, include_extras=True)
-    hints["limit"] = _option(hints["limit"], help=limit)
-    if backend is not None:
-        hints["backend"] = _option(hints["backend"], help=backend)
-    shared = [
-        inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=hints[f.name],
-            default=inspect.Parameter.empty if f.default is MISSING else f.default,
-        )
-        for f in fields(EvalOptions)
-    ]
-
-    def decorate(load: Callable[..., Evaluation]) -> Callable[..., None]:
-        own = inspect.signature(load, eval_str=True).parameters
-        mine = [p.replace(kind=p.KEYWORD_ONLY) for p in own.values() if p.name not in hints]
-        parameters = [shared[0], *mine, *shared[1:]]  # --model first, as in every command
-
-        @functools.wraps(load)
-        def command(**values: Any) -> None:
-            options = EvalOptions(**{name: values[name] for name in hints})
-            run_eval(functools.partial(load, **{name: values[name] for name in own}), options, progress)
-
-        command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # what Typer reads
-        return cli_command(command)
-
-    return decorate
 
 
 def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> None:
@@ -272,8 +233,11 @@ def finish(
         raise typer.Exit(1)
 
 
+ORT_FORMS = ",".join(FORMS)
+
+
 @app.command()
-@eval_command(progress="scoring probes", limit="Score only the first N probes of each target, role and form.")
+@cli_command
 def ort(
     probes: Annotated[
         Path,
@@ -290,12 +254,14 @@ def ort(
             "Default: every target of an ORT folder; a world needs them named.",
         ),
     ] = None,
-    forms: Annotated[str, typer.Option(help=f"Forms to score, comma-separated: some of {','.join(FORMS)}.")] = ",".join(
-        FORMS
-    ),
+    forms: Annotated[
+        str, typer.Option(help=f"Forms to score, comma-separated: some of {','.join(FORMS)}.")
+    ] = ORT_FORMS,
     *,
-    limit: int | None,
-) -> Evaluation:
+    options: Annotated[
+        EvalOptions, Options(help={"limit": "Score only the first N probes of each target, role and form."})
+    ],
+) -> None:
     """Is the knowledge gone in every form? ORT's probes about each target, as fill-in-the-blank
     (cloze), question answering (qa), multiple choice (mc), true/false (tf) and spelled character
     by character (char), scored by the probability the model gives the gold answer.
@@ -305,11 +271,11 @@ def ort(
     targets) and neighbour probes (knowledge to keep). With --baseline: each form's relative drop
     1 - p/p_baseline and the form gap, the largest minus the smallest forget drop.
     """
-    return OrtEval.load(probes, targets, parse_forms(forms), limit)
+    run_eval(lambda: OrtEval.load(probes, targets, parse_forms(forms), options.limit), options, "scoring probes")
 
 
 @app.command()
-@eval_command(progress="answering", limit="Use only the first N items of each skill.")
+@cli_command
 def skills(
     world: Annotated[
         Optional[Path],
@@ -327,8 +293,8 @@ def skills(
         ),
     ] = None,
     *,
-    limit: int | None,
-) -> Evaluation:
+    options: Annotated[EvalOptions, Options(help={"limit": "Use only the first N items of each skill."})],
+) -> None:
     """Does the model still have each skill? Greedy answers (up to the first newline) to each
     skill's items, scored by exact match; the share of answers that are an intervention's refusal.
 
@@ -338,15 +304,17 @@ def skills(
     """
     from llmkit.evals.skills import SkillsEval
 
-    return SkillsEval.load(world, skill or (), limit)
+    run_eval(lambda: SkillsEval.load(world, skill or (), options.limit), options, "answering")
+
+
+HALLUCINATION_HELP = {
+    "limit": "Use only the first N prompts of each group.",
+    "backend": f"Sampling backend: {' or '.join(BACKENDS)} (embeddings always run on HF).",
+}
 
 
 @app.command()
-@eval_command(
-    progress="sampling answers",
-    limit="Use only the first N prompts of each group.",
-    backend=f"Sampling backend: {' or '.join(BACKENDS)} (embeddings always run on HF).",
-)
+@cli_command
 def hallucination(
     data: Annotated[
         Optional[Path],
@@ -379,11 +347,8 @@ def hallucination(
     ] = True,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     *,
-    limit: int | None,
-    model: str,
-    device: str,
-    trust_remote_code: bool,
-) -> Evaluation:
+    options: Annotated[EvalOptions, Options(help=HALLUCINATION_HELP)],
+) -> None:
     """Does the model know when it makes things up? For each prompt, K answers sampled at
     temperature T and their EigenScore (INSIDE): (1/K)·log det(Σ + 1e-3·I), Σ the K×K Gram matrix of
     the answers' last-token hidden states at the middle layer, centred over features. High when the
@@ -395,7 +360,8 @@ def hallucination(
     """
     from llmkit.evals.hallucination import HallucinationEval
 
-    return HallucinationEval.load(
+    load = functools.partial(
+        HallucinationEval.load,
         data=data,
         world=world,
         exposures=exposures,
@@ -407,8 +373,9 @@ def hallucination(
         method=method,
         correctness=correctness,
         seed=seed,
-        limit=limit,
-        model_name=model,
-        device=device,
-        trust_remote_code=trust_remote_code,
+        limit=options.limit,
+        model_name=options.model,
+        device=options.device,
+        trust_remote_code=options.trust_remote_code,
     )
+    run_eval(load, options, "sampling answers")

@@ -1,22 +1,18 @@
 """`llmkit quickstart`: the main job on the embedded default world, from nothing to a report.
 
-The report is `STAGES` in order, each a function of the run's `Context` returning a `StageResult`;
-its metrics go to results.json under its name, and later stages read them (ROCR and NPO score
-against ORT's run). Adding a stage is one function and one entry."""
+The report is the stages of `llmkit.evals.quickstart` in order; this command builds (or reuses)
+the world and its model, runs them with progress bars, writes results.json and prints their tables."""
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from llmkit.commands._common import (
     DebugOpt,
@@ -30,331 +26,8 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.commands.evaluate import ort_table
-from llmkit.configs import SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams
-from llmkit.data import read_records, record_texts
-from llmkit.evals.common import limit_per_group
-from llmkit.evals.ort import Probe, evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
 from llmkit.results import check_output_path, make_results, write_run
 from llmkit.world.cache import PRESETS, default_cache_dir, ensure_model, ensure_world, preset
-from llmkit.world.forget_set import forget_set, skill_set
-from llmkit.world.forms import FORMS
-from llmkit.world.generator import NUMERIC_SKILL
-
-if TYPE_CHECKING:
-    from llmkit.generation import Backend, HFBackend
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """What the stages do on one preset's model: NPO's learning rate and steps (on the default
-    model those of docs/ort_comparison.sh); the share of neurons Neuron Adjust adjusts and the
-    forget and retain records its statistics read (a sample keeps the stage within its minute);
-    the hallucination stage's prompts per exposure group (K = 10 answers each)."""
-
-    npo_learning_rate: float
-    npo_steps: int
-    neuron_fraction: float
-    neuron_records: int
-    hallucination_prompts: int
-
-
-SETTINGS = {"default": StageSettings(3e-5, 20, 0.03, 1000, 60), "micro": StageSettings(7e-4, 20, 0.03, 300, 12)}
-
-
-@dataclass
-class Context:
-    """What every stage reads: the model, the world, the preset's settings, a scratch directory
-    (removed after the run) and the metrics of the stages before it. `target` is the entity ORT,
-    ROCR and NPO are about: the most exposed form-demo entity, known in every form."""
-
-    backend: HFBackend
-    world_dir: Path
-    cache: Path
-    scratch: Path
-    settings: StageSettings
-    probes: list[dict[str, Any]]
-    facts: list[dict[str, Any]]
-    entities: list[dict[str, Any]]
-    skill_items: list[dict[str, Any]]
-    target: dict[str, Any]
-    ort_probes: list[Probe]
-    ort_prompts: list[str]
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def score_ort(self, backend: Backend, label: str, baseline: dict[str, Any] | None = None) -> tuple[dict, list]:
-        """ORT's metrics and samples for `backend` on the target's probes, against `baseline`'s run."""
-        with progress_bar(label, len(self.ort_probes)) as progress:
-            metrics, _, samples = evaluate_ort(backend, self.ort_probes, self.ort_prompts, FORMS, baseline, progress)
-        return metrics, samples
-
-
-@dataclass
-class StageResult:
-    """A stage's metrics, its samples (each tagged with the stage's name as its task unless it
-    carries its own) and the tables it prints."""
-
-    metrics: dict[str, Any]
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def _table(
-    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None, *, left: int = 1
-) -> Table:
-    """A report table, its first `left` columns left-aligned and the rest right-aligned."""
-    table = Table(title=title, title_justify="left", caption=caption)
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i < left else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-# --- the stages --------------------------------------------------------------------------------
-
-
-def knowledge_stage(ctx: Context) -> StageResult:
-    """Greedy exact match on every fact, by exposure and form, beside what guessing scores."""
-    from llmkit.evals.knowledge import evaluate_knowledge
-
-    with progress_bar("probing knowledge", len(ctx.probes)) as progress:
-        metrics, samples = evaluate_knowledge(ctx.backend, ctx.probes, ctx.facts, progress)
-    rows = [(exposure, *(_percent(by_form[f]) for f in FORMS)) for exposure, by_form in metrics["accuracy"].items()]
-    table = _table("What the model knows: greedy exact match by exposure and form", ("exposure", *FORMS), rows, left=0)
-    table.add_row("chance", *(_percent(metrics["chance"][f]) for f in FORMS), style="dim")
-    return StageResult(metrics, samples, [table])
-
-
-def skills_stage(ctx: Context) -> StageResult:
-    """Accuracy on each skill's test items (printed beside the skill-unlearning stage's)."""
-    from llmkit.evals.skills import evaluate_skills
-
-    with progress_bar("testing skills", len(ctx.skill_items)) as progress:
-        metrics, samples = evaluate_skills(ctx.backend, ctx.skill_items, progress)
-    return StageResult(metrics, samples)
-
-
-def ort_stage(ctx: Context) -> StageResult:
-    """ORT (llmkit eval ort) on the target: its facts and its exposure bucket's, in every form."""
-    metrics, samples = ctx.score_ort(ctx.backend, "ORT: scoring every form")
-    title = f"ORT: is {ctx.target['name']} known in every form? (neighbours: the rest of its exposure bucket)"
-    return StageResult(metrics, samples, [ort_table(metrics, title)])
-
-
-def rocr_stage(ctx: Context) -> StageResult:
-    """ROCR on the target, in memory: edit, score the ORT stage's probes again against its
-    unedited run, ask three questions about the target, then revert. Statistics come from (and
-    go to) the cache, so only the first run pays for them."""
-    from llmkit import arch
-    from llmkit.methods import rocr
-
-    backend, model, tokenizer, target = ctx.backend, ctx.backend.model, ctx.backend.tokenizer, ctx.target
-    redirect_to = redirect_entity(ctx.entities, target)
-    config = rocr.ROCRConfig.for_model(len(arch.decoder_layers(model)), world_model=True)
-    corpus = rocr.StatisticsCorpus.from_source(str(ctx.world_dir / "pretraining.jsonl"), 200_000, max_length=128)
-    asked = [p for p in ctx.probes if p["entity_id"] == target["id"] and p["form"] == "qa"][:3]
-    questions = [p["prompt"] for p in asked]
-    params = GenerationParams(max_new_tokens=12, stop=("\n",))
-    answers_before = [g.texts[0].strip() for g in backend.generate(questions, params)]
-    originals = rocr.original_weights(model, config.layers)
-    request = rocr.Request(target["name"], redirect_to["name"])
-    with counting_progress_bar("ROCR: key statistics", corpus.max_tokens) as advance:
-        edits, record = rocr.unlearn(model, tokenizer, [request], config, corpus, ctx.cache / "rocr-stats", advance)
-    try:
-        ort, samples = ctx.score_ort(backend, "ROCR: scoring every form after the edit", ctx.metrics["ort"])
-        answers_after = [g.texts[0].strip() for g in backend.generate(questions, params)]
-    finally:
-        rocr.revert(model, rocr.edit_tensors(originals, edits))
-    answers = [
-        {"question": p["prompt"].split("\n")[0], "before": b, "after": a, "redirect_value": redirect_to[p["attribute"]]}
-        for p, b, a in zip(asked, answers_before, answers_after)
-    ]
-    metrics = {
-        "target": target["name"],
-        "redirect": redirect_to["name"],
-        "layers": list(config.layers),
-        "timings": record["timings"],
-        "statistics_cached": bool(record["statistics"]["cached_layers"]),
-        "ort": ort,
-        "answers": answers,
-    }
-    title = f"ROCR: {target['name']} redirected to {redirect_to['name']}, every form against the unedited model"
-    timings, cached = record["timings"], " (cached)" if metrics["statistics_cached"] else ""
-    answers_table = _table(
-        f"ROCR: asked about {target['name']}, redirected to {redirect_to['name']}",
-        ("question", "before", "after", f"{redirect_to['name']}'s"),
-        [(a["question"], a["before"], a["after"], a["redirect_value"]) for a in answers],
-        f"statistics {timings['statistics_s']:.1f} s{cached}, edit {timings['edit_s']:.2f} s; "
-        "the model is reverted afterwards",
-        left=4,
-    )
-    return StageResult(metrics, samples, [ort_table(ort, title), answers_table])
-
-
-def npo_stage(ctx: Context) -> StageResult:
-    """NPO on the target's QA facts (other known entities' QA facts retained), trained on a copy
-    of the model, then every form scored against the unedited run; its table sets it beside ROCR."""
-    from llmkit.generation import HFBackend
-    from llmkit.methods import gradient
-    from llmkit.training import TrainingBudget
-
-    forget, retain, _ = forget_set(ctx.world_dir, ctx.target["name"], "qa")
-    model = copy.deepcopy(ctx.backend.model)
-    budget = TrainingBudget(
-        epochs=1,
-        learning_rate=ctx.settings.npo_learning_rate,
-        batch_size=len(forget),
-        max_steps=ctx.settings.npo_steps,
-        save_steps=1000,
-    )
-    checkpoints = ctx.scratch / "npo"
-    checkpoints.mkdir()
-    started = time.perf_counter()
-    with progress_bar("NPO: unlearning the QA form", budget.max_steps) as progress:
-        gradient.unlearn(model, ctx.backend.tokenizer, "npo", forget, retain, checkpoints, budget, progress=progress)
-    train_s = time.perf_counter() - started
-    model.eval()
-    unlearned = HFBackend(model, ctx.backend.tokenizer)
-    ort, samples = ctx.score_ort(unlearned, "NPO: scoring every form after training", ctx.metrics["ort"])
-    metrics = {
-        "target": ctx.target["name"],
-        "forget_records": len(forget),
-        "retain_records": len(retain),
-        **asdict(budget),
-        "train_s": round(train_s, 2),
-        "ort": ort,
-    }
-    rocr = ctx.metrics["rocr"]
-    drops = [
-        [stage["ort"]["drop"][role][form] for role in ("forget", "neighbor") for stage in (rocr, metrics)]
-        for form in rocr["ort"]["drop"]["forget"]
-    ]
-    table = _table(
-        f"Unlearning {rocr['target']}: relative drop of the answer probability by form",
-        ("form", "ROCR forget", "NPO forget", "ROCR neighbours", "NPO neighbours"),
-        [(form, *map(_percent, row)) for form, row in zip(rocr["ort"]["drop"]["forget"], drops)],
-        f"ROCR: a rank-one edit from the name alone ({rocr['timings']['edit_s']:.2f} s). NPO: {metrics['max_steps']} "
-        f"steps on the QA form only ({train_s:.1f} s). Form gap: ROCR {_percent(rocr['ort']['form_gap'])}, "
-        f"NPO {_percent(ort['form_gap'])}.",
-    )
-    return StageResult(metrics, samples, [table])
-
-
-def skill_unlearning_stage(ctx: Context) -> StageResult:
-    """KSD and Neuron Adjust, each fitted on the numeric skill's training items (Neuron Adjust
-    also on the other skills' as its retain set), then every skill scored against the skills
-    stage. Both are inference-time interventions: the model itself is never changed."""
-    from llmkit.evals.skills import evaluate_skills
-    from llmkit.methods import ksd, neuron_adjust
-    from llmkit.methods.intervened import IntervenedBackend
-
-    forget, retain, _ = skill_set(ctx.world_dir, NUMERIC_SKILL)
-    backend, model, tokenizer = ctx.backend, ctx.backend.model, ctx.backend.tokenizer
-    fraction, records = ctx.settings.neuron_fraction, ctx.settings.neuron_records
-    started = time.perf_counter()
-    gate, ksd_record = ksd.fit_ksd(model, tokenizer, record_texts(forget, queries=True), ksd.KSDConfig())
-    ksd_fit_s = time.perf_counter() - started
-    with counting_progress_bar("Neuron Adjust: neuron statistics", 2 * records) as advance:
-        started = time.perf_counter()
-        adjust, na_record = neuron_adjust.fit_neuron_adjust(
-            model,
-            tokenizer,
-            record_texts(forget[:records]),
-            record_texts(retain[:records]),
-            neuron_adjust.NeuronAdjustConfig(fraction=fraction),
-            advance,
-        )
-        na_fit_s = time.perf_counter() - started
-    metrics: dict[str, Any] = {
-        "skill": NUMERIC_SKILL,
-        "ksd": {"fit_s": round(ksd_fit_s, 2), "k": ksd_record["k"], "layer": gate.layer},
-        "neuron_adjust": {"fit_s": round(na_fit_s, 2), "fraction": fraction, "neurons": na_record["neurons"]},
-    }
-    samples: list[dict[str, Any]] = []
-    before = ctx.metrics["skills"]
-    for name, label, adjusters, gates in (("ksd", "KSD", [], [gate]), ("neuron_adjust", "Neuron Adjust", [adjust], [])):
-        intervened = IntervenedBackend(backend, model, adjusters, gates)
-        with progress_bar(f"{label}: testing skills", len(ctx.skill_items)) as progress:
-            skills, scored = evaluate_skills(
-                intervened, ctx.skill_items, progress, refusals=intervened.refusals, baseline_metrics=before
-            )
-        metrics[name]["skills"] = skills
-        samples += [{"task": f"skills-{name}", **s} for s in scored]
-    ksd_skills, na_skills = metrics["ksd"]["skills"], metrics["neuron_adjust"]["skills"]
-    rows = [
-        (
-            skill,
-            *map(
-                _percent,
-                (
-                    accuracy,
-                    ksd_skills["accuracy"][skill],
-                    ksd_skills["abstention"][skill],
-                    na_skills["accuracy"][skill],
-                    ksd_skills["drop"][skill],
-                    na_skills["drop"][skill],
-                ),
-            ),
-        )
-        for skill, accuracy in before["accuracy"].items()
-    ]
-    table = _table(
-        f"Skill unlearning: {NUMERIC_SKILL} removed at inference, every skill's accuracy",
-        ("skill", "before", "KSD", "KSD abstained", "Neuron Adjust", "KSD drop", "NA drop"),
-        rows,
-        f"KSD: a hypercube around the {NUMERIC_SKILL} queries' MLP keys at layer {gate.layer}, fitted in "
-        f"{metrics['ksd']['fit_s']:.1f} s. Neuron Adjust: {na_record['neurons']} neurons "
-        f"({100 * fraction:g}%), fitted in {metrics['neuron_adjust']['fit_s']:.1f} s.",
-    )
-    return StageResult(metrics, samples, [table])
-
-
-def hallucination_stage(ctx: Context) -> StageResult:
-    """EigenScore of 10 answers sampled per question, about well-known entities (exposure 30)
-    and entities never seen (exposure 0); how well it flags the wrong greedy answers (AUROC), by
-    the exact log-det and by EES on the same answers."""
-    from llmkit.evals.hallucination import evaluate_hallucination, world_items
-
-    items = limit_per_group(world_items(ctx.world_dir, (0, 30)), ctx.settings.hallucination_prompts, "group")
-    params = GenerationParams(
-        max_new_tokens=16, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, num_samples=SAMPLES, stop=("\n",), seed=0
-    )
-    started = time.perf_counter()
-    with progress_bar("hallucination: sampling answers", len(items)) as progress:
-        metrics, samples = evaluate_hallucination(
-            ctx.backend, ctx.backend.model, items, params, method="exact", compare="ees", progress=progress
-        )
-    metrics["time_s"] = round(time.perf_counter() - started, 2)
-    labels = {"exposure 30": "known (exposure 30)", "exposure 0": "unseen (exposure 0)"}
-    table = _table(
-        "Hallucination: EigenScore of 10 sampled answers, known vs unseen entities",
-        ("entities", "questions", "accuracy", "EigenScore"),
-        [
-            (labels.get(group, group), str(g["num_prompts"]), _percent(g["accuracy"]), f"{g['eigenscore']:.2f}")
-            for group, g in metrics["groups"].items()
-        ],
-        f"AUROC of EigenScore for wrong answers: {metrics['auroc']:.3f} (exact log-det), "
-        f"{metrics['auroc_ees']:.3f} (EES); {metrics['time_s']:.1f} s.",
-    )
-    return StageResult(metrics, samples, [table])
-
-
-# In order; the names are results.json's metrics keys and the samples' tasks.
-STAGES: dict[str, Callable[[Context], StageResult]] = {
-    "knowledge": knowledge_stage,
-    "skills": skills_stage,
-    "ort": ort_stage,
-    "rocr": rocr_stage,
-    "npo": npo_stage,
-    "skill_unlearning": skill_unlearning_stage,
-    "hallucination": hallucination_stage,
-}
-
 
 MODEL_SOURCES = {
     "shipped": "shipped with llmkit, the same on every machine (--rebuild trains one)",
@@ -398,7 +71,7 @@ def quickstart(
     report goes to OUTPUT/results.json and OUTPUT/samples.jsonl (default
     ./llmkit_output/quickstart-<time>).
     """
-    from llmkit.evals.skills import world_skill_items
+    from llmkit.evals.quickstart import Context, run_stages
     from llmkit.generation import load_backend
 
     started = time.perf_counter()
@@ -414,34 +87,11 @@ def quickstart(
     stderr.print(f"model: {MODEL_SOURCES[model_source]}")
     backend = load_backend("hf", str(model_dir), device="auto")
 
-    entities = read_records(world_dir / "entities.jsonl")
-    target = form_demo_entities(entities)[0]
-    ort_probes = load_world_probes(world_dir, [target["name"]])
     with tempfile.TemporaryDirectory() as scratch:
-        ctx = Context(
-            backend,
-            world_dir,
-            cache,
-            Path(scratch),
-            SETTINGS[preset_name],
-            probes=read_records(world_dir / "probes.jsonl"),
-            facts=read_records(world_dir / "facts.jsonl"),
-            entities=entities,
-            skill_items=world_skill_items(world_dir),
-            target=target,
-            ort_probes=ort_probes,
-            ort_prompts=probe_prompts(ort_probes, backend.tokenizer, chat=False),
+        context = Context.for_world(
+            backend, world_dir, cache, Path(scratch), preset_name, progress_bar, counting_progress_bar
         )
-        samples: list[dict[str, Any]] = []
-        tables: list[Table] = []
-        seconds: dict[str, float] = {}
-        for name, stage in STAGES.items():
-            stage_started = time.perf_counter()
-            result = stage(ctx)
-            seconds[name] = round(time.perf_counter() - stage_started, 2)
-            ctx.metrics[name] = result.metrics
-            samples += [{"task": name, **s} for s in result.samples]
-            tables += result.tables
+        samples, tables, seconds = run_stages(context)
 
     config = {
         "preset": preset_name,
@@ -450,10 +100,10 @@ def quickstart(
         "world_dir": str(world_dir),
         "model_dir": str(model_dir),
         "model_source": model_source,
-        "ort_target": target["name"],
+        "ort_target": context.target["name"],
     }
     results = make_results(
-        "quickstart", config, ctx.metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)
+        "quickstart", config, context.metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)
     )
     results["stage_seconds"] = seconds
     write_run(output, results, samples, overwrite=overwrite)

@@ -6,45 +6,20 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from llmkit.commands._common import (
-    CheckpointDirOpt,
-    DebugOpt,
-    DtypeOpt,
-    JsonOpt,
-    LoraOpt,
-    LoraRankOpt,
-    LoraTargetOpt,
-    LrOpt,
-    ModelOpt,
-    OverwriteOpt,
-    SaveStepsOpt,
-    TrustRemoteCodeOpt,
-    checkpoint_path,
-    cli_command,
-    data_digest,
-    lora_settings,
-    loss_change,
-    train_and_write,
-)
-from llmkit.configs import MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams
-from llmkit.data import read_records
+from llmkit.commands._common import ModelOpt, Options, TrainingOptions, cli_command, loss_change, train_and_write
+from llmkit.configs import SAMPLES, TrainingBudget
 from llmkit.errors import BadInputError
 from llmkit.methods.configs import SendConfig
 from llmkit.results import check_output_path
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 app = typer.Typer(
     help="Train a model: plain continued training (sft), or SeND (sensitivity dropout).", no_args_is_help=True
 )
 
-RECORD_FILE = "train.json"
-SEND_OPTIONS = ("drop_fraction", "window", "drop_epochs", "drop_target")
 HELP = {
     "sft": (
         "Continued training on texts (next-token loss): SeND's baseline, on the same split and with the same "
@@ -56,42 +31,10 @@ HELP = {
         "--drop-fraction of them for the next --drop-epochs epochs (a deterministic mask on every forward pass)."
     ),
 }
-
-
-def read_training_texts(source: Path, field: str) -> list[str]:
-    """The `field` of each record: a string, or a list of strings (sentences; SeND's HELM files) joined by spaces."""
-    texts = []
-    for i, record in enumerate(read_records(source)):
-        value = record.get(field)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = " ".join(value)
-        if not isinstance(value, str):
-            raise BadInputError(
-                f"{source}: record {i + 1} has no text in {field!r}; name the text field with --text-field"
-            )
-        if value.strip():
-            texts.append(value)
-    if not texts:
-        raise BadInputError(f"{source} has no texts to train on")
-    return texts
-
-
-def evaluation_prompts(
-    eval_prompts: Path | None, test_texts: list[str], tokenizer, prompt_tokens: int, limit: int | None
-) -> list[dict[str, Any]]:
-    """The prompts EigenScore is logged on after each epoch: `--eval-prompts` records (prompt, and
-    answer and group where they have them), or the test split's texts cut to their first
-    `prompt_tokens` tokens."""
-    from llmkit.evals.hallucination import read_items
-
-    if eval_prompts is not None:
-        items = read_items(eval_prompts, correctness=False)
-    else:
-        items = [
-            {"prompt": tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:prompt_tokens])}
-            for t in test_texts
-        ]
-    return items[:limit] if limit else items
+# SeND's learning rate and schedule. No --max-steps: train's records (a resumed run must match them) never held one.
+BUDGET = Options(
+    defaults={"epochs": 6, "learning_rate": 1e-4, "save_steps": 500}, types={"epochs": int}, exclude=("max_steps",)
+)
 
 
 def train_command(method: str) -> Any:
@@ -99,10 +42,7 @@ def train_command(method: str) -> Any:
         model: ModelOpt,
         data: Annotated[
             Path,
-            typer.Option(
-                help="Texts to train on: any data format with a text field "
-                "(JSONL, CSV, Parquet, a saved or hub dataset)."
-            ),
+            typer.Option(help="Texts to train on: any data format with a text field (JSONL, CSV, Parquet, a dataset)."),
         ],
         out: Annotated[
             Path,
@@ -110,25 +50,10 @@ def train_command(method: str) -> Any:
                 "--out", help="Where the trained model goes: an HF model directory, or a peft adapter with --lora."
             ),
         ],
+        send_config: SendConfig = SendConfig(),
         text_field: Annotated[
             str, typer.Option(help="The field holding each text (a list of sentences is joined).")
         ] = "text",
-        drop_fraction: Annotated[
-            float, typer.Option(help="K: the share of embedding indices dropped, in (0, 1).")
-        ] = SendConfig.drop_fraction,
-        window: Annotated[
-            int, typer.Option(help="C: epochs (checkpoints) the variability is measured over.")
-        ] = SendConfig.window,
-        drop_epochs: Annotated[
-            int, typer.Option(help="T: epochs a selection is dropped for; one is made every T epochs.")
-        ] = SendConfig.drop_epochs,
-        drop_target: Annotated[
-            str,
-            typer.Option(
-                help="resid: the penultimate layer's output coordinates (the paper); "
-                "mlp: its MLP units (the official code)."
-            ),
-        ] = SendConfig.target,
         track_fraction: Annotated[
             float, typer.Option(help="Share of the texts held out as SeND's tracking split.")
         ] = 0.1,
@@ -148,126 +73,73 @@ def train_command(method: str) -> Any:
             int, typer.Option(help="K answers sampled per evaluation prompt (0: no per-epoch evaluation).")
         ] = SAMPLES,
         prompt_tokens: Annotated[int, typer.Option(help="Test-split prompts: the first N tokens of each text.")] = 16,
-        lora: LoraOpt = False,
-        lora_rank: LoraRankOpt = 8,
-        lora_target: LoraTargetOpt = None,
-        epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
-        lr: LrOpt = 1e-4,  # SeND's
-        batch_size: Annotated[int, typer.Option(help="Texts per step and process.")] = 8,
         max_length: Annotated[int, typer.Option(help="Longest text, in tokens (longer ones are cut).")] = 512,
-        seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, data order and sampling.")] = 0,
-        save_steps: SaveStepsOpt = 500,
-        checkpoint_dir: CheckpointDirOpt = None,
-        dtype: DtypeOpt = "auto",
-        trust_remote_code: TrustRemoteCodeOpt = False,
-        overwrite: OverwriteOpt = False,
-        json: JsonOpt = False,
-        debug: DebugOpt = False,
+        *,
+        budget: Annotated[TrainingBudget, BUDGET],
+        options: TrainingOptions,
     ) -> None:
-        from llmkit.evals.hallucination import evaluate_hallucination
-        from llmkit.generation import HFBackend
+        from llmkit.data import read_training_texts, records_digest
+        from llmkit.evals.hallucination import epoch_evaluation, read_items, text_prompts
         from llmkit.methods import send
-        from llmkit.training import EpochEvaluation, TrainingBudget, build_text_trainer, train
+        from llmkit.training import checkpoint_directory, lora_settings
 
-        check_output_path(out, overwrite, inputs=[model, data, eval_prompts])
-        config = SendConfig(drop_fraction, window, drop_epochs, drop_target) if method == "send" else None
+        check_output_path(out, options.overwrite, inputs=[model, data, eval_prompts])
+        config = send_config if method == "send" else None
         if eval_samples == 1 or eval_samples < 0:
             raise BadInputError(
-                "--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, got "
-                f"{eval_samples}"
+                "--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, "
+                f"got {eval_samples}"
             )
-        if epochs < 1 or max_length < 2 or prompt_tokens < 1 or (eval_limit is not None and eval_limit < 0):
-            raise BadInputError(
-                "--epochs and --prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0"
-            )
+        if max_length < 2 or prompt_tokens < 1 or (eval_limit is not None and eval_limit < 0):
+            raise BadInputError("--prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0")
         texts = read_training_texts(data, text_field)
-        train_texts, tracking_texts, test_texts = send.split_texts(texts, track_fraction, test_fraction, seed)
-        if method == "send":
+        train_texts, tracking_texts, test_texts = send.split_texts(texts, track_fraction, test_fraction, budget.seed)
+        if config is not None:
             send.check_tracking(tracking_texts, len(texts), track_fraction)
-        checkpoints = checkpoint_path(out, checkpoint_dir)
-        budget = TrainingBudget(epochs, lr, batch_size, seed=seed, save_steps=save_steps)
+        checkpoints = checkpoint_directory(out, options.checkpoint_dir)
         run = {
             "method": method,
             "model": model,
-            "data_digest": data_digest([{"text": t} for t in texts]),
-            # train has no --max-steps, and its records (which a resumed run must match) never held one
+            "data_digest": records_digest([{"text": t} for t in texts]),
             "budget": {k: v for k, v in asdict(budget).items() if k != "max_steps"},
             "split": [track_fraction, test_fraction],
             "max_length": max_length,
-            "send": config.__dict__ if config else None,
-            "lora": lora_settings(lora, lora_rank, lora_target),
+            "send": asdict(config) if config else None,
+            "lora": lora_settings(options.lora, options.lora_rank, options.lora_target),
         }
 
-        def fit(hf_model: PreTrainedModel, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
-            callbacks: list[Any] = []
-            sensitivity = None
-            if config is not None:
-                tracking = send.encode_texts(tokenizer, tracking_texts, max_length)
-                sensitivity = send.SensitivityDropout(config, tracking, tokenizer.pad_token_id)
-                callbacks.append(sensitivity)
+        def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
             items = []
             if eval_samples:
-                items = evaluation_prompts(eval_prompts, test_texts, tokenizer, prompt_tokens, eval_limit)
-            if items:
-                params = GenerationParams(
-                    max_new_tokens=MAX_NEW_TOKENS,
-                    temperature=TEMPERATURE,
-                    top_p=TOP_P,
-                    top_k=TOP_K,
-                    num_samples=eval_samples,
-                    stop=("\n",),
-                    seed=seed,
+                items = (
+                    read_items(eval_prompts, correctness=False)
+                    if eval_prompts
+                    else text_prompts(tokenizer, test_texts, prompt_tokens)
                 )
-                correctness = all("answer" in item for item in items)
-
-                def evaluate(trained: PreTrainedModel) -> dict[str, Any]:
-                    metrics, _ = evaluate_hallucination(
-                        HFBackend(trained, tokenizer), trained, items, params, correctness=correctness, method="ees"
-                    )
-                    return metrics
-
-                callbacks.append(EpochEvaluation(evaluate))
-            trainer = build_text_trainer(
+                items = items[:eval_limit] if eval_limit else items
+            evaluate = epoch_evaluation(tokenizer, items, eval_samples, budget.seed) if items else None
+            trainer, fields = send.continued_training(
                 hf_model,
                 tokenizer,
                 train_texts,
+                tracking_texts,
                 checkpoints,
                 budget,
+                run,
+                config=config,
                 max_length=max_length,
-                callbacks=callbacks,
+                evaluate=evaluate,
                 progress=progress,
             )
-            train(trainer, run)
-            history = trainer.state.log_history
-            return trainer, {
-                "data": str(data),
-                "texts": {"train": len(train_texts), "tracking": len(tracking_texts), "test": len(test_texts)},
-                "epoch_losses": _epoch_losses(history),
-                "evaluations": [e for e in history if "evaluation" in e],
-                "selections": sensitivity.selections if sensitivity else None,
-            }
+            counts = {"train": len(train_texts), "tracking": len(tracking_texts), "test": len(test_texts)}
+            return trainer, {"data": str(data), "texts": counts, **fields}
 
-        train_and_write(
-            f"train {method}",
-            model,
-            out,
-            checkpoints,
-            run,
-            fit,
-            _table_rows,
-            record_file=RECORD_FILE,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            overwrite=overwrite,
-            json=json,
-        )
+        train_and_write(f"train {method}", model, out, run, fit, _table_rows, options, record_file="train.json")
 
-    parameters = [
-        p
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if method == "send" or p.name not in SEND_OPTIONS
-    ]
-    command.__signature__ = inspect.Signature(parameters)
+    parameters = inspect.signature(command, eval_str=True).parameters.values()
+    if method != "send":  # SeND's settings are not offered for plain training
+        parameters = [p for p in parameters if p.name != "send_config"]
+    command.__signature__ = inspect.Signature(list(parameters))
     command.__doc__ = (
         f"{HELP[method]}\n\nTrains through transformers' Trainer (resumable; `accelerate launch` / `torchrun` "
         "scale it out), writes an HF model directory (or a peft adapter with --lora) and train.json: the loss per "
@@ -292,15 +164,6 @@ def _table_rows(record: dict[str, Any]) -> dict[str, Any]:
         selections = [f"epoch {s['epoch']}: {len(s['indices'])} indices" for s in record["selections"]]
         rows["SeND selections"] = ", ".join(selections) or "none"
     return rows
-
-
-def _epoch_losses(history: list[dict[str, Any]]) -> list[float]:
-    """Mean training loss of each epoch."""
-    by_epoch: dict[int, list[float]] = {}
-    for entry in history:
-        if "loss" in entry:
-            by_epoch.setdefault(int(entry["epoch"] - 1e-9), []).append(entry["loss"])
-    return [sum(v) / len(v) for _, v in sorted(by_epoch.items())]
 
 
 for _method in ("sft", "send"):

@@ -14,32 +14,25 @@ import typer
 from rich.table import Table
 
 from llmkit.commands._common import (
-    CheckpointDirOpt,
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
-    LoraOpt,
-    LoraRankOpt,
-    LoraTargetOpt,
-    LrOpt,
     ModelOpt,
+    Options,
     OverwriteOpt,
-    SaveStepsOpt,
+    TrainingOptions,
     TrustRemoteCodeOpt,
-    checkpoint_path,
     cli_command,
     counting_progress_bar,
-    data_digest,
     key_value_table,
-    lora_settings,
     loss_change,
     print_results_json,
     stderr,
     stdout,
     train_and_write,
 )
-from llmkit.configs import CHAT_TEMPLATE_MODES
+from llmkit.configs import CHAT_TEMPLATE_MODES, TrainingBudget
 from llmkit.data import check_records, read_records, read_text, record_texts
 from llmkit.errors import BadInputError
 from llmkit.methods.configs import (
@@ -247,14 +240,14 @@ def revert_command(
 # ---- the gradient baselines ------------------------------------------------------------------------
 
 BETA_DEFAULT = f"{GradientConfig.beta}; SimNPO {DEFAULT_BETA['simnpo']}"
+BUDGET = Options(
+    defaults={"epochs": 5.0},
+    help={"epochs": "Passes over the forget data.", "batch_size": "Forget examples per step and process."},
+)
 GAMMA_HELP = (
     "γ: SimNPO's margin, outside β: σ(−β·log π/|y| − γ). OpenUnlearning and the official SimNPO code put a δ "
     "inside β, σ(β·(NLL/|y| − δ)): γ = β·δ."
 )
-
-
-def read_data(path: Path | None) -> list[dict[str, Any]] | None:
-    return None if path is None else read_records(path)
 
 
 def gradient_command(method: str) -> Any:
@@ -284,42 +277,29 @@ def gradient_command(method: str) -> Any:
             Optional[float], typer.Option(help="β: inverse temperature.", show_default=BETA_DEFAULT)
         ] = None,
         gamma: Annotated[float, typer.Option(help=GAMMA_HELP)] = GradientConfig.gamma,
-        lora: LoraOpt = False,
-        lora_rank: LoraRankOpt = 8,
-        lora_target: LoraTargetOpt = None,
-        epochs: Annotated[float, typer.Option(help="Passes over the forget data.")] = 5.0,
-        lr: LrOpt = 1e-5,
-        batch_size: Annotated[int, typer.Option(help="Forget examples per step and process.")] = 8,
-        max_steps: Annotated[
-            Optional[int], typer.Option(help="Stop after this many steps (overrides --epochs).")
-        ] = None,
-        seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and pairing.")] = 0,
-        save_steps: SaveStepsOpt = 100,
-        checkpoint_dir: CheckpointDirOpt = None,
-        dtype: DtypeOpt = "auto",
-        trust_remote_code: TrustRemoteCodeOpt = False,
-        overwrite: OverwriteOpt = False,
-        json: JsonOpt = False,
-        debug: DebugOpt = False,
+        *,
+        budget: Annotated[TrainingBudget, BUDGET],
+        options: TrainingOptions,
     ) -> None:
+        from llmkit.data import records_digest
         from llmkit.methods import gradient
-        from llmkit.training import TrainingBudget
+        from llmkit.training import checkpoint_directory, lora_settings
 
-        check_output_path(out, overwrite, inputs=[model, forget, retain, checkpoint_dir])
-        forget_records, retain_records = read_data(forget), read_data(retain)
+        check_output_path(out, options.overwrite, inputs=[model, forget, retain, options.checkpoint_dir])
+        forget_records = read_records(forget)
+        retain_records = read_records(retain) if retain else None
         beta = beta if beta is not None else DEFAULT_BETA.get(method, GradientConfig.beta)
         gradient.check_request(method, forget_records, retain_records, alpha=alpha, beta=beta)
-        checkpoints = checkpoint_path(out, checkpoint_dir)
-        budget = TrainingBudget(epochs, lr, batch_size, max_steps, seed, save_steps)
+        checkpoints = checkpoint_directory(out, options.checkpoint_dir)
         hyper = {"alpha": alpha, "beta": beta, "gamma": gamma}
         run = {
             "method": method,
             "model": model,
-            "forget_digest": data_digest(forget_records),
-            "retain_digest": data_digest(retain_records),
+            "forget_digest": records_digest(forget_records),
+            "retain_digest": records_digest(retain_records),
             "budget": asdict(budget),
             "settings": {k: v for k, v in hyper.items() if method in METHOD_OPTIONS[k]},
-            "lora": lora_settings(lora, lora_rank, lora_target),
+            "lora": lora_settings(options.lora, options.lora_rank, options.lora_target),
         }
 
         def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
@@ -332,9 +312,7 @@ def gradient_command(method: str) -> Any:
                 retain_records,
                 checkpoints,
                 budget,
-                alpha=alpha,
-                beta=beta,
-                gamma=gamma,
+                **hyper,
                 run=run,
                 progress=progress,
             )
@@ -354,20 +332,7 @@ def gradient_command(method: str) -> Any:
                 "loss": loss_change(record),
             }
 
-        train_and_write(
-            f"unlearn {method}",
-            model,
-            out,
-            checkpoints,
-            run,
-            fit,
-            rows,
-            record_file=RECORD_FILE,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            overwrite=overwrite,
-            json=json,
-        )
+        train_and_write(f"unlearn {method}", model, out, run, fit, rows, options, record_file=RECORD_FILE)
 
     parameters = [
         p
@@ -424,15 +389,7 @@ def neuron_adjust_command(
     out: ArtifactOutOpt,
     forget: ForgetOpt,
     retain: Annotated[Optional[str], typer.Option(help="Data of the skills to keep, same format as --forget.")] = None,
-    fraction: Annotated[
-        float, typer.Option(help="Share of all MLP neurons to adjust, in (0, 1] (the paper: 0.005, 0.015, 0.03).")
-    ] = NeuronAdjustConfig.fraction,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the per-element draws made at inference.")
-    ] = NeuronAdjustConfig.seed,
-    batch_size: Annotated[
-        int, typer.Option(help="Texts per forward pass while fitting.")
-    ] = NeuronAdjustConfig.batch_size,
+    config: NeuronAdjustConfig = NeuronAdjustConfig(),
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -452,7 +409,6 @@ def neuron_adjust_command(
     from llmkit.methods import neuron_adjust
     from llmkit.models import load_model
 
-    config = NeuronAdjustConfig(fraction=fraction, seed=seed, batch_size=batch_size)
     check_output_path(out, overwrite, inputs=[model, forget, retain])
     forget_texts = record_texts(read_skill_records(forget, "forget"))
     retain_texts = record_texts(read_skill_records(retain, "retain"))
@@ -466,7 +422,7 @@ def neuron_adjust_command(
     artifact = neuron_adjust.neuron_adjust_artifact(hf_model, adjust, config, record)
     write_artifact(out, artifact, overwrite=overwrite)
     rows = {
-        "neurons adjusted": f"{record['neurons']} of {record['total_neurons']:,} ({100 * fraction:g}%)",
+        "neurons adjusted": f"{record['neurons']} of {record['total_neurons']:,} ({100 * config.fraction:g}%)",
         "per layer": ", ".join(f"{layer}: {n}" for layer, n in record["neurons_per_layer"].items()),
         "|μ_f - μ_r| selected": f"{record['gap_range'][0]:.3g} to {record['gap_range'][1]:.3g}",
         "forget tokens": record["forget_tokens"],
@@ -482,31 +438,13 @@ def ksd_command(
     model: ModelOpt,
     out: ArtifactOutOpt,
     forget: ForgetOpt,
-    layer: Annotated[
-        int, typer.Option(help="Layer whose MLP key is read; negative counts from the end.")
-    ] = KSDConfig.layer,
-    alpha: Annotated[
-        float, typer.Option(help="Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")
-    ] = KSDConfig.alpha,
-    positions: Annotated[
-        str, typer.Option(help="Forget keys read at each query's last token, or at all its tokens: last or all.")
-    ] = KSDConfig.positions,
-    refusal: Annotated[str, typer.Option(help="What a refused query answers.")] = KSDConfig.refusal,
-    check_generated: Annotated[
-        bool,
-        typer.Option(
-            "--check-generated",
-            help="Also refuse when a generated token's key falls in the hypercube "
-            "(the paper's check at each decoding step).",
-        ),
-    ] = KSDConfig.check_generated,
+    config: KSDConfig = KSDConfig(),
     chat_template: Annotated[
         str,
         typer.Option(
             help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}."
         ),
     ] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Queries per forward pass while fitting.")] = KSDConfig.batch_size,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -527,14 +465,6 @@ def ksd_command(
     from llmkit.methods import ksd
     from llmkit.models import load_model
 
-    config = KSDConfig(
-        layer=layer,
-        alpha=alpha,
-        positions=positions,
-        refusal=refusal,
-        check_generated=check_generated,
-        batch_size=batch_size,
-    )
     check_output_path(out, overwrite, inputs=[model, forget])
     queries = record_texts(read_skill_records(forget, "forget"), queries=True)
     hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
@@ -551,7 +481,7 @@ def ksd_command(
         "forget queries": record["queries"],
         "key vectors": record["vectors"],
         "tight scale k": record["k"],
-        "half-width": f"α·k·σ = {alpha:g}·{record['k']:.3g}·σ",
+        "half-width": f"α·k·σ = {config.alpha:g}·{record['k']:.3g}·σ",
         "fit seconds": record["fit_s"],
     }
     print_artifact(out, artifact, rows, json)

@@ -10,7 +10,7 @@ from a world: its QA probes about entities of chosen exposures (0: never seen, 3
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.evals.plots import histograms
-from llmkit.generation import Backend, GenerationParams, Progress, hf_model
+from llmkit.generation import Backend, GenerationParams, HFBackend, Progress, hf_model
 from llmkit.metrics.eigenscore import METHODS, EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
 from llmkit.world.generator import parse_exposures
@@ -154,6 +154,37 @@ def evaluate_hallucination(
     if baseline_metrics is not None:
         metrics["baseline"] = baseline_summary(baseline_metrics)
     return metrics, samples
+
+
+def epoch_evaluation(
+    tokenizer: PreTrainedTokenizerBase, items: Sequence[dict[str, Any]], samples: int, seed: int
+) -> Callable[[PreTrainedModel], dict[str, Any]]:
+    """What `train sft | send` log after every epoch (`training.EpochEvaluation`): the EES of
+    `samples` answers to each item, sampled as INSIDE and SeND do, with accuracy where every item
+    has its answer."""
+    params = GenerationParams(
+        max_new_tokens=MAX_NEW_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=TOP_P,
+        top_k=TOP_K,
+        num_samples=samples,
+        stop=("\n",),
+        seed=seed,
+    )
+    correctness = all("answer" in item for item in items)
+
+    def evaluate(model: PreTrainedModel) -> dict[str, Any]:
+        backend = HFBackend(model, tokenizer)
+        return evaluate_hallucination(backend, model, items, params, correctness=correctness, method="ees")[0]
+
+    return evaluate
+
+
+def text_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], prompt_tokens: int) -> list[dict[str, Any]]:
+    """Prompt items from texts, each cut to its first `prompt_tokens` tokens (a test split's)."""
+    return [
+        {"prompt": tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:prompt_tokens])} for t in texts
+    ]
 
 
 def plot_hallucination(samples: Sequence[Mapping[str, Any]], correctness: bool) -> bytes:

@@ -1,12 +1,17 @@
 """Settings and the constants they check against, without the code that uses them.
 
-`GenerationParams`, `BACKENDS` and `CHAT_TEMPLATE_MODES` (from `llmkit.generation`), the world
+`GenerationParams`, `BACKENDS` and `CHAT_TEMPLATE_MODES` (from `llmkit.generation`), a training
+run's `TrainingBudget` (from `llmkit.training`), the world
 model's recipe `PretrainConfig` with `FAMILIES` and the cache keys `config_digest` and `recipe_id`
 (from `llmkit.world.pretrain`), and the EigenScore sampling defaults (from
 `llmkit.evals.hallucination`) live here, and those modules import them back, so every name is
 still where it was. They live apart because the CLI shows and checks them (choices and defaults in
 `--help`, settings checked before any model loads) before the heavy stack loads: this module
 imports neither torch nor transformers, and `llmkit --help` stays fast.
+
+A field declared with `option(default, help)` is a command-line option: a command that takes the
+dataclass as a parameter offers it as `--field-name` with that help (HfArgumentParser's
+`metadata={"help": ...}`), so the default and the help are written once, here.
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import BadInputError
 
 if TYPE_CHECKING:
     from llmkit.world.generator import WorldConfig
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with a default that commands offer as an option: `help` for `--help`, and
+    any typer.Option setting in `cli` (`flag="--lr"` where the flag is not the field's name)."""
+    return field(default=default, metadata={"help": help, **cli})
+
 
 # ---- generation (llmkit.generation) -------------------------------------------------------------
 
@@ -58,6 +70,33 @@ class GenerationParams:
             raise BadInputError("--stop takes a non-empty string (an empty one would cut every generation to nothing)")
 
 
+# ---- a training run (llmkit.training) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """`epochs` passes over the data, or `max_steps` optimizer steps when set (they win), of
+    `batch_size` examples per step and process, at a constant `learning_rate`; `seed` fixes the
+    initialisation and the data order; a checkpoint every `save_steps` steps. The checks name the
+    commands' flags."""
+
+    epochs: float = option(1.0, "Passes over the training data.")
+    learning_rate: float = option(1e-5, "Learning rate (constant, AdamW).", flag="--lr")
+    batch_size: int = option(8, "Training examples per step and process.")
+    max_steps: int | None = option(None, "Stop after this many steps (overrides --epochs).")
+    seed: int = option(0, "Seed for initialisation and data order (and the command's own draws).")
+    save_steps: int = option(100, "Checkpoint every N steps; an interrupted run resumes from the newest.")
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--epochs", self.epochs), ("--lr", self.learning_rate), ("--batch-size", self.batch_size)):
+            if value <= 0:
+                raise BadInputError(f"{flag} must be positive, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise BadInputError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.save_steps < 1:
+            raise BadInputError(f"--save-steps must be at least 1, got {self.save_steps}")
+
+
 # ---- the world model's pretraining (llmkit.world.pretrain) ---------------------------------------
 
 FAMILIES = ("llama", "gpt_neox")
@@ -67,18 +106,18 @@ FAMILIES = ("llama", "gpt_neox")
 class PretrainConfig:
     """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
 
-    family: str = "llama"
-    layers: int = 4
-    d_model: int = 192
-    heads: int = 4
-    d_mlp: int = 512
+    family: str = option("llama", f"Model family: {' or '.join(FAMILIES)}.")
+    layers: int = option(4, "Decoder blocks.")
+    d_model: int = option(192, "Residual width.")
+    heads: int = option(4, "Attention heads.")
+    d_mlp: int = option(512, "MLP width.")
     vocab_size: int = 2048
     block_size: int = 128
-    batch_size: int = 32
-    steps: int = 700
-    learning_rate: float = 2e-3
+    batch_size: int = option(32, "Blocks per step.")
+    steps: int = option(700, "Optimizer steps.")
+    learning_rate: float = option(2e-3, "Peak learning rate (cosine decay).")
     warmup_steps: int = 30
-    seed: int = 0
+    seed: int = option(0, "Training seed.")
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

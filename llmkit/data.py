@@ -8,6 +8,7 @@ thousand lines without guessing.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -191,6 +192,33 @@ def dumps_jsonl(records: Iterable[Mapping[str, Any]]) -> str:
     for record in records:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return out.getvalue()
+
+
+def read_training_texts(source: str | Path, field: str = "text") -> list[str]:
+    """The non-empty `field` of each record of `source`, all read (a training split shuffles
+    them): a string, or a list of strings (sentences; SeND's HELM files) joined by spaces."""
+    texts = []
+    for i, record in enumerate(read_records(source)):
+        value = record.get(field)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = " ".join(value)
+        if not isinstance(value, str):
+            raise BadInputError(
+                f"{source}: record {i + 1} has no text in {field!r}; name the text field with --text-field"
+            )
+        if value.strip():
+            texts.append(value)
+    if not texts:
+        raise BadInputError(f"{source} has no texts to train on")
+    return texts
+
+
+def records_digest(records: Sequence[Mapping[str, Any]] | None) -> str | None:
+    """A short hash of records (None for None): how a training run names its data, so that a
+    resumed run is checked to train on the same."""
+    if records is None:
+        return None
+    return hashlib.sha256(dumps_jsonl(records).encode()).hexdigest()[:16]
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

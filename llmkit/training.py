@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,11 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from llmkit.batching import pad_batch
+from llmkit.configs import TrainingBudget
 from llmkit.errors import BadInputError, first_line
 from llmkit.generation import encode_prompts, tokenize_pairs
+from llmkit.models import load_model, model_fingerprint
+from llmkit.results import NAME_MAX, dumps_results, staged_directory
 
 try:
     import fcntl
@@ -118,31 +123,7 @@ class PadCollator:
         }
 
 
-# ---- how much it trains, and what it reports -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """`epochs` passes over the data, or `max_steps` optimizer steps when set (they win), of
-    `batch_size` examples per step and process, at a constant `learning_rate`; `seed` fixes the
-    initialisation and the data order; a checkpoint every `save_steps` steps. The checks name the
-    commands' flags."""
-
-    epochs: float = 1.0
-    learning_rate: float = 1e-5
-    batch_size: int = 8
-    max_steps: int | None = None
-    seed: int = 0
-    save_steps: int = 100
-
-    def __post_init__(self) -> None:
-        for flag, value in (("--epochs", self.epochs), ("--lr", self.learning_rate), ("--batch-size", self.batch_size)):
-            if value <= 0:
-                raise BadInputError(f"{flag} must be positive, got {value}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise BadInputError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.save_steps < 1:
-            raise BadInputError(f"--save-steps must be at least 1, got {self.save_steps}")
+# ---- what a run reports (what it may spend, `TrainingBudget`, is in llmkit.configs) ----------------
 
 
 @dataclass(frozen=True)
@@ -260,6 +241,15 @@ def completed_epochs(state) -> int:
     return int(state.epoch + 1e-6)
 
 
+def epoch_losses(history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """The mean logged training loss of each epoch of a Trainer's `state.log_history`."""
+    by_epoch: dict[int, list[float]] = {}
+    for entry in history:
+        if "loss" in entry:
+            by_epoch.setdefault(int(entry["epoch"] - 1e-9), []).append(entry["loss"])
+    return [sum(v) / len(v) for _, v in sorted(by_epoch.items())]
+
+
 def training_dtype(dtype: str) -> str:
     """`auto` for training: bfloat16 on a GPU that has it, else float32 (float16 weights without a
     loss scaler underflow)."""
@@ -304,6 +294,14 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         **extra,
     )
+
+
+def lora_settings(lora: bool, rank: int, targets: str | None) -> dict[str, Any] | None:
+    """LoRA as a run records it: the rank and the adapted modules (`targets` comma-separated,
+    None for peft's choice); None without LoRA."""
+    if not lora:
+        return None
+    return {"rank": rank, "targets": [t.strip() for t in targets.split(",") if t.strip()] if targets else None}
 
 
 def add_lora(
@@ -520,3 +518,70 @@ def remove_checkpoints(trainer: Trainer) -> None:
     """Drop the checkpoints of a run that finished (its output now holds the result)."""
     if trainer.is_world_process_zero():
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+
+
+# ---- a run from loading to its output ------------------------------------------------------------
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (they set RANK), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def checkpoint_directory(out: Path, checkpoint_dir: Path | None) -> Path:
+    """Where a run writing `out` checkpoints: `checkpoint_dir`, or OUT.checkpoints beside it."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir
+    name = f"{out.name}.checkpoints"
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise BadInputError(
+            f"--out {out.name[:40]}... is too long to name its checkpoint directory {name[:20]}...; "
+            "pass --checkpoint-dir"
+        )
+    return out.parent / name
+
+
+Fit = Callable[[PreTrainedModel, PreTrainedTokenizerBase], tuple[Trainer, dict[str, Any]]]
+"""A method's part of a run: train the loaded model (with `train`), return the trainer and the
+method's own record fields."""
+
+
+def train_and_save(
+    base_model: str,
+    out: Path,
+    run: Mapping[str, Any],
+    fit: Fit,
+    *,
+    record_file: str,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    overwrite: bool = False,
+    resumed_from: str | None = None,
+) -> dict[str, Any] | None:
+    """Every training command's run around the method's `fit`: load `base_model` for training
+    (on the CPU: Trainer places it), add LoRA as `run["lora"]` records it (seeded by the budget's
+    seed), fit, then the main process writes the trained model (or adapter) and `record_file`,
+    the record = `run` + fit's fields + the `RunSummary`, into `out` in one staged write and
+    drops the checkpoints; every process waits for it and leaves the process group. Returns the
+    record on the main process, None on the others."""
+    started = time.perf_counter()
+    model, tokenizer = load_model(
+        base_model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
+    )
+    original = model_fingerprint(model)
+    if run["lora"]:
+        model = add_lora(model, run["lora"]["rank"], run["lora"]["targets"], seed=run["budget"]["seed"])
+    trainer, fields = fit(model, tokenizer)
+    summary = RunSummary.of(
+        trainer, original_fingerprint=original, seconds=time.perf_counter() - started, resumed_from=resumed_from
+    )
+    record = {**run, **fields, **asdict(summary)}
+    main = is_main_process()
+    if main:
+        with staged_directory(out, overwrite=overwrite) as staging:
+            save_trained(trainer.model, tokenizer, staging, base_model)
+            (staging / record_file).write_text(dumps_results(record), encoding="utf-8")
+        remove_checkpoints(trainer)
+    trainer.accelerator.wait_for_everyone()
+    leave_process_group(trainer)
+    return record if main else None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmkit.configs import option
 from llmkit.errors import BadInputError
 
 # ---- gradient baselines (llmkit.methods.gradient) ---------------------------------------------
@@ -76,14 +77,16 @@ DEFAULT_REFUSAL = "Sorry, your query is not valid"
 
 @dataclass(frozen=True)
 class KSDConfig:
-    layer: int = -1
-    """The layer whose key is read; negative counts from the end (the paper: the last)."""
-    alpha: float = 1.0
-    """Scale of the tight hypercube: the half-width is α·k·σ."""
-    positions: str = "last"
-    refusal: str = DEFAULT_REFUSAL
-    check_generated: bool = False
-    batch_size: int = 32
+    layer: int = option(-1, "Layer whose MLP key is read; negative counts from the end (the paper: the last).")
+    alpha: float = option(1.0, "Hypercube scale: half-width α·k·σ, k the tight fit of the forget keys.")
+    positions: str = option("last", "Forget keys read at each query's last token, or at all its tokens: last or all.")
+    refusal: str = option(DEFAULT_REFUSAL, "What a refused query answers.")
+    check_generated: bool = option(
+        False,
+        "Also refuse when a generated token's key falls in the hypercube (the paper's check at each decoding step).",
+        flag="--check-generated",
+    )
+    batch_size: int = option(32, "Queries per forward pass while fitting.")
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:
@@ -103,10 +106,9 @@ NEURON_ADJUST_METHOD = "neuron-adjust"
 
 @dataclass(frozen=True)
 class NeuronAdjustConfig:
-    fraction: float = 0.005
-    """Share of all MLP neurons adjusted (the paper's default 0.5%; its figures also use 1.5% and 3%)."""
-    seed: int = 0
-    batch_size: int = 16
+    fraction: float = option(0.005, "Share of all MLP neurons to adjust, in (0, 1] (the paper: 0.005, 0.015, 0.03).")
+    seed: int = option(0, "Seed of the per-element draws made at inference.")
+    batch_size: int = option(16, "Texts per forward pass while fitting.")
     max_length: int = 512
 
     def __post_init__(self) -> None:
@@ -241,10 +243,14 @@ class SendConfig:
     """K (`drop_fraction`), C (`window`, checkpoints the variability spans), T (`drop_epochs`, how
     long a selection is dropped, and how often one is made), and what is dropped."""
 
-    drop_fraction: float = 0.2
-    window: int = 3
-    drop_epochs: int = 3
-    target: str = "resid"
+    drop_fraction: float = option(0.2, "K: the share of embedding indices dropped, in (0, 1).")
+    window: int = option(3, "C: epochs (checkpoints) the variability is measured over.")
+    drop_epochs: int = option(3, "T: epochs a selection is dropped for; one is made every T epochs.")
+    target: str = option(
+        "resid",
+        "resid: the penultimate layer's output coordinates (the paper); mlp: its MLP units (the official code).",
+        flag="--drop-target",
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.drop_fraction < 1:

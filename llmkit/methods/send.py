@@ -26,7 +26,7 @@ paper states none and the code does none.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from llmkit import arch
 from llmkit.errors import BadInputError
 from llmkit.hooks import intervene, last_token, pooled_states
 from llmkit.methods.configs import TARGETS as TARGETS  # re-exported
 from llmkit.methods.configs import SendConfig
-from llmkit.training import EpochEndCallback, completed_epochs
+from llmkit.training import EpochEndCallback, EpochEvaluation, TrainingBudget, completed_epochs, epoch_losses, train
 from llmkit.training import build_text_trainer as build_text_trainer  # re-exported: SeND trains through it
 from llmkit.training import encode_texts as encode_texts  # re-exported: the tracking samples' encoding
 
@@ -186,3 +186,40 @@ def check_tracking(tracking: Sequence[str], total: int, track_fraction: float) -
             f"--track-fraction {track_fraction} of {total} texts leaves no tracking samples; "
             "SeND needs some: raise it or add data"
         )
+
+
+def continued_training(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    tracking: Sequence[str],
+    checkpoint_dir: Path,
+    budget: TrainingBudget,
+    run: Mapping[str, Any],
+    *,
+    config: SendConfig | None,
+    max_length: int = 512,
+    evaluate: Callable[[PreTrainedModel], dict[str, Any]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Trainer, dict[str, Any]]:
+    """Next-token training on `texts` (`train sft`), with SeND's `SensitivityDropout` on the
+    `tracking` texts when `config` is set (`train send`), and `evaluate(model)` logged after every
+    epoch when given. Returns the trained Trainer and what the run records: the mean loss per
+    epoch, the evaluations and SeND's selections."""
+    callbacks: list[Any] = []
+    sensitivity = None
+    if config is not None:
+        sensitivity = SensitivityDropout(config, encode_texts(tokenizer, tracking, max_length), tokenizer.pad_token_id)
+        callbacks.append(sensitivity)
+    if evaluate is not None:
+        callbacks.append(EpochEvaluation(evaluate))
+    trainer = build_text_trainer(
+        model, tokenizer, texts, checkpoint_dir, budget, max_length=max_length, callbacks=callbacks, progress=progress
+    )
+    train(trainer, run)
+    history = trainer.state.log_history
+    return trainer, {
+        "epoch_losses": epoch_losses(history),
+        "evaluations": [e for e in history if "evaluation" in e],
+        "selections": sensitivity.selections if sensitivity else None,
+    }
