@@ -55,6 +55,32 @@ InterventionOpt = Annotated[
 ]
 
 
+@dataclass
+class ModelOptions:
+    """--model and how it loads: what a command that runs a model where it is takes."""
+
+    name: ModelOpt
+    dtype: DtypeOpt = "auto"
+    device: DeviceOpt = "auto"
+    trust_remote_code: TrustRemoteCodeOpt = False
+
+    def load(self) -> tuple[Any, Any]:
+        """The model and its tokenizer (`llmkit.models.load_model`)."""
+        from llmkit.models import load_model
+
+        with stderr.status(f"loading {self.name}"):
+            return load_model(self.name, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
+
+
+@dataclass
+class OutputOptions:
+    """What every command that writes takes (a command without JSON to print leaves out --json)."""
+
+    overwrite: OverwriteOpt = False
+    json: JsonOpt = False
+    debug: DebugOpt = False
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what `timeout`, schedulers and CI send), raised like Ctrl-C so that every staged
     write and training run cleans up as it does for an interrupt."""
@@ -73,6 +99,10 @@ class Options:
     help: Mapping[str, str] = field(default_factory=dict)
     types: Mapping[str, Any] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
+
+
+NO_JSON = Options(exclude=("json",))
+"""`Annotated[OutputOptions, NO_JSON]`: a command that prints no record."""
 
 
 def _option_parameters(kind: type, how: Options) -> list[inspect.Parameter]:
@@ -264,38 +294,13 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
     return table
 
 
-def open_backend(
-    backend: str,
-    model: str,
-    interventions: list[Path] | None = None,
-    *,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int | str = "auto",
-    seed: int | None = None,
-    trust_remote_code: bool = False,
-) -> Backend:
-    """The generation/scoring backend every command uses, with its --intervention artifacts applied
-    (read first, so a bad artifact fails before any model loads)."""
-    from llmkit.generation import load_backend
-    from llmkit.methods.intervened import apply_interventions, read_interventions
+def open_backend(backend: str, model: str, interventions: list[Path] | None = None, **settings: Any) -> Backend:
+    """`llmkit.methods.intervened.open_intervened_backend` under a spinner: the backend every
+    command generates and scores with, its --intervention artifacts applied."""
+    from llmkit.methods.intervened import open_intervened_backend
 
-    artifacts = read_interventions(interventions or [], backend)
     with stderr.status(f"loading {model}"):
-        engine = load_backend(
-            backend,
-            model,
-            dtype=dtype,
-            device=device,
-            batch_size=batch_size,
-            seed=seed,
-            trust_remote_code=trust_remote_code,
-        )
-        try:
-            return apply_interventions(engine, artifacts, model, device=device, trust_remote_code=trust_remote_code)
-        except BaseException:
-            engine.close()
-            raise
+        return open_intervened_backend(backend, model, interventions or (), **settings)
 
 
 @dataclass
@@ -320,9 +325,6 @@ class TrainingOptions:
     ] = None
     dtype: DtypeOpt = "auto"
     trust_remote_code: TrustRemoteCodeOpt = False
-    overwrite: OverwriteOpt = False
-    json: JsonOpt = False
-    debug: DebugOpt = False
 
 
 def train_and_write(
@@ -333,6 +335,7 @@ def train_and_write(
     fit: Callable[[Any, Any, Callable[[int, int], None] | None], tuple[Any, dict[str, Any]]],
     rows: Callable[[dict[str, Any]], dict[str, Any]],
     options: TrainingOptions,
+    output: OutputOptions,
     *,
     record_file: str,
 ) -> None:
@@ -353,12 +356,12 @@ def train_and_write(
             record_file=record_file,
             dtype=options.dtype,
             trust_remote_code=options.trust_remote_code,
-            overwrite=options.overwrite,
+            overwrite=output.overwrite,
             resumed_from=Path(resumed_from).name if resumed_from else None,
         )
     if record is None:
         return
-    if options.json:
+    if output.json:
         print_results_json(record)
         return
     stdout.print(key_value_table(title, {**rows(record), "time": f"{record['train_time_s']:.1f} s"}))

@@ -42,7 +42,7 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, MAX_NEW_TOKENS, SAMPLES, TEMPERATURE, TOP_K, TOP_P
+from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, HallucinationConfig
 from llmkit.errors import BadInputError
 from llmkit.evals.common import (
     Evaluation,
@@ -316,36 +316,7 @@ HALLUCINATION_HELP = {
 @app.command()
 @cli_command
 def hallucination(
-    data: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Prompts: records with 'prompt', and 'answer' for correctness ('group' optional), in any data format."
-        ),
-    ] = None,
-    world: Annotated[
-        Optional[Path],
-        typer.Option(help="A world directory instead of --data: its QA probes about entities of --exposures."),
-    ] = None,
-    exposures: Annotated[
-        str, typer.Option(help="With --world: the exposures to ask about, comma-separated (0: unseen).")
-    ] = "0,30",
-    samples: Annotated[int, typer.Option(help="K: answers sampled per prompt (at least 2).")] = SAMPLES,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = TEMPERATURE,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling: top-p.")] = TOP_P,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: off).")] = TOP_K,
-    max_new_tokens: Annotated[
-        int, typer.Option(help="Longest answer, in tokens (answers stop at a newline).")
-    ] = MAX_NEW_TOKENS,
-    method: Annotated[
-        str, typer.Option(help="Log-det: exact, ees (Efficient EigenScore) or auto (the faster for the shape).")
-    ] = "auto",
-    correctness: Annotated[
-        bool,
-        typer.Option(
-            "--correctness/--no-correctness", help="Score the greedy answer against 'answer' (accuracy, AUROC)."
-        ),
-    ] = True,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    settings: HallucinationConfig = HallucinationConfig(),
     *,
     options: Annotated[EvalOptions, Options(help=HALLUCINATION_HELP)],
 ) -> None:
@@ -362,17 +333,7 @@ def hallucination(
 
     load = functools.partial(
         HallucinationEval.load,
-        data=data,
-        world=world,
-        exposures=exposures,
-        samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        method=method,
-        correctness=correctness,
-        seed=seed,
+        settings,
         limit=options.limit,
         model_name=options.model,
         device=options.device,

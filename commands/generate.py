@@ -10,16 +10,11 @@ import typer
 
 from llmkit.commands._common import (
     BatchSizeOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
     InterventionOpt,
-    JsonOpt,
-    ModelOpt,
+    ModelOptions,
+    OutputOptions,
     OutputPathOpt,
-    OverwriteOpt,
     SeedOpt,
-    TrustRemoteCodeOpt,
     backend_config,
     cli_command,
     key_value_table,
@@ -37,7 +32,7 @@ from llmkit.results import check_output_path, make_results, write_run
 
 @cli_command
 def generate(
-    model: ModelOpt,
+    model: ModelOptions,
     input: Annotated[
         str,
         typer.Option(
@@ -60,12 +55,8 @@ def generate(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")] = None,
     prompt_field: Annotated[str, typer.Option(help="Field of each record that holds the prompt.")] = "prompt",
     split: Annotated[str, typer.Option(help="Split, when --input is a dataset.")] = "train",
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Generate completions for every prompt in a file.
 
@@ -75,8 +66,8 @@ def generate(
     """
     started = time.perf_counter()
     if output_path is not None:
-        check_output_path(output_path, overwrite, inputs=[model, input])
-    elif json:
+        check_output_path(output_path, output.overwrite, inputs=[model.name, input])
+    elif output.json:
         raise BadInputError("--json needs --output-path: without it stdout carries the generations")
     if limit is not None and limit < 1:
         raise BadInputError(f"--limit must be at least 1, got {limit}")
@@ -93,13 +84,13 @@ def generate(
 
     engine = open_backend(
         backend,
-        model,
+        model.name,
         intervention,
-        dtype=dtype,
-        device=device,
+        dtype=model.dtype,
+        device=model.device,
         batch_size=batch,
         seed=seed,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=model.trust_remote_code,
     )
     prompts = [r[prompt_field] for r in records]
     with engine, progress_bar("generating", len(prompts)) as progress:
@@ -115,9 +106,9 @@ def generate(
         "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
     }
     config = {
-        "model": model,
+        "model": model.name,
         "input": input,
-        **backend_config(engine, backend, batch, dtype, device),
+        **backend_config(engine, backend, batch, model.dtype, model.device),
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
         "top_p": top_p,
@@ -134,8 +125,8 @@ def generate(
     if output_path is None:
         sys.stdout.write(dumps_jsonl(samples))
     else:
-        write_run(output_path, results, samples, overwrite=overwrite)
-    if json:
+        write_run(output_path, results, samples, overwrite=output.overwrite)
+    if output.json:
         print_results_json(results)
     else:
         stderr.print(key_value_table("generate", metrics))

@@ -15,10 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from llmkit.commands._common import (
-    DebugOpt,
-    JsonOpt,
+    OutputOptions,
     OutputPathOpt,
-    OverwriteOpt,
     cli_command,
     counting_progress_bar,
     print_results_json,
@@ -50,9 +48,8 @@ def quickstart(
         ),
     ] = False,
     output_path: OutputPathOpt = None,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Build (or reuse) the synthetic world and its tiny model; report what the model knows.
 
@@ -77,8 +74,8 @@ def quickstart(
     started = time.perf_counter()
     world_config, recipe = preset(preset_name)
     cache = cache_dir.expanduser() if cache_dir else default_cache_dir()
-    output = output_path or Path("llmkit_output") / f"quickstart-{datetime.now():%Y%m%d-%H%M%S}"
-    check_output_path(output, overwrite)
+    run_dir = output_path or Path("llmkit_output") / f"quickstart-{datetime.now():%Y%m%d-%H%M%S}"
+    check_output_path(run_dir, output.overwrite)
 
     with stderr.status("building the world"):
         world_dir, _ = ensure_world(cache, world_config)
@@ -106,10 +103,10 @@ def quickstart(
         "quickstart", config, context.metrics, wall_time_s=time.perf_counter() - started, num_samples=len(samples)
     )
     results["stage_seconds"] = seconds
-    write_run(output, results, samples, overwrite=overwrite)
-    if json:
+    write_run(run_dir, results, samples, overwrite=output.overwrite)
+    if output.json:
         print_results_json(results)
         return
     for table in tables:
         stdout.print(table)
-    stdout.print(f"model: {model_dir}\nreport: {output / 'results.json'}")
+    stdout.print(f"model: {model_dir}\nreport: {run_dir / 'results.json'}")

@@ -10,7 +10,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from llmkit.commands._common import ModelOpt, Options, TrainingOptions, cli_command, loss_change, train_and_write
+from llmkit.commands._common import (
+    ModelOpt,
+    Options,
+    OutputOptions,
+    TrainingOptions,
+    cli_command,
+    loss_change,
+    train_and_write,
+)
 from llmkit.configs import SAMPLES, TrainingBudget
 from llmkit.errors import BadInputError
 from llmkit.methods.configs import SendConfig
@@ -77,13 +85,14 @@ def train_command(method: str) -> Any:
         *,
         budget: Annotated[TrainingBudget, BUDGET],
         options: TrainingOptions,
+        output: OutputOptions,
     ) -> None:
         from llmkit.data import read_training_texts, records_digest
         from llmkit.evals.hallucination import epoch_evaluation, read_items, text_prompts
         from llmkit.methods import send
         from llmkit.training import checkpoint_directory, lora_settings
 
-        check_output_path(out, options.overwrite, inputs=[model, data, eval_prompts])
+        check_output_path(out, output.overwrite, inputs=[model, data, eval_prompts])
         config = send_config if method == "send" else None
         if eval_samples == 1 or eval_samples < 0:
             raise BadInputError(
@@ -134,7 +143,7 @@ def train_command(method: str) -> Any:
             counts = {"train": len(train_texts), "tracking": len(tracking_texts), "test": len(test_texts)}
             return trainer, {"data": str(data), "texts": counts, **fields}
 
-        train_and_write(f"train {method}", model, out, run, fit, _table_rows, options, record_file="train.json")
+        train_and_write(f"train {method}", model, out, run, fit, _table_rows, options, output, record_file="train.json")
 
     parameters = inspect.signature(command, eval_str=True).parameters.values()
     if method != "send":  # SeND's settings are not offered for plain training

@@ -14,15 +14,12 @@ import typer
 from rich.table import Table
 
 from llmkit.commands._common import (
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
+    NO_JSON,
     ModelOpt,
+    ModelOptions,
     Options,
-    OverwriteOpt,
+    OutputOptions,
     TrainingOptions,
-    TrustRemoteCodeOpt,
     cli_command,
     counting_progress_bar,
     key_value_table,
@@ -93,7 +90,7 @@ def edit_table(record: dict[str, Any]) -> Table:
 @app.command("rocr")
 @cli_command
 def rocr_command(
-    model: ModelOpt,
+    model: ModelOptions,
     out: OutOpt,
     target: Annotated[
         list[str], typer.Option("--target", "-t", help="Concept to forget (repeatable: edited one after another).")
@@ -151,12 +148,8 @@ def rocr_command(
     chat_template: Annotated[
         str, typer.Option(help=f"Wrap contexts in the chat template: {', '.join(CHAT_TEMPLATE_MODES)}.")
     ] = "auto",
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Forget a concept without training: redirect it to another with a rank-one edit per layer.
 
@@ -169,17 +162,16 @@ def rocr_command(
     from llmkit import arch
     from llmkit.generation import use_chat_template
     from llmkit.methods import rocr
-    from llmkit.models import load_model
 
     requests = rocr.pair_requests(target, redirect)
-    check_output_path(out, overwrite, inputs=[model, contexts, stats_corpus, stats_cache])
+    check_output_path(out, output.overwrite, inputs=[model.name, contexts, stats_corpus, stats_cache])
     context_templates = read_contexts(contexts)
     if stats_tokens < 1:
         raise BadInputError(f"--stats-tokens must be at least 1, got {stats_tokens}")
     if stats_cache is not None and stats_cache.expanduser().exists() and not stats_cache.expanduser().is_dir():
         raise BadInputError(f"--stats-cache {stats_cache} is a file; it names a directory to keep key statistics in")
-    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    world_text = pretraining_corpus(model)
+    hf_model, tokenizer = model.load()
+    world_text = pretraining_corpus(model.name)
     config = ROCRConfig.for_model(
         len(arch.decoder_layers(hf_model)),
         world_model=world_text is not None,
@@ -199,7 +191,7 @@ def rocr_command(
     cache_dir = stats_cache.expanduser() if stats_cache else default_cache_dir() / "rocr-stats"
     with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:
         edits, record = rocr.unlearn(hf_model, tokenizer, requests, config, corpus, cache_dir, advance)
-    record["model"] = model
+    record["model"] = model.name
     statistics = record["statistics"]
     if statistics and statistics["cached_layers"]:
         stderr.print(
@@ -214,8 +206,8 @@ def rocr_command(
             highlight=False,
             soft_wrap=True,
         )
-    rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), overwrite)
-    if json:
+    rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), output.overwrite)
+    if output.json:
         print_results_json(record)
         return
     stdout.print(edit_table(record))
@@ -227,13 +219,13 @@ def rocr_command(
 def revert_command(
     edited: Annotated[Path, typer.Argument(help="A directory `llmkit unlearn rocr` wrote.")],
     out: OutOpt,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: Annotated[OutputOptions, NO_JSON],
 ) -> None:
     """Restore the model ROCR edited, bit for bit, from the original weights saved beside the edit."""
     from llmkit.methods import rocr
 
-    record = rocr.revert_directory(edited, out, overwrite)
+    record = rocr.revert_directory(edited, out, output.overwrite)
     stdout.print(f"original model restored to {out} (layers {', '.join(map(str, record['config']['layers']))})")
 
 
@@ -280,12 +272,13 @@ def gradient_command(method: str) -> Any:
         *,
         budget: Annotated[TrainingBudget, BUDGET],
         options: TrainingOptions,
+        output: OutputOptions,
     ) -> None:
         from llmkit.data import records_digest
         from llmkit.methods import gradient
         from llmkit.training import checkpoint_directory, lora_settings
 
-        check_output_path(out, options.overwrite, inputs=[model, forget, retain, options.checkpoint_dir])
+        check_output_path(out, output.overwrite, inputs=[model, forget, retain, options.checkpoint_dir])
         forget_records = read_records(forget)
         retain_records = read_records(retain) if retain else None
         beta = beta if beta is not None else DEFAULT_BETA.get(method, GradientConfig.beta)
@@ -332,7 +325,7 @@ def gradient_command(method: str) -> Any:
                 "loss": loss_change(record),
             }
 
-        train_and_write(f"unlearn {method}", model, out, run, fit, rows, options, record_file=RECORD_FILE)
+        train_and_write(f"unlearn {method}", model, out, run, fit, rows, options, output, record_file=RECORD_FILE)
 
     parameters = [
         p
@@ -385,17 +378,13 @@ def print_artifact(path: Path, artifact: Artifact, rows: dict[str, Any], json: b
 @app.command("neuron-adjust")
 @cli_command
 def neuron_adjust_command(
-    model: ModelOpt,
+    model: ModelOptions,
     out: ArtifactOutOpt,
     forget: ForgetOpt,
     retain: Annotated[Optional[str], typer.Option(help="Data of the skills to keep, same format as --forget.")] = None,
     config: NeuronAdjustConfig = NeuronAdjustConfig(),
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Forget a skill without training by adjusting the MLP neurons that tell it apart.
 
@@ -407,20 +396,19 @@ def neuron_adjust_command(
     """
     from llmkit.interventions import write_artifact
     from llmkit.methods import neuron_adjust
-    from llmkit.models import load_model
 
-    check_output_path(out, overwrite, inputs=[model, forget, retain])
+    check_output_path(out, output.overwrite, inputs=[model.name, forget, retain])
     forget_texts = record_texts(read_skill_records(forget, "forget"))
     retain_texts = record_texts(read_skill_records(retain, "retain"))
-    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    hf_model, tokenizer = model.load()
     started = time.perf_counter()
     with counting_progress_bar("Neuron Adjust: neuron statistics", len(forget_texts) + len(retain_texts)) as advance:
         adjust, record = neuron_adjust.fit_neuron_adjust(
             hf_model, tokenizer, forget_texts, retain_texts, config, advance
         )
-    record.update(model=model, forget=forget, retain=retain, fit_s=round(time.perf_counter() - started, 3))
+    record.update(model=model.name, forget=forget, retain=retain, fit_s=round(time.perf_counter() - started, 3))
     artifact = neuron_adjust.neuron_adjust_artifact(hf_model, adjust, config, record)
-    write_artifact(out, artifact, overwrite=overwrite)
+    write_artifact(out, artifact, overwrite=output.overwrite)
     rows = {
         "neurons adjusted": f"{record['neurons']} of {record['total_neurons']:,} ({100 * config.fraction:g}%)",
         "per layer": ", ".join(f"{layer}: {n}" for layer, n in record["neurons_per_layer"].items()),
@@ -429,13 +417,13 @@ def neuron_adjust_command(
         "retain tokens": record["retain_tokens"],
         "fit seconds": record["fit_s"],
     }
-    print_artifact(out, artifact, rows, json)
+    print_artifact(out, artifact, rows, output.json)
 
 
 @app.command("ksd")
 @cli_command
 def ksd_command(
-    model: ModelOpt,
+    model: ModelOptions,
     out: ArtifactOutOpt,
     forget: ForgetOpt,
     config: KSDConfig = KSDConfig(),
@@ -445,12 +433,8 @@ def ksd_command(
             help=f"Wrap the queries in the chat template as evaluations do: {', '.join(CHAT_TEMPLATE_MODES)}."
         ),
     ] = "auto",
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Forget a skill without training by abstaining on its queries: Key Space Detection.
 
@@ -463,19 +447,18 @@ def ksd_command(
     from llmkit.generation import chat_wrap, use_chat_template
     from llmkit.interventions import write_artifact
     from llmkit.methods import ksd
-    from llmkit.models import load_model
 
-    check_output_path(out, overwrite, inputs=[model, forget])
+    check_output_path(out, output.overwrite, inputs=[model.name, forget])
     queries = record_texts(read_skill_records(forget, "forget"), queries=True)
-    hf_model, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    hf_model, tokenizer = model.load()
     if use_chat_template(chat_template, tokenizer):
         queries = [chat_wrap(tokenizer, q) for q in queries]
     started = time.perf_counter()
     with stderr.status("KSD: reading the forget keys"):
         gate, record = ksd.fit_ksd(hf_model, tokenizer, queries, config)
-    record.update(model=model, forget=forget, fit_s=round(time.perf_counter() - started, 3))
+    record.update(model=model.name, forget=forget, fit_s=round(time.perf_counter() - started, 3))
     artifact = ksd.ksd_artifact(hf_model, gate, config, record)
-    write_artifact(out, artifact, overwrite=overwrite)
+    write_artifact(out, artifact, overwrite=output.overwrite)
     rows = {
         "layer": gate.layer,
         "forget queries": record["queries"],
@@ -484,4 +467,4 @@ def ksd_command(
         "half-width": f"α·k·σ = {config.alpha:g}·{record['k']:.3g}·σ",
         "fit seconds": record["fit_s"],
     }
-    print_artifact(out, artifact, rows, json)
+    print_artifact(out, artifact, rows, output.json)

@@ -10,21 +10,19 @@ from typing import Annotated
 import typer
 
 from llmkit.commands._common import (
-    DebugOpt,
-    JsonOpt,
-    OverwriteOpt,
+    OutputOptions,
     cli_command,
     key_value_table,
     print_results_json,
     progress_bar,
     stdout,
 )
-from llmkit.configs import FAMILIES, PretrainConfig
+from llmkit.configs import PretrainConfig
 from llmkit.results import check_output_path, make_results
 from llmkit.world.generator import WorldConfig, build_world, parse_exposures, write_world
 
 app = typer.Typer(help="Build the synthetic world and pretrain its tiny model.", no_args_is_help=True)
-DEFAULT_WORLD, DEFAULT_RECIPE = WorldConfig(), PretrainConfig()
+DEFAULT_WORLD = WorldConfig()
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory to create.")]
 
@@ -38,24 +36,23 @@ def build(
     exposures: Annotated[
         str, typer.Option(help="Pretraining exposure counts, comma-separated; entities are spread evenly over them.")
     ] = ",".join(map(str, DEFAULT_WORLD.exposures)),
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    *,
+    output: OutputOptions,
 ) -> None:
     """Generate a world: entities and their facts in every probe form, skills, misinformation,
     a search corpus and held-out questions, as JSONL files plus world.json (the ground truth)."""
     started = time.perf_counter()
     config = WorldConfig(seed=seed, entities=entities, exposures=parse_exposures(exposures))
-    check_output_path(out, overwrite)
+    check_output_path(out, output.overwrite)
     world = build_world(config)
-    write_world(world, out, overwrite=overwrite)
+    write_world(world, out, overwrite=output.overwrite)
     results = make_results(
         "world build",
         {"out": str(out), **asdict(config)},
         world.manifest["counts"],
         wall_time_s=time.perf_counter() - started,
     )
-    if json:
+    if output.json:
         print_results_json(results)
     else:
         stdout.print(key_value_table(f"world written to {out}", world.manifest["counts"]))
@@ -66,39 +63,17 @@ def build(
 def pretrain_command(
     world: Annotated[Path, typer.Argument(help="A directory written by `llmkit world build`.")],
     out: OutOpt,
-    family: Annotated[str, typer.Option(help=f"Model family: {' or '.join(FAMILIES)}.")] = DEFAULT_RECIPE.family,
-    layers: Annotated[int, typer.Option(help="Decoder blocks.")] = DEFAULT_RECIPE.layers,
-    d_model: Annotated[int, typer.Option(help="Residual width.")] = DEFAULT_RECIPE.d_model,
-    heads: Annotated[int, typer.Option(help="Attention heads.")] = DEFAULT_RECIPE.heads,
-    d_mlp: Annotated[int, typer.Option(help="MLP width.")] = DEFAULT_RECIPE.d_mlp,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = DEFAULT_RECIPE.steps,
-    batch_size: Annotated[int, typer.Option(help="Blocks per step.")] = DEFAULT_RECIPE.batch_size,
-    learning_rate: Annotated[
-        float, typer.Option(help="Peak learning rate (cosine decay).")
-    ] = DEFAULT_RECIPE.learning_rate,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = DEFAULT_RECIPE.seed,
-    overwrite: OverwriteOpt = False,
-    json: JsonOpt = False,
-    debug: DebugOpt = False,
+    recipe: PretrainConfig = PretrainConfig(),
+    *,
+    output: OutputOptions,
 ) -> None:
     """Train a byte-level BPE tokenizer and a model from scratch on a world's pretraining text,
     through transformers' Trainer; save an ordinary HF model directory with a model card."""
     from llmkit.world.pretrain import pretrain
 
     started = time.perf_counter()
-    recipe = PretrainConfig(
-        family=family,
-        layers=layers,
-        d_model=d_model,
-        heads=heads,
-        d_mlp=d_mlp,
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
     with progress_bar("pretraining", recipe.steps) as progress:
-        summary = pretrain(world, out, recipe, overwrite=overwrite, progress=progress)
+        summary = pretrain(world, out, recipe, overwrite=output.overwrite, progress=progress)
     metrics = {k: summary[k] for k in ("final_loss", "num_parameters", "tokens_per_epoch", "epochs")}
     results = make_results(
         "world pretrain",
@@ -106,7 +81,7 @@ def pretrain_command(
         metrics,
         wall_time_s=time.perf_counter() - started,
     )
-    if json:
+    if output.json:
         print_results_json(results)
     else:
         stdout.print(key_value_table(f"model written to {out}", {**metrics, "wall_time_s": results["wall_time_s"]}))

@@ -11,7 +11,7 @@ from a world: its QA probes about entities of chosen exposures (0: never seen, 3
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +25,7 @@ from llmkit.configs import SAMPLES as SAMPLES
 from llmkit.configs import TEMPERATURE as TEMPERATURE
 from llmkit.configs import TOP_K as TOP_K
 from llmkit.configs import TOP_P as TOP_P
+from llmkit.configs import HallucinationConfig
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
@@ -238,61 +239,51 @@ class HallucinationEval:
     @classmethod
     def load(
         cls,
+        settings: HallucinationConfig = HallucinationConfig(),
         *,
-        data: str | Path | None = None,
-        world: str | Path | None = None,
-        exposures: str = ",".join(map(str, WORLD_EXPOSURES)),
-        samples: int = SAMPLES,
-        temperature: float = TEMPERATURE,
-        top_p: float = TOP_P,
-        top_k: int = TOP_K,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        method: str = "auto",
-        correctness: bool = True,
-        seed: int = 0,
         limit: int | None = None,
         model_name: str | None = None,
         device: str = "auto",
         trust_remote_code: bool = False,
     ) -> HallucinationEval:
-        """Prompt records of `data` (`read_items`) or of a world's `exposures` (`world_items`), the
-        first `limit` of each group; without correctness their answers are dropped."""
-        if samples < 2:
+        """Prompt records of `settings.data` (`read_items`) or of a world's exposures
+        (`world_items`), the first `limit` of each group; without correctness their answers are
+        dropped."""
+        if settings.samples < 2:
             raise BadInputError(
-                f"--samples must be at least 2: EigenScore compares K ≥ 2 answers per prompt, got {samples}"
+                f"--samples must be at least 2: EigenScore compares K ≥ 2 answers per prompt, got {settings.samples}"
             )
-        if method not in METHODS:
-            raise BadInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-        if (world is None) == (data is None):
+        if settings.method not in METHODS:
+            raise BadInputError(f"--method must be one of {', '.join(METHODS)}, got {settings.method!r}")
+        if (settings.world is None) == (settings.data is None):
             raise BadInputError("name the prompts: --data FILE, or --world DIR")
         params = GenerationParams(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            num_samples=samples,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+            num_samples=settings.samples,
             stop=("\n",),
-            seed=seed,
+            seed=settings.seed,
         )
-        items = world_items(world, parse_exposures(exposures)) if world is not None else read_items(data, correctness)
-        if not correctness:
+        if settings.world is not None:
+            items = world_items(settings.world, parse_exposures(settings.exposures))
+        else:
+            items = read_items(settings.data, settings.correctness)
+        if not settings.correctness:
             items = [{k: v for k, v in item.items() if k != "answer"} for item in items]
         if limit is not None:
             items = limit_per_group(items, limit, "group")
         config = {
-            "data": str(data) if data else None,
-            "world": str(world) if world else None,
-            "exposures": exposures if world else None,
-            "samples": samples,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "max_new_tokens": max_new_tokens,
-            "method": method,
-            "correctness": correctness,
-            "seed": seed,
+            **asdict(settings),
+            "data": str(settings.data) if settings.data else None,
+            "world": str(settings.world) if settings.world else None,
+            "exposures": settings.exposures if settings.world else None,
         }
-        return cls(items, params, correctness, method, config, (data, world), model_name, device, trust_remote_code)
+        inputs = (settings.data, settings.world)
+        return cls(
+            items, params, settings.correctness, settings.method, config, inputs, model_name, device, trust_remote_code
+        )
 
     @property
     def seed(self) -> int | None:

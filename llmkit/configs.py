@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import BadInputError
@@ -151,3 +152,29 @@ def recipe_id(world: WorldConfig, recipe: PretrainConfig) -> str:
 SAMPLES, TEMPERATURE, TOP_P, TOP_K = 10, 0.5, 0.99, 5
 """INSIDE's and SeND's sampling: K = 10 answers at T = 0.5, top-p 0.99, top-k 5 (SeND's generator)."""
 MAX_NEW_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class HallucinationConfig:
+    """What `llmkit eval hallucination` asks and how it samples: the prompts of `data`, or a world's
+    QA probes about entities of `exposures`; K = `samples` answers to each (INSIDE's and SeND's
+    sampling by default), EigenScore's log-det by `method`, and the greedy answer checked against
+    the gold one when `correctness`."""
+
+    data: Path | None = option(
+        None, "Prompts: records with 'prompt', and 'answer' for correctness ('group' optional), in any data format."
+    )
+    world: Path | None = option(
+        None, "A world directory instead of --data: its QA probes about entities of --exposures."
+    )
+    exposures: str = option("0,30", "With --world: the exposures to ask about, comma-separated (0: unseen).")
+    samples: int = option(SAMPLES, "K: answers sampled per prompt (at least 2).")
+    temperature: float = option(TEMPERATURE, "Sampling temperature.")
+    top_p: float = option(TOP_P, "Nucleus sampling: top-p.")
+    top_k: int = option(TOP_K, "Sample among the k most likely tokens (0: off).")
+    max_new_tokens: int = option(MAX_NEW_TOKENS, "Longest answer, in tokens (answers stop at a newline).")
+    method: str = option("auto", "Log-det: exact, ees (Efficient EigenScore) or auto (the faster for the shape).")
+    correctness: bool = option(
+        True, "Score the greedy answer against 'answer' (accuracy, AUROC).", flag="--correctness/--no-correctness"
+    )
+    seed: int = option(0, "Sampling seed.")

@@ -192,3 +192,31 @@ def pooled_states(
 def last_token(hidden: Activation, mask: torch.Tensor) -> Activation:
     """Each row's last real token (right padding)."""
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(1) - 1]
+
+
+def describe_points(model: nn.Module, tokenizer) -> list[dict[str, object]]:
+    """The architecture map as `llmkit model inspect` reports it: per point, its module path, what
+    is read there and its shape, the widths measured by one short forward pass at layer 0."""
+    batch = tokenizer(["Hello world"], return_tensors="pt").to(model.device)
+    with ExitStack() as stack:
+        captured = {point: stack.enter_context(capture(model, point, [0])) for point in arch.POINTS}
+        with torch.inference_mode():
+            model(**batch)
+
+    def activation(point: str, reads: str) -> dict[str, object]:
+        shape = ["batch", "seq", captured[point][0].shape[-1]]
+        return {"point": point, "module": arch.module_path(model, point), "reads": reads, "shape": shape}
+
+    layers = len(arch.decoder_layers(model))
+    return [
+        {"point": "layers", "module": arch.arch_spec(model).layers, "reads": "decoder blocks", "shape": [layers]},
+        activation("mlp_pre", "output"),
+        activation("mlp_key", "input"),
+        {
+            "point": "mlp_out_weight",
+            "module": arch.module_path(model, "mlp_out_weight") + ".weight",
+            "reads": "weight as (d, m)",
+            "shape": list(arch.mlp_out_weight(model, 0).shape),
+        },
+        activation("resid_out", "output"),
+    ]

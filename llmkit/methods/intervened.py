@@ -29,6 +29,7 @@ from llmkit.generation import (
     Progress,
     encode_prompts,
     hf_model,
+    load_backend,
     tokenize_pairs,
 )
 from llmkit.hooks import intervene, track_inputs
@@ -199,3 +200,33 @@ def apply_interventions(
     model = hf_model(engine, model_name, device=device, trust_remote_code=trust_remote_code)
     adjusters, gates = load_interventions(artifacts, model)
     return IntervenedBackend(engine, model, adjusters, gates)
+
+
+def open_intervened_backend(
+    backend: str,
+    model: str,
+    interventions: Sequence[str | Path] = (),
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    seed: int | None = None,
+    trust_remote_code: bool = False,
+) -> Backend:
+    """`generation.load_backend` with the artifacts at `interventions` applied; they are read
+    first, so a bad artifact fails before any model loads."""
+    artifacts = read_interventions(interventions, backend)
+    engine = load_backend(
+        backend,
+        model,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+    )
+    try:
+        return apply_interventions(engine, artifacts, model, device=device, trust_remote_code=trust_remote_code)
+    except BaseException:
+        engine.close()
+        raise

@@ -12,12 +12,14 @@ their facts name the target.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkit.data import read_records
+from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
+from llmkit.results import staged_directory
 from llmkit.world.forms import FORMS
 from llmkit.world.generator import ATTRIBUTES, BIO_SENTENCES
 
@@ -103,3 +105,13 @@ def skill_set(world_dir: str | Path, skill: str) -> tuple[list[dict[str, str]], 
         "retain_skills": [name for name in names if name != skill],
     }
     return forget, retain, summary
+
+
+def write_sets(
+    out: Path, forget: list[dict], retain: list[dict], summary_file: str, summary: dict, overwrite: bool = False
+) -> None:
+    """forget.jsonl, retain.jsonl and the summary, appearing in `out` whole or not at all."""
+    with staged_directory(out, overwrite=overwrite) as staging:
+        (staging / "forget.jsonl").write_text(dumps_jsonl(forget), encoding="utf-8")
+        (staging / "retain.jsonl").write_text(dumps_jsonl(retain), encoding="utf-8")
+        (staging / summary_file).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
