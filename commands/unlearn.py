@@ -30,7 +30,7 @@ from llmkit.commands._common import (
     train_and_write,
 )
 from llmkit.configs import CHAT_TEMPLATE_MODES, TrainingBudget
-from llmkit.data import check_records, read_records, read_text, record_texts
+from llmkit.data import read_records, read_set, record_texts
 from llmkit.errors import BadInputError
 from llmkit.methods.configs import (
     DEFAULT_BETA,
@@ -55,21 +55,6 @@ RECORD_FILE = "unlearn.json"
 OutOpt = Annotated[
     Path, typer.Option("--out", help="Directory to write the model to (an ordinary HF model directory).")
 ]
-
-
-def read_contexts(path: Path | None) -> list[str] | None:
-    """Context templates, one per line, each with exactly one '{}' for the subject."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise BadInputError(f"--contexts file {path} does not exist")
-    contexts = [line.rstrip("\n") for line in read_text(path).splitlines() if line.strip()]
-    bad = [c for c in contexts if c.count("{}") != 1]
-    if not contexts or bad:
-        raise BadInputError(
-            f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'"
-        )
-    return contexts
 
 
 def edit_table(record: dict[str, Any]) -> Table:
@@ -165,7 +150,7 @@ def rocr_command(
 
     requests = rocr.pair_requests(target, redirect)
     check_output_path(out, output.overwrite, inputs=[model.name, contexts, stats_corpus, stats_cache])
-    context_templates = read_contexts(contexts)
+    context_templates = rocr.read_contexts(contexts)
     if stats_tokens < 1:
         raise BadInputError(f"--stats-tokens must be at least 1, got {stats_tokens}")
     if stats_cache is not None and stats_cache.expanduser().exists() and not stats_cache.expanduser().is_dir():
@@ -192,20 +177,13 @@ def rocr_command(
     with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:
         edits, record = rocr.unlearn(hf_model, tokenizer, requests, config, corpus, cache_dir, advance)
     record["model"] = model.name
-    statistics = record["statistics"]
-    if statistics and statistics["cached_layers"]:
-        stderr.print(
-            f"key statistics for layers {statistics['cached_layers']} reused from the cache ({cache_dir})",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if statistics and statistics["recomputed_damaged_layers"]:
-        stderr.print(
-            f"key statistics for layers {statistics['recomputed_damaged_layers']} were damaged in the cache "
-            f"({cache_dir}); recomputed",
-            highlight=False,
-            soft_wrap=True,
-        )
+    notes = {"cached_layers": "reused from the cache", "recomputed_damaged_layers": "damaged in the cache; recomputed"}
+    for key, note in notes.items():
+        if record["statistics"] and record["statistics"][key]:
+            layers_read = record["statistics"][key]
+            stderr.print(
+                f"key statistics for layers {layers_read} {note} ({cache_dir})", highlight=False, soft_wrap=True
+            )
     rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), output.overwrite)
     if output.json:
         print_results_json(record)
@@ -357,14 +335,6 @@ ForgetOpt = Annotated[
 ]
 
 
-def read_skill_records(source: str | None, what: str) -> list[dict[str, Any]]:
-    if source is None:
-        raise BadInputError(f"name the {what} set: --{what} FILE (llmkit data skill-set writes one)")
-    records = read_records(source)
-    check_records(records, f"the {what} set ({source})")
-    return records
-
-
 def print_artifact(path: Path, artifact: Artifact, rows: dict[str, Any], json: bool) -> None:
     if json:
         print_results_json(
@@ -398,8 +368,8 @@ def neuron_adjust_command(
     from llmkit.methods import neuron_adjust
 
     check_output_path(out, output.overwrite, inputs=[model.name, forget, retain])
-    forget_texts = record_texts(read_skill_records(forget, "forget"))
-    retain_texts = record_texts(read_skill_records(retain, "retain"))
+    forget_texts = record_texts(read_set(forget, "forget"))
+    retain_texts = record_texts(read_set(retain, "retain"))
     hf_model, tokenizer = model.load()
     started = time.perf_counter()
     with counting_progress_bar("Neuron Adjust: neuron statistics", len(forget_texts) + len(retain_texts)) as advance:
@@ -449,7 +419,7 @@ def ksd_command(
     from llmkit.methods import ksd
 
     check_output_path(out, output.overwrite, inputs=[model.name, forget])
-    queries = record_texts(read_skill_records(forget, "forget"), queries=True)
+    queries = record_texts(read_set(forget, "forget"), queries=True)
     hf_model, tokenizer = model.load()
     if use_chat_template(chat_template, tokenizer):
         queries = [chat_wrap(tokenizer, q) for q in queries]

@@ -194,6 +194,16 @@ def dumps_jsonl(records: Iterable[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
+def read_set(source: str | Path | None, what: str) -> list[dict[str, Any]]:
+    """A command's --forget or --retain set (`what`): records with 'text', or 'prompt' and
+    'answer' (`llmkit data skill-set` writes them), none of them empty."""
+    if source is None:
+        raise BadInputError(f"name the {what} set: --{what} FILE (llmkit data skill-set writes one)")
+    records = read_records(source)
+    check_records(records, f"the {what} set ({source})")
+    return records
+
+
 def read_training_texts(source: str | Path, field: str = "text") -> list[str]:
     """The non-empty `field` of each record of `source`, all read (a training split shuffles
     them): a string, or a list of strings (sentences; SeND's HELM files) joined by spaces."""

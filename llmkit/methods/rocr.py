@@ -50,7 +50,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
 from llmkit.batching import corpus_batches, pad_batch
-from llmkit.data import read_texts
+from llmkit.data import read_text, read_texts
 from llmkit.errors import BadInputError
 from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
@@ -360,6 +360,22 @@ def check_request(tokenizer: PreTrainedTokenizerBase, request: Request) -> None:
             )
     if request.target.strip() == request.redirect.strip():
         raise BadInputError(f"the target and the redirect are both {request.target!r}; redirect to another concept")
+
+
+def read_contexts(path: Path | None) -> list[str] | None:
+    """`ROCRConfig.contexts` from a file (None for None): templates, one per line, each with
+    exactly one '{}' for the subject."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise BadInputError(f"--contexts file {path} does not exist")
+    contexts = [line.rstrip("\n") for line in read_text(path).splitlines() if line.strip()]
+    bad = [c for c in contexts if c.count("{}") != 1]
+    if not contexts or bad:
+        raise BadInputError(
+            f"--contexts {path}: every line needs exactly one {{}} where the subject goes, e.g. 'Tell me about {{}}.'"
+        )
+    return contexts
 
 
 def pair_requests(targets: Sequence[str], redirects: Sequence[str]) -> list[Request]:
