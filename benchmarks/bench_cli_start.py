@@ -7,7 +7,7 @@ doing nothing, `python -c pass`), in paired rounds, medians.
 
 Goal: each <= 1.0 s on a 2-core CPU. Parsing arguments and rendering help must not import torch,
 transformers, datasets and the rest (torch alone takes over a second); commands import them when
-they run. tests/test_cli_startup.py checks that no heavy library is imported.
+they run. tests/test_cli.py checks that no heavy library is imported.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pretrain every preset's world model by llmkit's own recipe and ship it in the package
 (`llmkit/world/models/<preset>/`), with the record of what made it. Run it through
 `make world-models` after any change to the world generator, a preset or the recipe:
-`tests/test_world_models.py` fails until the shipped models match them again.
+`tests/test_world_cache.py` fails until the shipped models match them again.
 
     python scripts/ship_world_models.py [PRESET ...]
 """

@@ -1,4 +1,7 @@
-"""Session fixtures: tiny random-init models of every supported family, built locally once."""
+"""Fixtures and helpers that tests of several modules use: tiny random-init models of every
+supported family built locally once, the micro world and its model, the CLI from a test (in-process
+or the installed entry point) with the checks of the bad-input contract, and the small files,
+fixtures and constants that tests of several command groups and library modules share."""
 
 from __future__ import annotations
 
@@ -17,12 +20,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 from llmkit.arch import ARCHITECTURES
 from llmkit.commands.cli import app
+from llmkit.data import read_records
 from llmkit.models import load_model
-from tiny import build_model_dir
+from tiny import CORPUS, build_model_dir
 
 FAMILIES = sorted(ARCHITECTURES)
 
@@ -278,3 +284,217 @@ def short_context_dir(tmp_path_factory) -> Path:
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# --- files and checks that tests of several command groups share -------------------------------
+
+
+BINARY = b"\xff\xfe\x00bad\x80\n"
+"""Not UTF-8 anywhere: a UTF-16 byte-order mark, a NUL, a stray continuation byte."""
+
+
+TEXTS = [f"{line} ({i})" for i, line in enumerate(CORPUS[:6] * 4)]
+"""Distinct passages of the tiny corpus (the `texts` fixture's records)."""
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def refused(args, *needles, roots):
+    """Run `llmkit *args` in-process and assert the bad-input contract, with nothing under
+    `roots` written, replaced or removed."""
+    before = tree_snapshot(*roots)
+    return assert_refused(llmkit(*args), *needles, before=before, roots=roots)
+
+
+def ok(result):
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Each test works in its tmp_path (so a relative write would show in the snapshot), with
+    llmkit's cache there too. The hostile-input tests ask for it with
+    `@pytest.mark.usefixtures("isolated")`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "llmkit-cache"))
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(PROMPTS)))
+    return path
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    return write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Alice was born in"}, {"prompt": "12 +"}])
+
+
+@pytest.fixture
+def texts(tmp_path):
+    return write_jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in TEXTS])
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def binary_jsonl(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(BINARY)
+    return path
+
+
+def rocr_args(model, out, corpus, cache, *extra):
+    return (
+        "unlearn",
+        "rocr",
+        "-m",
+        model,
+        "--target",
+        "Alice",
+        "--redirect",
+        "Bob",
+        "--out",
+        out,
+        "--layers",
+        "0,1",
+        "--stats-corpus",
+        corpus,
+        "--stats-cache",
+        cache,
+        "--device",
+        "cpu",
+        *extra,
+    )
+
+
+def one_wins(procs: dict[int, subprocess.Popen]) -> int:
+    """Of two concurrent runs by seed, exactly one succeeds and the other is refused in one line;
+    returns the winner's seed."""
+    done = {seed: (proc.communicate(timeout=300), proc.returncode) for seed, proc in procs.items()}
+    codes = sorted(code for _, code in done.values())
+    assert codes == [0, 2], {seed: (code, err[-2000:]) for seed, ((_, err), code) in done.items()}
+    [winner] = [seed for seed, (_, code) in done.items() if code == 0]
+    [((loser_out, loser_err), _)] = [v for seed, v in done.items() if seed != winner]
+    assert_process_refused(subprocess.CompletedProcess([], 2, loser_out, loser_err))
+    return winner
+
+
+@pytest.fixture
+def world_forget_set(micro_world, tmp_path):
+    """(target, directory): `llmkit data forget-set` for a micro-world entity seen 30 times."""
+    target = next(e for e in read_records(micro_world / "entities.jsonl") if e["exposure"] == 30)["name"]
+    out = tmp_path / "forget_set"
+    result = llmkit("data", "forget-set", "--world", micro_world, "--target", target, "--out", out)
+    assert result.exit_code == 0, result.output
+    return target, out
+
+
+# --- ORT probe folders, built from ORT's schema ---------------------------------------------------
+
+
+def probe(query, answer, subject, type_="cloze", level="1"):
+    return {"query": query, "answer": answer, "level": level, "type": type_, "subject": subject}
+
+
+def write_target(root, index, name, files):
+    from llmkit.evals.ort import target_folder
+
+    folder = root / target_folder(index, name)
+    folder.mkdir(parents=True)
+    for file, records in files.items():
+        (folder / f"{file}.json").write_text(json.dumps(records, indent=4))
+
+
+# --- training: an interruption, weights moved off the reference, SeND's texts ----------------------
+
+
+def perturb(model, names=("",), scale=0.05):
+    """Move the trainable weights away from the reference, so π_θ ≠ π_ref."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and any(n in name for n in names):
+                p.add_(scale * torch.randn(p.shape, generator=generator))
+
+
+class Interrupt(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+SEND_TEXTS = [
+    f"Text number {i} tells of a {['red', 'blue', 'green'][i % 3]} house by the river {i % 5}." for i in range(20)
+]
+"""The texts SeND trains on and tracks, by the library and from the command line."""
+
+
+# --- skill unlearning: KSD and Neuron Adjust --------------------------------------------------------
+
+
+# Skill unlearning on the tiny models: texts of one skill (reversal) to forget, other text to keep,
+# and the queries of the forget texts (what a KSD gate is fitted on).
+SKILL_FORGET = [
+    f"Reverse: {' '.join(w)} => {' '.join(reversed(w))}"
+    for w in ("abc", "dcba", "fed", "hgij", "bad", "cafe", "jig", "aced")
+]
+
+SKILL_RETAIN = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Alice was born in Paris and works as a painter.",
+    "What is the capital of France? The capital of France is Paris.",
+    "one two three four five six seven eight nine ten",
+]
+SKILL_QUERIES = [text.split("=>")[0] + "=>" for text in SKILL_FORGET]
+
+
+REFUSAL = "I will not answer that."
+"""What the session's KSD gate (`reversal_gate`) answers a prompt it refuses with."""
+
+
+@pytest.fixture(scope="session")
+def skill_sets(micro_world, tmp_path_factory):
+    """skill -> directory with forget.jsonl and retain.jsonl (`llmkit data skill-set` on the micro
+    world), built once per session: the tests only read them."""
+    root = tmp_path_factory.mktemp("skill-sets")
+    skills = list(dict.fromkeys(item["skill"] for item in read_records(micro_world / "skills.jsonl")))
+    for skill in skills:
+        result = llmkit("data", "skill-set", "--world", micro_world, "--skill", skill, "--out", root / skill)
+        assert result.exit_code == 0, result.output
+    return {skill: root / skill for skill in skills}
+
+
+@pytest.fixture(scope="session")
+def reversal_gate(micro_model, skill_sets, tmp_path_factory):
+    """A KSD gate (`llmkit unlearn ksd`) fitted on the micro world's reversal skill, once per
+    session: the tests only read it."""
+    out = tmp_path_factory.mktemp("artifacts") / "ksd-reversal"
+    result = llmkit(
+        "unlearn",
+        "ksd",
+        "-m",
+        micro_model,
+        "--forget",
+        skill_sets["reversal"] / "forget.jsonl",
+        "--refusal",
+        REFUSAL,
+        "--out",
+        out,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    return out

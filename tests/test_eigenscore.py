@@ -1,11 +1,24 @@
-"""EigenScore against an independent numpy computation, and EES against the exact log-det."""
+"""EigenScore (llmkit/metrics/eigenscore.py) against an independent numpy computation, EES against
+the exact log-det, and the answer embeddings it scores, which do not depend on batching."""
 
 import numpy as np
 import pytest
 import torch
 
 from llmkit.errors import BadInputError
-from llmkit.metrics.eigenscore import ALPHA, EESConfig, centered, choose_method, eigenscore, logdet_ees, logdet_exact
+from llmkit.generation import encode_prompts
+from llmkit.metrics.eigenscore import (
+    ALPHA,
+    EESConfig,
+    answer_embeddings,
+    centered,
+    choose_method,
+    eigenscore,
+    logdet_ees,
+    logdet_exact,
+    middle_layer,
+)
+from llmkit.models import load_model
 
 
 def numpy_eigenscore(embeddings: np.ndarray, alpha: float = ALPHA) -> float:
@@ -108,3 +121,17 @@ def test_ees_with_more_dominant_directions_than_lanczos_steps(rank):
     embeddings = (rng.normal(size=(300, rank)) * 3) @ rng.normal(size=(rank, 800)) + 0.1 * rng.normal(size=(300, 800))
     z = centered(torch.from_numpy(embeddings))
     assert logdet_ees(z) == pytest.approx(logdet_exact(z), rel=0.02)
+
+
+@pytest.mark.training
+def test_answer_embeddings_do_not_depend_on_batching(llama_dir):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    prompts = ["The capital of", "A much longer prompt about the weather in the north", "Hi"]
+    answers = [" Paris", " it rains", ""]
+    batched = answer_embeddings(model, tokenizer, prompts, answers, batch_size=3)
+    alone = torch.cat([answer_embeddings(model, tokenizer, [p], [a], batch_size=1) for p, a in zip(prompts, answers)])
+    assert torch.allclose(batched, alone, atol=1e-5)
+    # The last answer token's state at hidden_states[L // 2], read independently.
+    ids = torch.tensor([encode_prompts(tokenizer, [prompts[0] + answers[0]])[0]])
+    hidden = model(ids, output_hidden_states=True).hidden_states
+    assert torch.allclose(batched[0], hidden[middle_layer(model) + 1][0, -1], atol=1e-5)

@@ -1,5 +1,5 @@
-"""The gradient unlearning baselines: each loss against a direct computation, LoRA's reference,
-resuming, and unlearning on the micro world."""
+"""The gradient unlearning baselines (llmkit/methods/gradient.py): each loss against a direct
+computation, LoRA's reference, resuming and checkpoints, and unlearning on the micro world."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
 
+from conftest import Interrupt, perturb
 from llmkit.data import read_records
 from llmkit.generation import GenerationParams, HFBackend
-from llmkit.methods import gradient, task_vector
+from llmkit.methods import gradient
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
 from llmkit.training import COMPLETE_FILE, TrainingBudget, add_lora, check_checkpoints, train
@@ -22,11 +22,14 @@ from llmkit.world.forget_set import forget_set
 
 pytestmark = pytest.mark.training  # every test here trains or unlearns: the outcome depends on the CPU's kernels
 
+
 FORGET = [
     {"prompt": "Question: Where was Bob born? Answer:", "answer": "Lyon"},
     {"prompt": "Alice was born in", "answer": "Paris and works as a painter."},
     {"text": "The quick brown fox jumps over the lazy dog."},
 ]
+
+
 RETAIN = [
     {"prompt": "What is the capital of France?", "answer": "The capital of France is Paris."},
     {"text": "one two three four five six seven"},
@@ -36,15 +39,6 @@ RETAIN = [
 
 def budget(**overrides):
     return TrainingBudget(**{"learning_rate": 1e-3, "batch_size": 3, **overrides})
-
-
-def perturb(model, names=("",), scale=0.05):
-    """Move the trainable weights away from the reference, so π_θ ≠ π_ref."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.requires_grad and any(n in name for n in names):
-                p.add_(scale * torch.randn(p.shape, generator=generator))
 
 
 def log_prob(model, ids, labels):
@@ -175,49 +169,6 @@ def test_dpo_loss_equals_direct_computation(lora, llama_dir, tmp_path):
         dealt = [shuffled[(i * per_row + j) % 3] for i in range(2) for j in range(per_row)]
         expected = expected + 0.7 * direct_nll(model, dealt)
     assert trainer_loss(trainer) == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
-
-
-def test_task_vector_negation_is_theta_minus_alpha_delta(llama_dir):
-    model, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
-    original = task_vector.snapshot(model)
-    perturb(model)
-    finetuned = {n: p.detach().clone() for n, p in model.named_parameters()}
-    task_vector.negate(model, original, 0.5)
-    for name, p in model.named_parameters():
-        assert torch.allclose(p, original[name] - 0.5 * (finetuned[name] - original[name]), atol=1e-7)
-
-
-def test_task_vector_negates_a_lora_adapter(llama_dir):
-    base, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
-    model = add_lora(base, 4)
-    perturb(model, ("lora_",))
-    layer = model.base_model.model.model.layers[0].self_attn.q_proj
-    w = layer.base_layer.weight.detach().clone()
-    delta = layer.get_delta_weight("default").detach().clone()
-    task_vector.negate(model, task_vector.snapshot(model), 2.0)
-    assert torch.allclose(layer.get_delta_weight("default"), -2.0 * delta, atol=1e-7)
-    assert torch.equal(layer.base_layer.weight, w)
-
-
-def test_lora_trains_only_the_adapter(llama_dir):
-    model, _ = load_model(str(llama_dir), device="cpu", dtype="float32")
-    total = sum(p.numel() for p in model.parameters())
-    model = add_lora(model, 4, ["q_proj", "v_proj"])
-    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
-    layers, d = model.config.num_hidden_layers, model.config.hidden_size
-    kv = model.config.num_key_value_heads * d // model.config.num_attention_heads
-    assert sum(trainable.values()) == layers * (4 * d + d * 4 + 4 * d + kv * 4)
-    assert sum(p.numel() for p in model.parameters()) - sum(trainable.values()) == total
-
-
-class Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_training_resumes_to_the_same_weights(llama_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""`llmkit world build | pretrain` from the command line."""
+"""`llmkit world build | pretrain` from the command line, and hostile input: a learning rate that
+is not finite, and concurrent builds of one world."""
 
 import json
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import TINY_RECIPE, assert_bad_input, llmkit
+from conftest import TINY_RECIPE, assert_bad_input, leftovers, llmkit, ok, one_wins, refused, start_llmkit
 from llmkit.data import read_records
 from llmkit.world.cache import preset
 
@@ -96,3 +97,29 @@ def test_world_build_into_an_unwritable_place(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     out = tmp_path / "notes.txt" / "world"
     assert_bad_input(llmkit("world", "build", "--out", out), "choose another output path")
+
+
+# --- hostile input: one test per defect -------------------------------------------------------
+
+
+# Hostile input, defects 9, 10: numbers that are not finite, training that diverges.
+@pytest.mark.usefixtures("isolated")
+def test_a_nan_pretraining_rate_is_refused_and_a_correct_rerun_works(micro_world, tmp_path):
+    out = tmp_path / "m"
+    common = ("world", "pretrain", micro_world, "--out", out, *TINY_RECIPE, "--steps", 2)
+    refused((*common, "--learning-rate", "nan"), "finite", roots=(tmp_path, micro_world))
+    ok(llmkit(*common))
+    assert (out / "config.json").is_file() and leftovers(tmp_path, "m") == ["m"]
+
+
+# Hostile input, defect 15: two runs writing the same output at once.
+@pytest.mark.usefixtures("isolated")
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_concurrent_world_builds_one_wins_whole(attempt, tmp_path):
+    out = tmp_path / "world"
+    winner = one_wins(
+        {seed: start_llmkit("world", "build", "--out", out, "--seed", seed, cwd=tmp_path) for seed in (1, 2)}
+    )
+    assert json.loads((out / "world.json").read_text())["config"]["seed"] == winner
+    assert len(read_records(out / "entities.jsonl")) == 200
+    assert leftovers(tmp_path, "world") == ["world"]

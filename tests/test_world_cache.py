@@ -1,5 +1,7 @@
-"""The world models llmkit ships: they match today's generator and recipes, load without llmkit,
-are what the cache hands out, and `rebuild` still pretrains one that knows what it saw."""
+"""The world models llmkit ships and its cache hands out (llmkit/world/cache.py): they match today's
+generator and recipes, load without llmkit, are what the cache hands out without copying, a damaged
+cached world names the fix, the shipped micro model knows the facts it saw often and learned the toy
+language, and `rebuild` still pretrains one that knows what it saw."""
 
 import json
 
@@ -10,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.knowledge import evaluate_knowledge
+from llmkit.evals.skills import evaluate_skills
 from llmkit.generation import load_backend
 from llmkit.world.cache import PRESETS, SHIPPED_MODELS, ensure_model, ensure_world, model_dir, shipped_record
 from llmkit.world.generator import world_digest
@@ -54,6 +57,50 @@ def test_a_damaged_cached_world_is_one_line_naming_the_fix(tmp_path):
     (world_dir / "probes.jsonl").unlink()
     with pytest.raises(BadInputError, match="is incomplete \\(no probes.jsonl\\); delete it and build it again"):
         ensure_model(tmp_path, world, recipe)
+
+
+# --- what the shipped micro model knows -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def knowledge(micro_world, micro_model):
+    backend = load_backend("hf", str(micro_model), device="cpu")
+    probes = [p for p in read_records(micro_world / "probes.jsonl") if p["form"] == "qa"]
+    metrics, samples = evaluate_knowledge(backend, probes, read_records(micro_world / "facts.jsonl"))
+    return metrics, samples
+
+
+@pytest.mark.training
+def test_micro_model_knows_the_facts_it_saw_often(knowledge, bound):
+    metrics, samples = knowledge
+    qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
+    bound("qa_exposure_30", qa["30"], ">=", 0.8)
+    assert qa["30"] > qa["0"]
+    # Unseen entities: the model answers (it confabulates) but does no better than a guesser.
+    unseen = [s for s in samples if s["exposure"] == 0]
+    assert sum(bool(s["generation"]) for s in unseen) >= 0.9 * len(unseen)
+    bound("qa_exposure_0_above_chance", qa["0"] - metrics["chance"]["qa"], "<=", 0.1)
+
+
+@pytest.mark.training
+def test_micro_model_learned_the_toy_language(micro_world, micro_model, bound):
+    backend = load_backend("hf", str(micro_model), device="cpu")
+    items = [i for i in read_records(micro_world / "skills.jsonl") if i["split"] == "test"]
+    metrics, samples = evaluate_skills(backend, items)
+    assert set(metrics["accuracy"]) == {"comparison", "reversal", "language"}
+    # Word for word: the micro model translates most words right (it mixes up 'the' and 'a',
+    # so whole sentences are often one word off) and speaks only the invented lexicon.
+    lexicon = {
+        w for i in read_records(micro_world / "skills.jsonl") if i["skill"] == "language" for w in i["answer"].split()
+    }
+    pairs = [
+        (a, g)
+        for s in samples
+        if s["skill"] == "language"
+        for a, g in zip(s["answer"].split(), s["generation"].split())
+    ]
+    bound("language_words_right", sum(a == g for a, g in pairs) / len(pairs), ">=", 0.7)
+    assert all(g in lexicon for _, g in pairs), metrics
 
 
 @pytest.mark.training

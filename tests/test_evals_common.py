@@ -1,3 +1,6 @@
+"""The evaluations' shared plumbing (llmkit/evals/common.py): metric names, thresholds, probe
+digests, and baselines of the same command on the same probes."""
+
 import pytest
 
 from llmkit.errors import BadInputError

@@ -1,4 +1,5 @@
-"""Loading ORT probes: an ORT-style folder built here from the schema, and a world's probes."""
+"""The ORT evaluation (llmkit/evals/ort.py): loading probes (an ORT-style folder built here from the
+schema, and a world's probes), and comparing a run with its baseline."""
 
 import json
 import unicodedata
@@ -6,22 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from conftest import probe, write_target
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.evals.ort import folder_target, load_ort_dir, load_world_probes, parse_forms, spelled, target_folder
+from llmkit.evals.ort import (
+    compare,
+    folder_target,
+    load_ort_dir,
+    load_world_probes,
+    parse_forms,
+    spelled,
+    target_folder,
+)
 
 TARGET_NAMES = Path(__file__).parent / "data" / "ort" / "target_names.json"  # ORT's 200 targets (tests/data/README.md)
-
-
-def probe(query, answer, subject, type_="cloze", level="1"):
-    return {"query": query, "answer": answer, "level": level, "type": type_, "subject": subject}
-
-
-def write_target(root, index, name, files):
-    folder = root / target_folder(index, name)
-    folder.mkdir(parents=True)
-    for file, records in files.items():
-        (folder / f"{file}.json").write_text(json.dumps(records, indent=4))
 
 
 @pytest.fixture
@@ -131,3 +130,18 @@ def test_unknown_form_and_target(ort_dir):
         load_ort_dir(ort_dir / "1_Robert_Downey_Jr.")
     with pytest.raises(BadInputError, match="is not a directory"):
         load_ort_dir(ort_dir / "missing")
+
+
+def test_compare_leaves_out_forms_the_baseline_cannot_divide_by():
+    metrics = {
+        "forget": {"qa": {"prob": 0.2}, "mc": {"prob": 0.5}, "tf": {"prob": 0.3}},
+        "neighbor": {"qa": {"prob": None}},
+    }
+    baseline = {
+        "forget": {"qa": {"prob": 0.8}, "mc": {"prob": 0.5}, "tf": {"prob": 0.0}},
+        "neighbor": {"qa": {"prob": 0.9}},
+    }
+    compared = compare(metrics, baseline)
+    assert compared["drop"]["forget"] == {"qa": pytest.approx(0.75), "mc": 0.0, "tf": None}
+    assert compared["drop"]["neighbor"] == {"qa": None}
+    assert compared["form_gap"] == pytest.approx(0.75)

@@ -1,4 +1,5 @@
-"""The world generator: determinism, and ground truth that matches the files."""
+"""The world generator (llmkit/world/generator.py): determinism, and ground truth that matches the
+files."""
 
 import json
 from collections import Counter
