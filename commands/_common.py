@@ -118,7 +118,7 @@ def _option_parameters(kind: type, how: Options) -> list[inspect.Parameter]:
             hint, info = get_args(hint)[0], copy(get_args(hint)[1])
         elif "help" in f.metadata:
             settings = dict(f.metadata)
-            flag = settings.pop("flag", None)
+            flag, hint = settings.pop("flag", None), settings.pop("type", hint)
             info = typer.Option(*([flag] if flag else []), **settings)
         else:
             continue
@@ -146,6 +146,9 @@ def _expand_options(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str
         offered = _option_parameters(kind, next((h for h in how if isinstance(h, Options)), Options()))
         groups[parameter.name] = (kind, [p.name for p in offered])
         parameters += offered
+    twice = {p.name for p in parameters if [q.name for q in parameters].count(p.name) > 1}
+    if twice:  # a programming error, found when the command is defined
+        raise TypeError(f"{fn.__name__} is offered these options twice: {', '.join(sorted(twice))}")
     return signature.replace(parameters=parameters), groups
 
 

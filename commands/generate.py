@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from typing import Annotated, Optional
 
 import typer
@@ -12,9 +13,9 @@ from llmkit.commands._common import (
     BatchSizeOpt,
     InterventionOpt,
     ModelOptions,
+    Options,
     OutputOptions,
     OutputPathOpt,
-    SeedOpt,
     backend_config,
     cli_command,
     key_value_table,
@@ -45,12 +46,7 @@ def generate(
     output_path: OutputPathOpt = None,
     backend: Annotated[str, typer.Option(help=f"Generation backend: {' or '.join(BACKENDS)}.")] = "hf",
     batch_size: BatchSizeOpt = "auto",
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most per sample.")] = 64,
-    temperature: Annotated[float, typer.Option(help="0 is greedy decoding; above 0 samples.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with --temperature > 0).")] = 1.0,
-    num_samples: Annotated[int, typer.Option(help="Samples per prompt (needs --temperature > 0 when > 1).")] = 1,
-    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable); it is cut off.")] = None,
-    seed: SeedOpt = None,
+    params: Annotated[GenerationParams, Options(exclude=("top_k",))] = GenerationParams(),
     intervention: InterventionOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")] = None,
     prompt_field: Annotated[str, typer.Option(help="Field of each record that holds the prompt.")] = "prompt",
@@ -71,14 +67,6 @@ def generate(
         raise BadInputError("--json needs --output-path: without it stdout carries the generations")
     if limit is not None and limit < 1:
         raise BadInputError(f"--limit must be at least 1, got {limit}")
-    params = GenerationParams(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        num_samples=num_samples,
-        stop=tuple(stop or ()),
-        seed=seed,
-    )
     batch = parse_batch_size(batch_size)
     records = read_records(input, required={prompt_field: str}, split=split)[:limit]
 
@@ -89,7 +77,7 @@ def generate(
         dtype=model.dtype,
         device=model.device,
         batch_size=batch,
-        seed=seed,
+        seed=params.seed,
         trust_remote_code=model.trust_remote_code,
     )
     prompts = [r[prompt_field] for r in records]
@@ -101,7 +89,7 @@ def generate(
     samples = [{**record, "generations": g.texts} for record, g in zip(records, generations)]
     metrics = {
         "num_prompts": len(prompts),
-        "num_generations": len(prompts) * num_samples,
+        "num_generations": len(prompts) * params.num_samples,
         "generation_time_s": round(generation_time, 3),
         "prompts_per_second": round(len(prompts) / generation_time, 3) if generation_time > 0 else None,
     }
@@ -109,12 +97,7 @@ def generate(
         "model": model.name,
         "input": input,
         **backend_config(engine, backend, batch, model.dtype, model.device),
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "num_samples": num_samples,
-        "stop": list(params.stop),
-        "seed": seed,
+        **asdict(params),
         "intervention": [str(p) for p in intervention or []],
         "limit": limit,
         "prompt_field": prompt_field,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,9 +19,8 @@ from llmkit.commands._common import (
     loss_change,
     train_and_write,
 )
-from llmkit.configs import SAMPLES, TrainingBudget
-from llmkit.errors import BadInputError
-from llmkit.methods.configs import SendConfig
+from llmkit.configs import TrainingBudget
+from llmkit.methods.configs import ContinuedTrainingConfig, SendConfig
 from llmkit.results import check_output_path
 
 app = typer.Typer(
@@ -50,7 +49,10 @@ def train_command(method: str) -> Any:
         model: ModelOpt,
         data: Annotated[
             Path,
-            typer.Option(help="Texts to train on: any data format with a text field (JSONL, CSV, Parquet, a dataset)."),
+            typer.Option(
+                help="Texts to train on: any data format with a text field (JSONL, CSV, Parquet, a saved or hub "
+                "dataset)."
+            ),
         ],
         out: Annotated[
             Path,
@@ -59,74 +61,39 @@ def train_command(method: str) -> Any:
             ),
         ],
         send_config: SendConfig = SendConfig(),
-        text_field: Annotated[
-            str, typer.Option(help="The field holding each text (a list of sentences is joined).")
-        ] = "text",
-        track_fraction: Annotated[
-            float, typer.Option(help="Share of the texts held out as SeND's tracking split.")
-        ] = 0.1,
-        test_fraction: Annotated[
-            float, typer.Option(help="Share held out as the test split (EigenScore prompts unless --eval-prompts).")
-        ] = 0.1,
-        eval_prompts: Annotated[
-            Optional[Path],
-            typer.Option(
-                help="Prompts (with 'answer' for accuracy, 'group' optional) to log EigenScore on after each epoch."
-            ),
-        ] = None,
-        eval_limit: Annotated[
-            Optional[int], typer.Option(help="Use only the first N evaluation prompts (0: all).")
-        ] = 100,
-        eval_samples: Annotated[
-            int, typer.Option(help="K answers sampled per evaluation prompt (0: no per-epoch evaluation).")
-        ] = SAMPLES,
-        prompt_tokens: Annotated[int, typer.Option(help="Test-split prompts: the first N tokens of each text.")] = 16,
-        max_length: Annotated[int, typer.Option(help="Longest text, in tokens (longer ones are cut).")] = 512,
+        protocol: ContinuedTrainingConfig = ContinuedTrainingConfig(),
         *,
         budget: Annotated[TrainingBudget, BUDGET],
         options: TrainingOptions,
         output: OutputOptions,
     ) -> None:
         from llmkit.data import read_training_texts, records_digest
-        from llmkit.evals.hallucination import epoch_evaluation, read_items, text_prompts
+        from llmkit.evals.hallucination import epoch_evaluation
         from llmkit.methods import send
         from llmkit.training import checkpoint_directory, lora_settings
 
-        check_output_path(out, output.overwrite, inputs=[model, data, eval_prompts])
+        check_output_path(out, output.overwrite, inputs=[model, data, protocol.eval_prompts])
         config = send_config if method == "send" else None
-        if eval_samples == 1 or eval_samples < 0:
-            raise BadInputError(
-                "--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, "
-                f"got {eval_samples}"
-            )
-        if max_length < 2 or prompt_tokens < 1 or (eval_limit is not None and eval_limit < 0):
-            raise BadInputError("--prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0")
-        texts = read_training_texts(data, text_field)
-        train_texts, tracking_texts, test_texts = send.split_texts(texts, track_fraction, test_fraction, budget.seed)
+        texts = read_training_texts(data, protocol.text_field)
+        train_texts, tracking_texts, test_texts = send.split_texts(
+            texts, protocol.track_fraction, protocol.test_fraction, budget.seed
+        )
         if config is not None:
-            send.check_tracking(tracking_texts, len(texts), track_fraction)
+            send.check_tracking(tracking_texts, len(texts), protocol.track_fraction)
         checkpoints = checkpoint_directory(out, options.checkpoint_dir)
         run = {
             "method": method,
             "model": model,
             "data_digest": records_digest([{"text": t} for t in texts]),
             "budget": {k: v for k, v in asdict(budget).items() if k != "max_steps"},
-            "split": [track_fraction, test_fraction],
-            "max_length": max_length,
+            "split": [protocol.track_fraction, protocol.test_fraction],
+            "max_length": protocol.max_length,
             "send": asdict(config) if config else None,
             "lora": lora_settings(options.lora, options.lora_rank, options.lora_target),
         }
 
         def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
-            items = []
-            if eval_samples:
-                items = (
-                    read_items(eval_prompts, correctness=False)
-                    if eval_prompts
-                    else text_prompts(tokenizer, test_texts, prompt_tokens)
-                )
-                items = items[:eval_limit] if eval_limit else items
-            evaluate = epoch_evaluation(tokenizer, items, eval_samples, budget.seed) if items else None
+            evaluate = epoch_evaluation(tokenizer, protocol, test_texts, budget.seed)
             trainer, fields = send.continued_training(
                 hf_model,
                 tokenizer,
@@ -136,7 +103,7 @@ def train_command(method: str) -> Any:
                 budget,
                 run,
                 config=config,
-                max_length=max_length,
+                max_length=protocol.max_length,
                 evaluate=evaluate,
                 progress=progress,
             )

@@ -32,6 +32,7 @@ from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, prob
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.evals.plots import histograms
 from llmkit.generation import Backend, GenerationParams, HFBackend, Progress, hf_model
+from llmkit.methods.configs import ContinuedTrainingConfig
 from llmkit.metrics.eigenscore import METHODS, EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
 from llmkit.world.generator import parse_exposures
@@ -158,17 +159,27 @@ def evaluate_hallucination(
 
 
 def epoch_evaluation(
-    tokenizer: PreTrainedTokenizerBase, items: Sequence[dict[str, Any]], samples: int, seed: int
-) -> Callable[[PreTrainedModel], dict[str, Any]]:
-    """What `train sft | send` log after every epoch (`training.EpochEvaluation`): the EES of
-    `samples` answers to each item, sampled as INSIDE and SeND do, with accuracy where every item
-    has its answer."""
+    tokenizer: PreTrainedTokenizerBase, protocol: ContinuedTrainingConfig, test_texts: Sequence[str], seed: int
+) -> Callable[[PreTrainedModel], dict[str, Any]] | None:
+    """What `train sft | send` log after every epoch (`training.EpochEvaluation`), None for nothing:
+    the EES of `protocol.eval_samples` answers, sampled as INSIDE and SeND do, to each of the
+    first `eval_limit` prompts of `eval_prompts` or of the test texts (their first tokens), with
+    accuracy where every prompt has its answer."""
+    if not protocol.eval_samples:
+        return None
+    if protocol.eval_prompts is not None:
+        items = read_items(protocol.eval_prompts, correctness=False)
+    else:
+        items = text_prompts(tokenizer, test_texts, protocol.prompt_tokens)
+    items = items[: protocol.eval_limit] if protocol.eval_limit else items
+    if not items:
+        return None
     params = GenerationParams(
         max_new_tokens=MAX_NEW_TOKENS,
         temperature=TEMPERATURE,
         top_p=TOP_P,
         top_k=TOP_K,
-        num_samples=samples,
+        num_samples=protocol.eval_samples,
         stop=("\n",),
         seed=seed,
     )

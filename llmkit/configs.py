@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 def option(default: Any, help: str, **cli: Any) -> Any:
     """A dataclass field with a default that commands offer as an option: `help` for `--help`, and
-    any typer.Option setting in `cli` (`flag="--lr"` where the flag is not the field's name)."""
+    any typer.Option setting in `cli` (`flag="--lr"` where the flag is not the field's name,
+    `type=list[str]` where the command line gives another type than the field holds)."""
     return field(default=default, metadata={"help": help, **cli})
 
 
@@ -45,16 +46,16 @@ CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 class GenerationParams:
     """Decoding settings. temperature 0 means greedy decoding."""
 
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    """Sample only among the k most likely tokens; 0 is off."""
-    num_samples: int = 1
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+    max_new_tokens: int = option(64, "Tokens to generate at most per sample.")
+    temperature: float = option(0.0, "0 is greedy decoding; above 0 samples.")
+    top_p: float = option(1.0, "Nucleus sampling mass (with --temperature > 0).")
+    top_k: int = option(0, "Sample only among the k most likely tokens (0: off).")
+    num_samples: int = option(1, "Samples per prompt (needs --temperature > 0 when > 1).")
+    stop: tuple[str, ...] = option((), "Stop at this string (repeatable); it is cut off.", type=list[str])
+    seed: int | None = option(None, "Random seed for sampling.")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))  # from the command line, a list
         if self.max_new_tokens < 1:
             raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.temperature < 0:

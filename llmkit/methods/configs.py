@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from llmkit.configs import option
+from llmkit.configs import SAMPLES, option
 from llmkit.errors import BadInputError
 
 # ---- gradient baselines (llmkit.methods.gradient) ---------------------------------------------
@@ -261,3 +262,30 @@ class SendConfig:
             raise BadInputError(f"--drop-epochs must be at least 1, got {self.drop_epochs}")
         if self.target not in TARGETS:
             raise BadInputError(f"--drop-target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class ContinuedTrainingConfig:
+    """How `train sft | send` read and split their texts, and what they log after every epoch:
+    SeND's protocol, the same for the baseline (train / tracking / test = 80 / 10 / 10 by a
+    seeded shuffle, the EigenScore of K sampled answers to held-out prompts)."""
+
+    text_field: str = option("text", "The field holding each text (a list of sentences is joined).")
+    track_fraction: float = option(0.1, "Share of the texts held out as SeND's tracking split.")
+    test_fraction: float = option(0.1, "Share held out as the test split (EigenScore prompts unless --eval-prompts).")
+    eval_prompts: Path | None = option(
+        None, "Prompts (with 'answer' for accuracy, 'group' optional) to log EigenScore on after each epoch."
+    )
+    eval_limit: int | None = option(100, "Use only the first N evaluation prompts (0: all).")
+    eval_samples: int = option(SAMPLES, "K answers sampled per evaluation prompt (0: no per-epoch evaluation).")
+    prompt_tokens: int = option(16, "Test-split prompts: the first N tokens of each text.")
+    max_length: int = option(512, "Longest text, in tokens (longer ones are cut).")
+
+    def __post_init__(self) -> None:
+        if self.eval_samples == 1 or self.eval_samples < 0:
+            raise BadInputError(
+                "--eval-samples must be 0 (no evaluation) or at least 2: EigenScore compares K ≥ 2 answers, "
+                f"got {self.eval_samples}"
+            )
+        if self.max_length < 2 or self.prompt_tokens < 1 or (self.eval_limit is not None and self.eval_limit < 0):
+            raise BadInputError("--prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0")
