@@ -37,7 +37,6 @@ BatchSizeOpt = Annotated[str, typer.Option(help="Prompts per batch, or 'auto' (s
 TrustRemoteCodeOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow model code from the hub to run (off by default).")
 ]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
 OutputPathOpt = Annotated[
     Optional[Path],
     typer.Option("--output-path", "-o", help="Run directory to write results.json and samples.jsonl to."),
