@@ -1,11 +1,10 @@
 """`llmkit eval ...`: evaluations, and the options and sequence every one of them shares.
 
 An eval command takes its own options and the shared ones (`EvalOptions`), and hands `run_eval`
-a function loading the `Evaluation` its module in `evals/` defines. Every one
-takes `--fail-over` / `--fail-under METRIC=VALUE` on the dotted metric names of its results.json,
-`--baseline RUN_DIR` (an earlier run of the same command on the same probes), `--plot`, and ends
-with `finish`: results written, then the table or JSON, then exit 1 with one line per missed
-threshold.
+a function loading the `Evaluation` its module in `evals/` defines. Every one takes `--fail-over`
+/ `--fail-under METRIC=VALUE` on the dotted metric names of its results.json, `--baseline RUN_DIR`
+(an earlier run of the same command on the same probes), `--plot`, and ends with `finish`: results
+written, then the table or JSON, then exit 1 with one line per missed threshold.
 """
 
 from __future__ import annotations
