@@ -52,27 +52,7 @@ def corpus_file(tmp_path):
 
 
 def rocr(model_dir, out, corpus_file, cache, *extra):
-    return llmkit(
-        "unlearn",
-        "rocr",
-        "--model",
-        model_dir,
-        "--target",
-        "Alice",
-        "--redirect",
-        "Bob",
-        "--out",
-        out,
-        "--layers",
-        "0,1",
-        "--stats-corpus",
-        corpus_file,
-        "--stats-cache",
-        cache,
-        "--device",
-        "cpu",
-        *extra,
-    )
+    return llmkit(*rocr_args(model_dir, out, corpus_file, cache, *extra))
 
 
 def all_tensors(model_dir):
