@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmkit import arch
+from llmkit.generation import encode_prompts
 from llmkit.hooks import intervene
 from llmkit.methods.rocr import read_at, subject_prompt
 
@@ -42,20 +43,17 @@ def subject_patching(
     of targets whose unpatched answer already starts right}."""
     layers = range(len(arch.decoder_layers(model)))
     kept = [p for p in pairs if _first_answer_token(tokenizer, p[1]) != _first_answer_token(tokenizer, p[3])]
-    rates: dict[str, list[float]] = {}
+    switched = {position: [0] * len(layers) for position in POSITIONS}
     clean = 0
-    for position in POSITIONS:
-        switched = [0] * len(layers)
-        for source, source_value, target, target_value in kept:
+    for source, source_value, target, target_value in kept:
+        target_text, _ = subject_prompt(tokenizer, template, target, False, "last", cue)
+        ids = torch.tensor(encode_prompts(tokenizer, [target_text]), device=model.device)
+        clean += int(model(input_ids=ids).logits[0, -1].argmax() == _first_answer_token(tokenizer, target_value))
+        wanted = _first_answer_token(tokenizer, source_value)
+        for position in POSITIONS:
             source_prompt = subject_prompt(tokenizer, template, source, False, position, cue)
-            target_text, target_index = subject_prompt(tokenizer, template, target, False, position, cue)
+            _, target_index = subject_prompt(tokenizer, template, target, False, position, cue)
             vectors = read_at(model, tokenizer, [source_prompt], [("resid_out", layer) for layer in layers])
-            ids = torch.tensor([tokenizer(target_text)["input_ids"]], device=model.device)
-            wanted = _first_answer_token(tokenizer, source_value)
-            if position == POSITIONS[0]:
-                clean += int(
-                    model(input_ids=ids).logits[0, -1].argmax() == _first_answer_token(tokenizer, target_value)
-                )
             for layer in layers:
 
                 def patch(hidden: torch.Tensor, _layer: int, vector=vectors[layer][0]) -> torch.Tensor:
@@ -64,8 +62,8 @@ def subject_patching(
                     return hidden
 
                 with intervene(model, "resid_out", [layer], patch):
-                    switched[layer] += int(model(input_ids=ids).logits[0, -1].argmax() == wanted)
-        rates[position] = [count / len(kept) for count in switched] if kept else []
+                    switched[position][layer] += int(model(input_ids=ids).logits[0, -1].argmax() == wanted)
+    rates = {position: [count / len(kept) for count in counts] if kept else [] for position, counts in switched.items()}
     return {"switch_rate": rates, "pairs": len(kept), "clean_accuracy": clean / len(kept) if kept else None}
 
 

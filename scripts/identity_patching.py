@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--min-exposure", type=int, default=10)
     parser.add_argument("--pairs", type=int, default=40)
     options = parser.parse_args()
+    if (options.model is None) != (options.world is None):
+        parser.error("give both MODEL and WORLD_DIR, or neither (the shipped default model and its world)")
     if options.model is None:
         config = preset("default")
         options.model, _ = ensure_model(default_cache_dir(), *config)
