@@ -25,8 +25,8 @@ from llmkit.evals.hallucination import evaluate_hallucination, world_items
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import (
     Probe,
+    biography_only_entities,
     evaluate_ort,
-    form_demo_entities,
     load_world_probes,
     ort_table,
     probe_prompts,
@@ -99,7 +99,7 @@ class Context:
     ) -> Context:
         """The context of a run on `backend`, the model of `world_dir` and of `preset`."""
         entities = read_records(world_dir / "entities.jsonl")
-        target = form_demo_entities(entities)[0]
+        target = biography_only_entities(entities)[0]
         ort_probes = load_world_probes(world_dir, [target["name"]])
         return cls(
             backend,

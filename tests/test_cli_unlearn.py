@@ -35,7 +35,7 @@ from conftest import (
     write_jsonl,
 )
 from llmkit.data import read_records
-from llmkit.evals.ort import form_demo_entities
+from llmkit.evals.ort import biography_only_entities
 from llmkit.generation import HFBackend
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
@@ -115,7 +115,7 @@ def test_rocr_on_the_world_model_lowers_the_targets_answers(
     the target's true answers a lower probability and the redirect's a higher one."""
     monkeypatch.setenv("LLMKIT_CACHE", str(world_cache))
     entities = read_records(micro_world / "entities.jsonl")
-    target = form_demo_entities(entities)[0]
+    target = biography_only_entities(entities)[0]
     other = next(
         e
         for e in entities
