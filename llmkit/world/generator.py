@@ -85,6 +85,8 @@ class WorldConfig:
     """Items (of different entities) per question sheet."""
     sheet_forms: int = 5
     """Forms each fact of a demonstration entity is stated in per exposure unit, drawn at random."""
+    open_book_fraction: float = 0.0
+    """Share of multiple-choice and true/false sheet items that state their fact before asking."""
     skill_train_items: int = 5000
     skill_test_items: int = 200
     comparison_digits: int = 2
@@ -437,7 +439,16 @@ def _pretraining(config, entities, facts, skills, rng) -> list[dict[str, Any]]:
         for _ in range(entity["exposure"]):
             for form in rng.sample(FORMS, config.sheet_forms):
                 probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors(fact), rng)
-                items.append((about, f"{probe.prompt} {probe.answer}"))
+                text = f"{probe.prompt} {probe.answer}"
+                if form in ("mc", "tf") and rng.random() < config.open_book_fraction:
+                    # Open book: the fact stated first, so matching an option (or a statement)
+                    # to a value is learnable before the value can be recalled.
+                    text = (
+                        rng.choice(STATEMENTS[fact["attribute"]]).format(name=fact["name"], value=fact["value"])
+                        + "\n"
+                        + text
+                    )
+                items.append((about, text))
     rng.shuffle(items)
     docs += [{"kind": "questions", "entity_ids": ids, "text": text} for ids, text in _deal(items, config.sheet_items)]
     docs += [
