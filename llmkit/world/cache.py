@@ -43,6 +43,7 @@ PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
             misinformation_docs=2,
         ),
         PretrainConfig(
+            family="llama",
             layers=2,
             d_model=64,
             heads=2,

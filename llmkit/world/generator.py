@@ -74,16 +74,16 @@ class WorldConfig:
     exposures: tuple[int, ...] = (0, 1, 3, 10, 30)
     num_cities: int = 20
     num_companies: int = 15
-    first_names: int = 15
-    last_names: int = 15
+    first_names: int = 8
+    last_names: int = 100
     """Sizes of the name pools: an entity's name is a (first, last) pair drawn without replacement,
     so names share first and last names and only the pair is unique."""
     demonstration_fraction: float = 0.5
     """Share of seen entities whose facts also appear in pretraining as question sheets in every
     probe form (mixed training); the others are known only from their biographies."""
-    sheet_items: int = 6
+    sheet_items: int = 4
     """Items (of different entities) per question sheet."""
-    sheet_forms: int = 5
+    sheet_forms: int = 1
     """Forms each fact of a demonstration entity is stated in per exposure unit, drawn at random."""
     open_book_fraction: float = 0.0
     """Share of multiple-choice and true/false sheet items that state their fact before asking."""
@@ -265,7 +265,7 @@ def _probes(facts, entities_by_id, rng) -> list[dict[str, Any]]:
                         "demonstration": demonstration,
                         "prompt": probe.prompt,
                         "answer": probe.answer,
-                        "in_pretraining": fact["exposure"] > 0 and demonstration,
+                        "in_pretraining": False,  # set once the sheets are drawn
                     }
                 )
     return probes
@@ -416,16 +416,17 @@ def _deal(items: list[tuple[list[str], str]], size: int) -> Iterator[tuple[list[
     yield from ((ids_, "\n".join(texts)) for ids_, texts in sheets)
 
 
-def _pretraining(config, entities, facts, skills, rng) -> list[dict[str, Any]]:
+def _pretraining(config, entities, facts, skills, rng) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
     """Each exposure unit of an entity is one biography, rendered fresh. A demonstration entity's
     unit also states each of its facts once in every probe form, each item rendered fresh (phrasing,
     distractors, option letter, truth value) and dealt into question sheets mixing entities. Skill
-    training items join."""
+    training items join. Returns the documents and, per fact id, the probe forms its sheets used."""
     ids_by_name = {e["name"]: e["id"] for e in entities}
     by_id = {e["id"]: e for e in entities}
     distractors = _seen_distractors(facts)
     docs = []
     items = []
+    forms_used: dict[str, set[str]] = {}
     for e in entities:
         for _ in range(e["exposure"]):
             docs.append(
@@ -438,6 +439,7 @@ def _pretraining(config, entities, facts, skills, rng) -> list[dict[str, Any]]:
         about = _about(entity, [fact["attribute"]], ids_by_name)
         for _ in range(entity["exposure"]):
             for form in rng.sample(FORMS, config.sheet_forms):
+                forms_used.setdefault(fact["id"], set()).add(form)
                 probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors(fact), rng)
                 text = f"{probe.prompt} {probe.answer}"
                 if form in ("mc", "tf") and rng.random() < config.open_book_fraction:
@@ -457,7 +459,7 @@ def _pretraining(config, entities, facts, skills, rng) -> list[dict[str, Any]]:
         if item["split"] == "train"
     ]
     rng.shuffle(docs)
-    return docs
+    return docs, forms_used
 
 
 FILE_DESCRIPTIONS = {
@@ -483,11 +485,14 @@ def build_world(config: WorldConfig) -> World:
     values = _values_by_attribute(facts)
     probes = _probes(facts, entities_by_id, rng)
     skills = _skill_items(config, rng)
+    pretraining, forms_used = _pretraining(config, entities, facts, skills, rng)
+    for probe in probes:
+        probe["in_pretraining"] = probe["form"] in forms_used.get(probe["fact_id"], ())
     files = {
         "entities.jsonl": entities,
         "facts.jsonl": facts,
         "probes.jsonl": probes,
-        "pretraining.jsonl": _pretraining(config, entities, facts, skills, rng),
+        "pretraining.jsonl": pretraining,
         "skills.jsonl": skills,
         "misinformation.jsonl": _misinformation(config, entities, facts, values, rng),
         "corpus.jsonl": [
