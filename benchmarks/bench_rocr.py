@@ -113,7 +113,7 @@ def part_edit_vs_gradient_ascent(cache: Path, max_steps: int, lr: float) -> None
     backend = HFBackend(model, tokenizer)
     probes = [p for p in load_world_probes(world_dir, [target["name"]], ["qa"]) if p.role == "forget"]
     before = qa_probability(backend, probes)
-    config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
+    config = rocr.ROCRConfig.for_model(len(arch.decoder_layers(model)), world_model=True)
     corpus = rocr.StatisticsCorpus(
         str(world_dir / "pretraining.jsonl"),
         lambda: read_texts(world_dir / "pretraining.jsonl"),
