@@ -6,7 +6,7 @@
     python benchmarks/bench_scoring.py --preset micro
     python benchmarks/bench_scoring.py --shape qwen2.5-0.5b --requests 256 --batch-size 16
 
-Requests: the ORT probes (every form) of the world's form-demo entities of exposure >= 10 and
+Requests: the ORT probes (every form) of the world's biography-only entities of exposure >= 10 and
 their neighbours, as `llmkit eval ort` builds them: (prompt, " " + answer), each distinct pair
 once. Both score in batches of `--batch-size` on the same loaded model (lm-eval with
 `add_bos_token=True`, as llmkit reads prompts with the tokenizer's BOS). Rounds alternate the

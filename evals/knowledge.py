@@ -10,7 +10,10 @@ from typing import Any
 
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.generation import Backend, Progress
+from llmkit.world.forget_set import KNOWN_EXPOSURE
 from llmkit.world.forms import FORMS, TEMPLATE_KINDS
+
+POPULATIONS = {"demonstration": True, "biography_only": False}
 
 # Tokens an answer may need: spelled-out answers are long, letters and True/False short.
 MAX_NEW_TOKENS = {"qa": 12, "cloze": 12, "mc": 3, "tf": 3, "char": 40}
@@ -37,7 +40,8 @@ def evaluate_knowledge(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and per-probe samples. Metrics: accuracy[exposure][form] on trained phrasings,
     heldout[exposure][form] on held-out ones, populations[population][template][exposure][form]
-    for seen entities, and chance levels."""
+    for seen entities, known["<population>/<template>"][form] pooled over the exposures >= 10,
+    and chance levels."""
     samples: list[dict[str, Any]] = []
     for form in FORMS:  # one pass per form: each needs its own answer length
         items = [p for p in probes if p["form"] == form]
@@ -59,19 +63,26 @@ def evaluate_knowledge(
     def phrased(template: str) -> list[dict[str, Any]]:
         return [s for s in samples if s.get("template", "trained") == template]
 
+    def pooled(chosen: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+        known = [s for s in chosen if s["exposure"] >= KNOWN_EXPOSURE]
+        return {form: accuracy([s for s in known if s["form"] == form]) for form in FORMS}
+
+    groups = {
+        (population, template): [s for s in phrased(template) if s.get("demonstration") == flag]
+        for population, flag in POPULATIONS.items()
+        for template in TEMPLATE_KINDS
+    }
     populations = {
         population: {
-            template: table(
-                [s for s in phrased(template) if s.get("demonstration") == flag], [e for e in exposures if e]
-            )
-            for template in TEMPLATE_KINDS
+            template: table(groups[population, template], [e for e in exposures if e]) for template in TEMPLATE_KINDS
         }
-        for population, flag in (("demonstration", True), ("biography_only", False))
+        for population in POPULATIONS
     }
     metrics = {
         "accuracy": table(phrased("trained"), exposures),
         "heldout": table(phrased("heldout"), exposures),
         "populations": populations,
+        "known": {f"{population}/{template}": pooled(chosen) for (population, template), chosen in groups.items()},
         "chance": chance_levels(facts),
         "num_probes": len(samples),
     }

@@ -187,7 +187,16 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
 def biography_only_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """A world's seen entities known only from their biographies, most exposed first: the targets
     of experiments across forms, since no form of their facts appeared in pretraining."""
-    known = (e for e in entities if e["exposure"] > 0 and not e.get("demonstration"))
+    return _seen(entities, demonstration=False)
+
+
+def demonstration_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A world's seen entities whose facts pretraining also stated in every form, most exposed first."""
+    return _seen(entities, demonstration=True)
+
+
+def _seen(entities: Sequence[Mapping[str, Any]], demonstration: bool) -> list[Mapping[str, Any]]:
+    known = (e for e in entities if e["exposure"] > 0 and bool(e.get("demonstration")) == demonstration)
     return sorted(known, key=lambda e: -e["exposure"])
 
 
@@ -196,13 +205,10 @@ def redirect_entity(entities: Sequence[Mapping[str, Any]], target: Mapping[str, 
     targets are biography-only) not married to the target (its facts name the target)."""
     candidates = [
         e
-        for e in entities
-        if e.get("demonstration")
-        and e["id"] != target["id"]
-        and target["name"] != e.get("spouse")
-        and e["name"] != target.get("spouse")
+        for e in demonstration_entities(entities)
+        if e["id"] != target["id"] and target["name"] != e.get("spouse") and e["name"] != target.get("spouse")
     ]
-    return max(candidates, key=lambda e: e["exposure"])
+    return candidates[0]
 
 
 def load_probes(path: str | Path, targets: Sequence[str] | None, forms: Sequence[str] = FORMS) -> list[Probe]:

@@ -23,25 +23,9 @@ from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import load_backend
 from llmkit.world.cache import PRESETS
-from llmkit.world.forms import FORMS, TEMPLATE_KINDS
+from llmkit.world.forget_set import KNOWN_EXPOSURE
 from llmkit.world.generator import build_world, write_world
 from llmkit.world.pretrain import pretrain
-
-KNOWN = 10
-
-
-def pooled(samples: list[dict], demonstration: bool, template: str) -> dict[str, float]:
-    """Accuracy per form over seen entities of exposure >= KNOWN of one population and phrasing."""
-    chosen = [
-        s
-        for s in samples
-        if s["exposure"] >= KNOWN and s["demonstration"] == demonstration and s["template"] == template
-    ]
-    return {
-        form: round(sum(s["correct"] for s in by_form) / len(by_form), 3)
-        for form in FORMS
-        if (by_form := [s for s in chosen if s["form"] == form])
-    }
 
 
 def main() -> None:
@@ -71,7 +55,7 @@ def main() -> None:
         population: subject_patching(
             backend.model,
             backend.tokenizer,
-            world_pairs([e for e in entities if e["demonstration"] == flag], "birthplace", KNOWN, 20),
+            world_pairs([e for e in entities if e["demonstration"] == flag], "birthplace", KNOWN_EXPOSURE, 20),
             "Question: Where was {} born?\n",
         )
         for population, flag in (("demonstration", True), ("biography_only", False))
@@ -80,11 +64,7 @@ def main() -> None:
         "world": options.world,
         "recipe": options.recipe,
         "pretrain_s": pretrain_s,
-        "known": {
-            f"{population}/{template}": pooled(samples, flag, template)
-            for population, flag in (("demonstration", True), ("biography_only", False))
-            for template in TEMPLATE_KINDS
-        },
+        "known": metrics["known"],
         "by_exposure": metrics["accuracy"],
         "chance": metrics["chance"],
         "skills": skills["accuracy"],

@@ -418,9 +418,10 @@ def _deal(items: list[tuple[list[str], str]], size: int) -> Iterator[tuple[list[
 
 def _pretraining(config, entities, facts, skills, rng) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
     """Each exposure unit of an entity is one biography, rendered fresh. A demonstration entity's
-    unit also states each of its facts once in every probe form, each item rendered fresh (phrasing,
-    distractors, option letter, truth value) and dealt into question sheets mixing entities. Skill
-    training items join. Returns the documents and, per fact id, the probe forms its sheets used."""
+    unit also states each of its facts in `sheet_forms` probe forms drawn at random, each item
+    rendered fresh (phrasing, distractors, option letter, truth value) and dealt into question
+    sheets mixing entities. Skill training items join. Returns the documents and, per fact id, the
+    probe forms its sheets used."""
     ids_by_name = {e["name"]: e["id"] for e in entities}
     by_id = {e["id"]: e for e in entities}
     distractors = _seen_distractors(facts)
