@@ -179,7 +179,7 @@ def chat_model(micro_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_target(micro_world):
     return next(
-        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30
+        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["demonstration"] and e["exposure"] == 30
     )
 
 
