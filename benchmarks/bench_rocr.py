@@ -29,7 +29,7 @@ import torch
 from llmkit import arch
 from llmkit.batching import pad_batch
 from llmkit.data import read_records, read_texts
-from llmkit.evals.ort import evaluate_ort, form_demo_entities, load_world_probes, probe_prompts, redirect_entity
+from llmkit.evals.ort import biography_only_entities, evaluate_ort, load_world_probes, probe_prompts, redirect_entity
 from llmkit.generation import HFBackend
 from llmkit.methods import rocr
 from llmkit.models import load_model, model_fingerprint
@@ -107,13 +107,13 @@ def gradient_ascent_seconds(
 def part_edit_vs_gradient_ascent(cache: Path, max_steps: int, lr: float) -> None:
     world_dir, model_dir = world_setup(cache)
     entities = read_records(world_dir / "entities.jsonl")
-    target = form_demo_entities(entities)[0]
+    target = biography_only_entities(entities)[0]
     redirect_to = redirect_entity(entities, target)
     model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
     backend = HFBackend(model, tokenizer)
     probes = [p for p in load_world_probes(world_dir, [target["name"]], ["qa"]) if p.role == "forget"]
     before = qa_probability(backend, probes)
-    config = rocr.ROCRConfig(layers=rocr.default_layers(len(arch.decoder_layers(model))), **rocr.WORLD_MODEL_SETTINGS)
+    config = rocr.ROCRConfig.for_model(len(arch.decoder_layers(model)), world_model=True)
     corpus = rocr.StatisticsCorpus(
         str(world_dir / "pretraining.jsonl"),
         lambda: read_texts(world_dir / "pretraining.jsonl"),

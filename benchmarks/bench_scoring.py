@@ -6,7 +6,7 @@
     python benchmarks/bench_scoring.py --preset micro
     python benchmarks/bench_scoring.py --shape qwen2.5-0.5b --requests 256 --batch-size 16
 
-Requests: the ORT probes (every form) of the world's form-demo entities of exposure >= 10 and
+Requests: the ORT probes (every form) of the world's biography-only entities of exposure >= 10 and
 their neighbours, as `llmkit eval ort` builds them: (prompt, " " + answer), each distinct pair
 once. Both score in batches of `--batch-size` on the same loaded model (lm-eval with
 `add_bos_token=True`, as llmkit reads prompts with the tokenizer's BOS). Rounds alternate the
@@ -46,7 +46,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from llmkit.data import read_records
-    from llmkit.evals.ort import form_demo_entities, load_world_probes, probe_prompts
+    from llmkit.evals.ort import biography_only_entities, load_world_probes, probe_prompts
     from llmkit.generation import HFBackend
     from llmkit.models import load_model
     from llmkit.world.cache import default_cache_dir, ensure_model, preset, world_dir
@@ -58,7 +58,7 @@ def main() -> None:
     model_dir = str(ensure_model(cache, world, recipe)[0])
     world_path = world_dir(cache, world)
     targets = [
-        e["name"] for e in form_demo_entities(read_records(world_path / "entities.jsonl")) if e["exposure"] >= 10
+        e["name"] for e in biography_only_entities(read_records(world_path / "entities.jsonl")) if e["exposure"] >= 10
     ]
     model, tokenizer = load_model(model_dir, device=args.device, dtype="float32")
     if args.shape == "qwen2.5-0.5b":

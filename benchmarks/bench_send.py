@@ -30,7 +30,7 @@ GOAL = 1.05
 
 def knowledge_texts(world_dir, count: int) -> list[str]:
     docs = read_records(world_dir / "pretraining.jsonl")
-    return [d["text"] for d in docs if d["kind"] in ("biography", "qa")][:count]
+    return [d["text"] for d in docs if d["kind"] in ("biography", "questions")][:count]
 
 
 def run_epochs(model_path: str, texts: list[str], epochs: int, target: str | None) -> None:

@@ -38,6 +38,7 @@ from llmkit.methods.configs import (
     METHOD_OPTIONS,
     METHODS,
     PRESERVE_MODES,
+    SUBJECT_TOKENS,
     GradientConfig,
     KSDConfig,
     NeuronAdjustConfig,
@@ -96,24 +97,22 @@ def rocr_command(
         ),
     ] = None,
     lam: Annotated[
-        float, typer.Option("--lambda", help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.")
-    ] = ROCRConfig.lam,
+        Optional[float],
+        typer.Option(
+            "--lambda",
+            help="λ: the edit reaches s/(λ+s) of the way, s = kᵀPk.",
+            show_default="1 (the paper's); 0.1 on llmkit world models",
+        ),
+    ] = None,
     preserve: Annotated[
         str, typer.Option(help=f"What keeps other knowledge intact: {', '.join(PRESERVE_MODES)}.")
     ] = ROCRConfig.preserve,
     nullspace_threshold: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Eigenvalues of E\\[kkᵀ] below this span the null space.",
-            show_default="2e-2 (the paper's); 1.0 on llmkit world models",
-        ),
-    ] = None,
+        float, typer.Option(help="Eigenvalues of E\\[kkᵀ] below this span the null space (the paper's 2e-2).")
+    ] = ROCRConfig.nullspace_threshold,
     subject_token: Annotated[
-        str,
-        typer.Option(
-            help="Where keys are read: last (the paper's), first, or auto (first on llmkit world models, else last)."
-        ),
-    ] = "auto",
+        str, typer.Option(help=f"Where keys are read: {' or '.join(SUBJECT_TOKENS)} subject token (the paper's: last).")
+    ] = ROCRConfig.subject_token,
     stats_corpus: Annotated[
         Optional[str],
         typer.Option(

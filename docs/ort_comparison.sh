@@ -17,8 +17,8 @@ read -r world model <<<"$paths"
 targets=$(python - "$world" "$n" <<'PY'
 import sys
 from llmkit.data import read_records
-from llmkit.evals.ort import form_demo_entities
-entities = [e for e in form_demo_entities(read_records(f"{sys.argv[1]}/entities.jsonl")) if e["exposure"] >= 10]
+from llmkit.evals.ort import biography_only_entities
+entities = [e for e in biography_only_entities(read_records(f"{sys.argv[1]}/entities.jsonl")) if e["exposure"] >= 10]
 print("\n".join(e["name"] for e in entities[: int(sys.argv[2])]))
 PY
 )

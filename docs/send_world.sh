@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SeND vs plain continued training (sft) on the default world model, same data, seed and epochs:
-# the world's knowledge-forming pretraining text (biographies and QA sheets; the skill items and
-# the long form sheets left out to keep it within minutes on 2 cores), 6 epochs at SeND's lr 1e-4,
+# the world's knowledge-forming pretraining text (biographies and question sheets; the skill items
+# left out to keep it within minutes on 2 cores), 6 epochs at SeND's lr 1e-4,
 # so that SeND selects after epoch 3 (C = T = 3) and drops during epochs 4-6. After every epoch:
 # greedy accuracy and EES of 10 sampled answers on 20 QA probes per exposure (0, 1, 3, 10, 30).
 # Both drop targets. Writes OUT/{sft,send-resid,send-mlp}
@@ -18,13 +18,13 @@ world, out = sys.argv[1], sys.argv[2]
 docs = [json.loads(line) for line in open(f"{world}/pretraining.jsonl")]
 with open(f"{out}/knowledge.jsonl", "w") as f:
     for d in docs:
-        if d["kind"] in ("biography", "qa"):
+        if d["kind"] in ("biography", "questions"):
             f.write(json.dumps({"text": d["text"]}) + "\n")
 probes = [json.loads(line) for line in open(f"{world}/probes.jsonl")]
 seen = {}
 with open(f"{out}/probes.jsonl", "w") as f:
     for p in probes:
-        if p["form"] == "qa" and seen.get(p["exposure"], 0) < 20:
+        if p["form"] == "qa" and p["template"] == "trained" and seen.get(p["exposure"], 0) < 20:
             seen[p["exposure"]] = seen.get(p["exposure"], 0) + 1
             f.write(json.dumps({"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}) + "\n")
 PY

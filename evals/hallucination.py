@@ -41,13 +41,13 @@ WORLD_EXPOSURES = (0, 30)
 
 
 def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURES) -> list[dict[str, Any]]:
-    """The world's QA probes about entities of `exposures`, grouped by exposure."""
+    """The world's QA probes (trained phrasings) about entities of `exposures`, grouped by exposure."""
     path = Path(world_dir).expanduser() / "probes.jsonl"
     if not path.is_file():
         raise BadInputError(
             f"{world_dir} is not a world directory (no probes.jsonl); build one with `llmkit world build`"
         )
-    probes = [p for p in read_records(path) if p["form"] == "qa"]
+    probes = [p for p in read_records(path) if p["form"] == "qa" and p["template"] == "trained"]
     items = [
         {"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}
         for p in probes

@@ -1,5 +1,6 @@
 """What a model knows about a synthetic world: greedy exact match on every probe, by exposure
-bucket and form, next to the score a guesser would get on unseen entities."""
+bucket and form, next to the score a guesser would get on unseen entities; and the same by
+population (demonstration or biography-only entities) and phrasing (trained or held-out template)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.generation import Backend, Progress
-from llmkit.world.forms import FORMS
+from llmkit.world.forget_set import KNOWN_EXPOSURE
+from llmkit.world.forms import FORMS, TEMPLATE_KINDS
+
+POPULATIONS = {"demonstration": True, "biography_only": False}
 
 # Tokens an answer may need: spelled-out answers are long, letters and True/False short.
 MAX_NEW_TOKENS = {"qa": 12, "cloze": 12, "mc": 3, "tf": 3, "char": 40}
@@ -34,8 +38,10 @@ def evaluate_knowledge(
     facts: Sequence[dict[str, Any]],
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics and per-probe samples. Metrics: accuracy[exposure][form], the same split by
-    whether the form was in pretraining, and chance levels."""
+    """Metrics and per-probe samples. Metrics: accuracy[exposure][form] on trained phrasings,
+    heldout[exposure][form] on held-out ones, populations[population][template][exposure][form]
+    for seen entities, known["<population>/<template>"][form] pooled over the exposures >= 10,
+    and chance levels."""
     samples: list[dict[str, Any]] = []
     for form in FORMS:  # one pass per form: each needs its own answer length
         items = [p for p in probes if p["form"] == form]
@@ -47,22 +53,37 @@ def evaluate_knowledge(
         samples += answer_items(backend, items, MAX_NEW_TOKENS[form], report) if items else []
 
     exposures = sorted({s["exposure"] for s in samples})
-    by_exposure = {
-        str(e): {form: accuracy([s for s in samples if s["exposure"] == e and s["form"] == form]) for form in FORMS}
-        for e in exposures
-    }
-    by_pretraining = {
-        where: {
-            str(e): {
-                form: accuracy(
-                    [s for s in samples if s["exposure"] == e and s["form"] == form and s["in_pretraining"] == flag]
-                )
-                for form in FORMS
-            }
-            for e in exposures
-            if e > 0
+
+    def table(chosen: Sequence[dict[str, Any]], buckets: Sequence[int]) -> dict[str, dict[str, float | None]]:
+        return {
+            str(e): {form: accuracy([s for s in chosen if s["exposure"] == e and s["form"] == form]) for form in FORMS}
+            for e in buckets
         }
-        for where, flag in (("form_in_pretraining", True), ("form_evaluation_only", False))
+
+    def phrased(template: str) -> list[dict[str, Any]]:
+        return [s for s in samples if s.get("template", "trained") == template]
+
+    def pooled(chosen: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+        known = [s for s in chosen if s["exposure"] >= KNOWN_EXPOSURE]
+        return {form: accuracy([s for s in known if s["form"] == form]) for form in FORMS}
+
+    groups = {
+        (population, template): [s for s in phrased(template) if s.get("demonstration") == flag]
+        for population, flag in POPULATIONS.items()
+        for template in TEMPLATE_KINDS
     }
-    metrics = {"accuracy": by_exposure, **by_pretraining, "chance": chance_levels(facts), "num_probes": len(samples)}
+    populations = {
+        population: {
+            template: table(groups[population, template], [e for e in exposures if e]) for template in TEMPLATE_KINDS
+        }
+        for population in POPULATIONS
+    }
+    metrics = {
+        "accuracy": table(phrased("trained"), exposures),
+        "heldout": table(phrased("heldout"), exposures),
+        "populations": populations,
+        "known": {f"{population}/{template}": pooled(chosen) for (population, template), chosen in groups.items()},
+        "chance": chance_levels(facts),
+        "num_probes": len(samples),
+    }
     return metrics, samples

@@ -154,8 +154,8 @@ def _read_ort_file(file: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[str] = FORMS) -> list[Probe]:
-    """Probes of a world: the targets' facts (entity names or ids) are forgotten; the other
-    entities of the targets' exposure buckets are the neighbours. True/false probes about a
+    """Probes of a world, in trained phrasings: the targets' facts (entity names or ids) are
+    forgotten; the other entities of the targets' exposure buckets are the neighbours. True/false probes about a
     target count for forgetting only when true (a forgetful model should stop affirming them);
     its false statements join the neighbour controls."""
     entities = read_records(world_dir / "entities.jsonl")
@@ -169,7 +169,8 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
     probes = []
     for record in read_records(world_dir / "probes.jsonl"):
         entity = by_key[record["entity_id"]]
-        if record["form"] not in forms or entity["exposure"] not in bucket_target:
+        trained = record.get("template", "trained") == "trained"
+        if record["form"] not in forms or entity["exposure"] not in bucket_target or not trained:
             continue
         if entity["id"] in chosen_ids:
             target = entity["name"]
@@ -183,24 +184,31 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
     return probes
 
 
-def form_demo_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """A world's form-demo entities (their facts appeared in every form in pretraining), most
-    exposed first: the targets for experiments across forms."""
-    return sorted((e for e in entities if e.get("form_demo")), key=lambda e: -e["exposure"])
+def biography_only_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A world's seen entities known only from their biographies, most exposed first: the targets
+    of experiments across forms, since no form of their facts appeared in pretraining."""
+    return _seen(entities, demonstration=False)
+
+
+def demonstration_entities(entities: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A world's seen entities whose facts pretraining also stated in every form, most exposed first."""
+    return _seen(entities, demonstration=True)
+
+
+def _seen(entities: Sequence[Mapping[str, Any]], demonstration: bool) -> list[Mapping[str, Any]]:
+    known = (e for e in entities if e["exposure"] > 0 and bool(e.get("demonstration")) == demonstration)
+    return sorted(known, key=lambda e: -e["exposure"])
 
 
 def redirect_entity(entities: Sequence[Mapping[str, Any]], target: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A harmless concept to redirect `target` to: the most exposed other entity that is neither a
-    form-demo entity (those are the targets) nor married to the target (its facts name the target)."""
+    """A harmless concept to redirect `target` to: the most exposed demonstration entity (the
+    targets are biography-only) not married to the target (its facts name the target)."""
     candidates = [
         e
-        for e in entities
-        if not e.get("form_demo")
-        and e["id"] != target["id"]
-        and target["name"] != e.get("spouse")
-        and e["name"] != target.get("spouse")
+        for e in demonstration_entities(entities)
+        if e["id"] != target["id"] and target["name"] != e.get("spouse") and e["name"] != target.get("spouse")
     ]
-    return max(candidates, key=lambda e: e["exposure"])
+    return candidates[0]
 
 
 def load_probes(path: str | Path, targets: Sequence[str] | None, forms: Sequence[str] = FORMS) -> list[Probe]:
@@ -209,7 +217,7 @@ def load_probes(path: str | Path, targets: Sequence[str] | None, forms: Sequence
     if (path / "probes.jsonl").is_file():
         if not targets:
             entities = read_records(path / "entities.jsonl")
-            example = ", ".join(repr(e["name"]) for e in (form_demo_entities(entities) or entities)[:3])
+            example = ", ".join(repr(e["name"]) for e in (biography_only_entities(entities) or entities)[:3])
             raise BadInputError(
                 f"{path} is a world: name the entities to forget with --targets (names or ids), e.g. {example}"
             )

@@ -25,8 +25,9 @@ from llmkit.evals.hallucination import evaluate_hallucination, world_items
 from llmkit.evals.knowledge import evaluate_knowledge
 from llmkit.evals.ort import (
     Probe,
+    biography_only_entities,
+    demonstration_entities,
     evaluate_ort,
-    form_demo_entities,
     load_world_probes,
     ort_table,
     probe_prompts,
@@ -36,7 +37,7 @@ from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import Backend, HFBackend
 from llmkit.methods import gradient, ksd, neuron_adjust, rocr
 from llmkit.methods.intervened import IntervenedBackend
-from llmkit.world.forget_set import forget_set, skill_set
+from llmkit.world.forget_set import KNOWN_EXPOSURE, forget_set, skill_set
 from llmkit.world.forms import FORMS
 from llmkit.world.generator import NUMERIC_SKILL
 
@@ -51,24 +52,35 @@ class StageSettings:
     """What the stages do on one preset's model: NPO's learning rate and steps (on the default
     model those of docs/ort_comparison.sh); the share of neurons Neuron Adjust adjusts and the
     forget and retain records its statistics read (a sample keeps the stage within its minute);
-    the hallucination stage's prompts per exposure group (K = 10 answers each)."""
+    the hallucination stage's prompts per exposure group (K = 10 answers each); whether the
+    target (of ORT, ROCR and NPO) is a biography-only entity, the cross-form case, or a
+    demonstration one; ROCR's null-space threshold."""
 
     npo_learning_rate: float
     npo_steps: int
     neuron_fraction: float
     neuron_records: int
     hallucination_prompts: int
+    biography_only_target: bool
+    rocr_nullspace_threshold: float = rocr.ROCRConfig.nullspace_threshold
 
 
-SETTINGS = {"default": StageSettings(3e-5, 20, 0.03, 1000, 60), "micro": StageSettings(7e-4, 20, 0.03, 300, 12)}
+SETTINGS = {
+    "default": StageSettings(3e-5, 20, 0.03, 1000, 60, biography_only_target=True),
+    # The micro model (2 layers) extracts almost nothing from biographies alone (QA 10% on
+    # biography-only entities seen 30 times), so its target is one it knows; and with the paper's
+    # threshold ROCR moves its QA answers by 1% (the edit reaches 85% of the way at the contexts'
+    # key but not at the questions'), with 1.0 by 18%.
+    "micro": StageSettings(7e-4, 20, 0.03, 300, 12, biography_only_target=False, rocr_nullspace_threshold=1.0),
+}
 
 
 @dataclass
 class Context:
     """What every stage reads: the model, the world, the preset's settings, a scratch directory
     (removed after the run), the caller's progress bars and the metrics of the stages before it.
-    `target` is the entity ORT, ROCR and NPO are about: the most exposed form-demo entity, known
-    in every form."""
+    `target` is the entity ORT, ROCR and NPO are about: the most exposed entity of the preset's
+    target population."""
 
     backend: HFBackend
     world_dir: Path
@@ -99,14 +111,15 @@ class Context:
     ) -> Context:
         """The context of a run on `backend`, the model of `world_dir` and of `preset`."""
         entities = read_records(world_dir / "entities.jsonl")
-        target = form_demo_entities(entities)[0]
+        settings = SETTINGS[preset]
+        target = (biography_only_entities if settings.biography_only_target else demonstration_entities)(entities)[0]
         ort_probes = load_world_probes(world_dir, [target["name"]])
         return cls(
             backend,
             world_dir,
             cache,
             scratch,
-            SETTINGS[preset],
+            settings,
             probes=read_records(world_dir / "probes.jsonl"),
             facts=read_records(world_dir / "facts.jsonl"),
             entities=entities,
@@ -161,7 +174,18 @@ def knowledge_stage(ctx: Context) -> StageResult:
     rows = [(exposure, *(_percent(by_form[f]) for f in FORMS)) for exposure, by_form in metrics["accuracy"].items()]
     table = _table("What the model knows: greedy exact match by exposure and form", ("exposure", *FORMS), rows, left=0)
     table.add_row("chance", *(_percent(metrics["chance"][f]) for f in FORMS), style="dim")
-    return StageResult(metrics, samples, [table])
+    rows = [
+        (*key.replace("_", "-").split("/"), *(_percent(by_form[f]) for f in FORMS))
+        for key, by_form in metrics["known"].items()
+    ]
+    populations = _table(
+        f"Entities seen {KNOWN_EXPOSURE}+ times: demonstration (also in question sheets) or biography-only, "
+        "in trained or held-out phrasings",
+        ("entities", "phrasing", *FORMS),
+        rows,
+        left=1,
+    )
+    return StageResult(metrics, samples, [table, populations])
 
 
 def skills_stage(ctx: Context) -> StageResult:
@@ -184,9 +208,13 @@ def rocr_stage(ctx: Context) -> StageResult:
     go to) the cache, so only the first run pays for them."""
     backend, model, tokenizer, target = ctx.backend, ctx.backend.model, ctx.backend.tokenizer, ctx.target
     redirect_to = redirect_entity(ctx.entities, target)
-    config = rocr.ROCRConfig.for_model(len(arch.decoder_layers(model)), world_model=True)
+    config = rocr.ROCRConfig.for_model(
+        len(arch.decoder_layers(model)), world_model=True, nullspace_threshold=ctx.settings.rocr_nullspace_threshold
+    )
     corpus = rocr.StatisticsCorpus.from_source(str(ctx.world_dir / "pretraining.jsonl"), 200_000, max_length=128)
-    asked = [p for p in ctx.probes if p["entity_id"] == target["id"] and p["form"] == "qa"][:3]
+    asked = [
+        p for p in ctx.probes if p["entity_id"] == target["id"] and p["form"] == "qa" and p["template"] == "trained"
+    ][:3]
     questions = [p["prompt"] for p in asked]
     params = GenerationParams(max_new_tokens=12, stop=("\n",))
     answers_before = [g.texts[0].strip() for g in backend.generate(questions, params)]

@@ -46,7 +46,7 @@ def world_skill_items(world_dir: str | Path, split: str = "test") -> list[dict[s
     facts = [
         {"skill": FACTS_SKILL, "prompt": p["prompt"], "answer": p["answer"]}
         for p in read_records(world_dir / "probes.jsonl")
-        if p["form"] == "qa" and p["exposure"] >= KNOWN_EXPOSURE
+        if p["form"] == "qa" and p["template"] == "trained" and p["exposure"] >= KNOWN_EXPOSURE
     ]
     return skills + facts
 

@@ -108,16 +108,16 @@ FAMILIES = ("llama", "gpt_neox")
 class PretrainConfig:
     """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
 
-    family: str = option("llama", f"Model family: {' or '.join(FAMILIES)}.")
+    family: str = option("gpt_neox", f"Model family: {' or '.join(FAMILIES)}.")
     layers: int = option(4, "Decoder blocks.")
     d_model: int = option(192, "Residual width.")
     heads: int = option(4, "Attention heads.")
     d_mlp: int = option(512, "MLP width.")
     vocab_size: int = 2048
     block_size: int = 128
-    batch_size: int = option(32, "Blocks per step.")
-    steps: int = option(700, "Optimizer steps.")
-    learning_rate: float = option(2e-3, "Peak learning rate (cosine decay).")
+    batch_size: int = option(16, "Blocks per step.")
+    steps: int = option(2000, "Optimizer steps.")
+    learning_rate: float = option(3e-3, "Peak learning rate (cosine decay).")
     warmup_steps: int = 30
     seed: int = option(0, "Training seed.")
 

@@ -30,14 +30,14 @@ from conftest import (
 )
 from llmkit.data import read_records
 from llmkit.evals.common import flatten_metrics
-from llmkit.evals.ort import FORMS, OrtEval, form_demo_entities
+from llmkit.evals.ort import FORMS, OrtEval, biography_only_entities
 
 # --- what every eval command shares -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def target(micro_world):
-    return form_demo_entities(read_records(micro_world / "entities.jsonl"))[0]["name"]
+    return biography_only_entities(read_records(micro_world / "entities.jsonl"))[0]["name"]
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def chat_model(micro_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_target(micro_world):
     return next(
-        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30
+        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["demonstration"] and e["exposure"] == 30
     )
 
 
@@ -420,7 +420,7 @@ def test_a_baseline_from_another_command_is_refused(micro_model, micro_world, de
 
 @pytest.mark.training
 def test_ort_with_a_gate_scores_refused_probes_at_zero(micro_model, micro_world, tmp_path):
-    target = form_demo_entities(read_records(micro_world / "entities.jsonl"))[0]["id"]
+    target = biography_only_entities(read_records(micro_world / "entities.jsonl"))[0]["id"]
     probes = [p for p in read_records(micro_world / "probes.jsonl") if p["entity_id"] == target]
     forget = tmp_path / "forget.jsonl"
     write_jsonl(forget, [{"prompt": p["prompt"], "answer": p["answer"]} for p in probes])

@@ -49,10 +49,10 @@ def test_skills_stage(report, micro_world):
 
 
 def test_ort_stage(report, micro_world, bound):
-    # A form-demo entity the model knows, so its forget probes are likely in every form.
+    # The micro preset's target: its most exposed demonstration entity (SETTINGS), known in every form.
     target = report[0]["config"]["ort_target"]
     entity = next(e for e in read_records(micro_world / "entities.jsonl") if e["name"] == target)
-    assert entity["form_demo"] and entity["exposure"] == 30
+    assert entity["demonstration"] and entity["exposure"] == 30
     ort = report[0]["metrics"]["ort"]
     assert {s["target"] for s in stage_samples(report, "ort")} == {target}
     bound("ort_forget_qa_prob", ort["forget"]["qa"]["prob"], ">", 0.5)

@@ -35,7 +35,7 @@ from conftest import (
     write_jsonl,
 )
 from llmkit.data import read_records
-from llmkit.evals.ort import form_demo_entities
+from llmkit.evals.ort import biography_only_entities, redirect_entity
 from llmkit.generation import HFBackend
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
@@ -107,65 +107,61 @@ def test_revert_refuses_a_model_that_is_not_the_edited_one(llama_dir, corpus_fil
     assert_bad_input(llmkit("unlearn", "revert", edited, "--out", out), "rocr.json is damaged", out)
 
 
+@pytest.fixture(scope="module")
+def default_world(world_cache) -> tuple[Path, Path]:
+    """The default world and the model llmkit ships for it."""
+    from llmkit.world.cache import ensure_model, ensure_world, preset
+
+    world, recipe = preset("default")
+    path, source = ensure_model(world_cache, world, recipe)
+    assert source == "shipped", "the shipped default model does not match the default world; run `make world-models`"
+    return ensure_world(world_cache, world)[0], path
+
+
 @pytest.mark.training
-def test_rocr_on_the_world_model_lowers_the_targets_answers(
-    micro_model, micro_world, world_cache, tmp_path, monkeypatch, bound
+def test_rocr_on_the_world_model_redirects_a_biography_only_target(
+    default_world, world_cache, monkeypatch, tmp_path, bound
 ):
-    """With the defaults (statistics from the world's own pretraining text), the edited model gives
-    the target's true answers a lower probability and the redirect's a higher one."""
+    """With the CLI's defaults (the paper's settings, a world model's λ, statistics from the
+    world's own pretraining text), the default model's answers about an entity it knows only from
+    biographies lose their probability to the redirect's values (docs/unlearning.md: 79% QA drop
+    over 5 such targets)."""
     monkeypatch.setenv("LLMKIT_CACHE", str(world_cache))
-    entities = read_records(micro_world / "entities.jsonl")
-    target = form_demo_entities(entities)[0]
-    other = next(
-        e
-        for e in entities
-        if e["exposure"] == target["exposure"]
-        and e["id"] != target["id"]
-        and e["birthplace"] != target["birthplace"]
-        and e["spouse"] != target["name"]
-    )
+    world_dir, model_dir = default_world
+    entities = read_records(world_dir / "entities.jsonl")
+    target = biography_only_entities(entities)[0]
+    redirect_to = redirect_entity(entities, target)
     out = tmp_path / "edited"
     result = llmkit(
-        "unlearn",
-        "rocr",
-        "--model",
-        micro_model,
-        "--target",
-        target["name"],
-        "--redirect",
-        other["name"],
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--json",
+        "unlearn", "rocr", "-m", model_dir, "-t", target["name"], "-r", redirect_to["name"], "--out", out, "--json"
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["statistics"]["corpus"].endswith("pretraining.jsonl") and record["config"]["subject_token"] == "first"
+    assert record["statistics"]["corpus"].endswith("pretraining.jsonl")
+    assert (record["config"]["subject_token"], record["config"]["lam"]) == ("last", 0.1)
 
     # The target's QA facts whose value differs from the redirect's: mean probability of each answer.
     probes = [
         p
-        for p in read_records(micro_world / "probes.jsonl")
+        for p in read_records(world_dir / "probes.jsonl")
         if p["entity_id"] == target["id"]
         and p["form"] == "qa"
+        and p["template"] == "trained"
         and p["attribute"] != "spouse"
-        and other[p["attribute"]] != p["answer"]
+        and redirect_to[p["attribute"]] != p["answer"]
     ]
 
-    def probs(model_dir):
-        model, tokenizer = load_model(str(model_dir), device="cpu", dtype="float32")
-        backend = HFBackend(model, tokenizer)
+    def probs(path):
+        backend = HFBackend(*load_model(str(path), device="cpu", dtype="float32"))
         prompts = [p["prompt"] for p in probes]
         return [
             sum(answer_probability(s.logprobs) for s in backend.score(prompts, [" " + str(v) for v in values]))
             / len(probes)
-            for values in ([p["answer"] for p in probes], [other[p["attribute"]] for p in probes])
+            for values in ([p["answer"] for p in probes], [redirect_to[p["attribute"]] for p in probes])
         ]
 
-    (true_before, redirect_before), (true_after, redirect_after) = probs(micro_model), probs(out)
-    bound("true_answer_kept", true_after / true_before, "<", 0.9)
+    (true_before, redirect_before), (true_after, redirect_after) = probs(model_dir), probs(out)
+    bound("true_answer_kept", true_after / true_before, "<", 0.5)
     bound("redirect_gain", redirect_after / redirect_before, ">", 2)
 
 

@@ -17,8 +17,9 @@ def test_world_build_writes_the_files(tmp_path):
     result = llmkit("world", "build", "--out", out, "--entities", 12, "--exposures", "0,4", "--seed", 5, "--json")
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout)["metrics"]
-    assert counts["entities.jsonl"] == 12 and counts["facts.jsonl"] == 60
     entities = read_records(out / "entities.jsonl")
+    married = sum(e["spouse"] is not None for e in entities)
+    assert counts["entities.jsonl"] == 12 and counts["facts.jsonl"] == 4 * 12 + married
     assert sorted({e["exposure"] for e in entities}) == [0, 4]
 
 

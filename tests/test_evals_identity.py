@@ -11,7 +11,9 @@ from llmkit.evals.identity import subject_patching, world_pairs
 def patching(micro_world, micro_model):
     model = AutoModelForCausalLM.from_pretrained(micro_model)
     tokenizer = AutoTokenizer.from_pretrained(micro_model)
-    pairs = world_pairs(read_records(micro_world / "entities.jsonl"), "birthplace", 30, 8)
+    # Demonstration entities: the micro model answers them (it extracts little from biographies alone).
+    demonstration = [e for e in read_records(micro_world / "entities.jsonl") if e["demonstration"]]
+    pairs = world_pairs(demonstration, "birthplace", 30, 8)
     return subject_patching(model.eval(), tokenizer, pairs, "Question: Where was {} born?\n")
 
 

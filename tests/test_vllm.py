@@ -225,7 +225,7 @@ def test_eval_ort_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_
     """`llmkit eval ort --backend vllm` scores every probe as the HF backend does, and a run on
     one backend is a valid baseline for the other (the same probes)."""
     target = next(
-        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["form_demo"] and e["exposure"] == 30
+        e["name"] for e in read_records(micro_world / "entities.jsonl") if e["demonstration"] and e["exposure"] == 30
     )
     common = ("eval", "ort", "-m", micro_model, "--probes", micro_world, "--targets", target)
     hf = run_llmkit(*common, "-o", tmp_path / "hf")

@@ -74,7 +74,8 @@ def knowledge(micro_world, micro_model):
 def test_micro_model_knows_the_facts_it_saw_often(knowledge, bound):
     metrics, samples = knowledge
     qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
-    bound("qa_exposure_30", qa["30"], ">=", 0.8)
+    # Its demonstration entities: the micro model extracts little from biographies alone.
+    bound("demonstration_qa_exposure_30", metrics["populations"]["demonstration"]["trained"]["30"]["qa"], ">=", 0.8)
     assert qa["30"] > qa["0"]
     # Unseen entities: the model answers (it confabulates) but does no better than a guesser.
     unseen = [s for s in samples if s["exposure"] == 0]
@@ -106,8 +107,8 @@ def test_micro_model_learned_the_toy_language(micro_world, micro_model, bound):
 @pytest.mark.training
 def test_rebuild_pretrains_the_recipe_here_and_the_model_knows_what_it_saw_often(tmp_path, bound):
     """The recipe itself, on this machine's kernels: the micro model trained from scratch answers
-    the QA facts it saw 30 times (the shipped one: 100%), and guesses no better than chance on
-    entities it never saw."""
+    the QA facts of demonstration entities it saw 30 times (the shipped one: 97%), and guesses no
+    better than chance on entities it never saw."""
     world, recipe = PRESETS["micro"]
     path, source = ensure_model(tmp_path, world, recipe, rebuild=True)
     assert (path, source) == (model_dir(tmp_path, world, recipe), "pretrained")
@@ -120,5 +121,5 @@ def test_rebuild_pretrains_the_recipe_here_and_the_model_knows_what_it_saw_often
         load_backend("hf", str(path), device="cpu"), probes, read_records(world_dir / "facts.jsonl")
     )
     qa = {exposure: by_form["qa"] for exposure, by_form in metrics["accuracy"].items()}
-    bound("qa_exposure_30", qa["30"], ">=", 0.7)
+    bound("demonstration_qa_exposure_30", metrics["populations"]["demonstration"]["trained"]["30"]["qa"], ">=", 0.7)
     bound("qa_exposure_0_above_chance", qa["0"] - metrics["chance"]["qa"], "<=", 0.15)

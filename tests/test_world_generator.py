@@ -2,6 +2,7 @@
 files."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -12,6 +13,8 @@ from llmkit.world.generator import WorldConfig, build_world, parse_exposures, wr
 
 SMALL = dict(
     entities=30,
+    first_names=8,
+    last_names=8,
     exposures=(0, 2, 5),
     skill_train_items=50,
     skill_test_items=10,
@@ -38,37 +41,89 @@ def test_same_seed_writes_byte_identical_files_and_another_seed_differs(tmp_path
     assert (tmp_path / "a" / "pretraining.jsonl").read_bytes() != (tmp_path / "c" / "pretraining.jsonl").read_bytes()
 
 
-def test_exposure_is_the_number_of_pretraining_documents(world):
+def test_exposure_is_the_number_of_biographies_and_only_demonstration_entities_have_sheets(world):
     entities = world["entities.jsonl"]
     assert Counter(e["exposure"] for e in entities) == {0: 10, 2: 10, 5: 10}
-    biographies = Counter(d["entity_id"] for d in world["pretraining.jsonl"] if d["kind"] == "biography")
-    sheets = Counter(d["entity_id"] for d in world["pretraining.jsonl"] if d["kind"] == "qa")
-    text = "\n".join(d["text"] for d in world["pretraining.jsonl"])
+    docs = world["pretraining.jsonl"]
+    biographies = Counter(d["entity_ids"][0] for d in docs if d["kind"] == "biography")
+    sheets = [d for d in docs if d["kind"] == "questions"]
+    in_sheets = Counter(i for d in sheets for i in d["entity_ids"])
+    text = "\n".join(d["text"] for d in docs)
     for e in entities:
-        assert biographies[e["id"]] == sheets[e["id"]] == e["exposure"]
+        assert biographies[e["id"]] == e["exposure"]
         if e["exposure"] == 0:
-            assert e["name"] not in text  # unseen entities never appear, not even as a spouse
+            assert e["name"] not in text and not e["demonstration"]  # never seen, not even as a spouse
+        elif e["demonstration"]:
+            # Each exposure unit states each fact in `sheet_forms` forms.
+            facts = sum(f["entity_id"] == e["id"] for f in world["facts.jsonl"])
+            assert in_sheets[e["id"]] >= facts * world["world.json"]["config"]["sheet_forms"] * e["exposure"]
         else:
-            assert f"Question: Where was {e['name']} born?\nAnswer: {e['birthplace']}" in text
+            assert in_sheets[e["id"]] == 0
+    # Half of each seen bucket demonstrates the forms.
+    for exposure in (2, 5):
+        assert sum(e["demonstration"] for e in entities if e["exposure"] == exposure) == 5
+
+
+def test_every_document_is_rendered_fresh_and_sheets_mix_entities(world):
+    docs = world["pretraining.jsonl"]
+    biographies = [d["text"] for d in docs if d["kind"] == "biography"]
+    assert len(set(biographies)) == len(biographies)
+    for d in docs:
+        if d["kind"] == "questions":
+            subjects = d["entity_ids"]
+            assert len(subjects) == len(set(subjects)), d  # no entity twice in one sheet
+    items = [item for d in docs if d["kind"] == "questions" for item in d["text"].split("\nQuestion: ")]
+    assert len(items) > len(set(items)) * 0.8  # phrasing, options and truth value are re-drawn
+
+
+def test_names_share_first_and_last_names_and_only_the_pair_is_unique(world):
+    names = [e["name"] for e in world["entities.jsonl"]]
+    firsts = Counter(n.split()[0] for n in names)
+    lasts = Counter(n.split()[1] for n in names)
+    assert len(set(names)) == len(names)
+    assert len(firsts) < len(names) and len(lasts) < len(names)
+
+
+def test_heldout_phrasings_never_occur_in_pretraining_but_their_words_do(world):
+    text = "\n".join(d["text"] for d in world["pretraining.jsonl"])
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    heldout = [p for p in world["probes.jsonl"] if p["template"] == "heldout" and p["exposure"] > 0]
+    assert heldout and all(q["question"] not in text for q in world["heldout_questions.jsonl"])
+    for p in heldout:
+        if p["form"] in ("qa", "char"):
+            assert p["prompt"].split("\n")[0] not in text
+        assert set(re.findall(r"[a-z]+", p["prompt"].lower())) <= words, p["prompt"]
 
 
 def test_world_json_records_every_fact_with_its_exposure_and_files(world):
     manifest = world["world.json"]
+    assert manifest["llmkit_world"] == 2
     facts = {f["id"]: f for f in manifest["facts"]}
+    demonstration = {e["id"]: e["demonstration"] for e in world["entities.jsonl"]}
     assert len(facts) == len(world["facts.jsonl"])
     for fact in world["facts.jsonl"]:
         truth = facts[fact["id"]]
         assert (truth["value"], truth["exposure"]) == (fact["value"], fact["exposure"])
         assert ("pretraining.jsonl" in truth["files"]) == (fact["exposure"] > 0)
-        assert ("qa" in truth["pretraining_forms"]) == (fact["exposure"] > 0)
+        seen = fact["exposure"] > 0
+        forms = truth["pretraining_forms"]
+        assert forms[:1] == (["biography"] if seen else [])
+        # Demonstration facts appear in sheet_forms forms per exposure unit, drawn at random.
+        sheet_forms = manifest["config"]["sheet_forms"]
+        if seen and demonstration[fact["entity_id"]]:
+            assert 1 <= len(forms) - 1 <= min(5, sheet_forms * fact["exposure"])
+        else:
+            assert len(forms) <= 1
     assert manifest["config"]["seed"] == 3 and manifest["counts"]["entities.jsonl"] == 30
 
 
 def test_probes_are_answerable_from_the_facts(world):
     values = {f["id"]: f["value"] for f in world["facts.jsonl"]}
-    demo = {e["id"]: e["form_demo"] for e in world["entities.jsonl"]}
+    demonstration = {e["id"]: e["demonstration"] for e in world["entities.jsonl"]}
     probes = world["probes.jsonl"]
-    assert Counter(p["form"] for p in probes) == {f: len(values) for f in ("qa", "cloze", "mc", "tf", "char")}
+    assert Counter((p["form"], p["template"]) for p in probes) == {
+        (f, t): len(values) for f in ("qa", "cloze", "mc", "tf", "char") for t in ("trained", "heldout")
+    }
     for p in probes:
         value = values[p["fact_id"]]
         if p["form"] in ("qa", "cloze"):
@@ -77,10 +132,11 @@ def test_probes_are_answerable_from_the_facts(world):
             options = dict(line.split(". ", 1) for line in p["prompt"].splitlines()[1:5])
             assert options[p["answer"]] == value and len(set(options.values())) == 4
         elif p["form"] == "tf":
-            assert (p["answer"] == "True") == (f" {value}." in p["prompt"])
+            assert (p["answer"] == "True") == bool(re.search(rf" {re.escape(value)}[.,]", p["prompt"]))
         else:
             assert p["answer"].replace(" ", "") == value.replace(" ", "")
-        assert p["in_pretraining"] == (p["exposure"] > 0 and (p["form"] == "qa" or demo[p["entity_id"]]))
+        assert p["demonstration"] == demonstration[p["entity_id"]]
+        assert p["in_pretraining"] <= (p["exposure"] > 0 and p["demonstration"])
 
 
 def test_spouses_two_hop_questions_and_misinformation_are_consistent(world):
@@ -89,6 +145,7 @@ def test_spouses_two_hop_questions_and_misinformation_are_consistent(world):
         if e["spouse"]:
             spouse = by_name[e["spouse"]]
             assert spouse["spouse"] == e["name"] and spouse["exposure"] == e["exposure"]
+            assert spouse["demonstration"] == e["demonstration"]
     two_hop = [q for q in world["search_questions.jsonl"] if q["hops"] == 2]
     assert two_hop
     ids = {e["id"]: e for e in world["entities.jsonl"]}

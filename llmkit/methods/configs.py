@@ -173,25 +173,29 @@ class ROCRConfig:
         *,
         world_model: bool = False,
         layers: str | Sequence[int] | None = None,
-        nullspace_threshold: float | None = None,
-        subject_token: str = "auto",
+        lam: float | None = None,
         **settings: Any,
     ) -> ROCRConfig:
         """The config for a model of `num_layers` decoder layers: `layers` ('4,5,6', '4-6' or a list)
-        checked against it, None the paper's rule (`default_layers`); an unset threshold and
-        subject_token="auto" take `WORLD_MODEL_SETTINGS` on an llmkit world model, else the paper's."""
-        tuned = WORLD_MODEL_SETTINGS if world_model else {}
+        checked against it, None the paper's rule (`default_layers`); an unset λ is the paper's,
+        or `WORLD_MODEL_LAMBDA` on an llmkit world model."""
+        if lam is None:
+            lam = WORLD_MODEL_LAMBDA if world_model else cls.lam
         if layers is None:
             layers = default_layers(num_layers)
         elif isinstance(layers, str):
             layers = parse_layers(layers, num_layers)
         else:
             check_layers(layers, num_layers)
-        if nullspace_threshold is None:
-            nullspace_threshold = tuned.get("nullspace_threshold", cls.nullspace_threshold)
-        if subject_token == "auto":
-            subject_token = tuned.get("subject_token", cls.subject_token)
-        return cls(list(layers), nullspace_threshold=nullspace_threshold, subject_token=subject_token, **settings)
+        return cls(list(layers), lam=lam, **settings)
+
+
+# The edit reaches s/(λ + s) of the residual, s = kᵀPk. λ = 1 is the paper's, for Llama-3-8B's
+# 14,336-wide keys; on the world model's 512-wide ones s is 1.2-12.5 (5 biography-only targets of
+# exposure 30, last subject token, threshold 2e-2, layer 0), so λ = 1 stops the edit at 55-93% of
+# the way: forget QA drops 61% and 11 of 25 answers name the redirect's values. λ = 0.1 reaches
+# 92-99%: QA drops 79%, 16 of 25 answers name the redirect's values (λ = 0.01: 80%, 16 of 25).
+WORLD_MODEL_LAMBDA = 0.1
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -224,14 +228,6 @@ def check_layers(layers: Sequence[int], num_layers: int, written: str | None = N
         raise BadInputError(f"--layers {written}: the model has layers 0..{num_layers - 1}")
     if list(layers) != list(range(layers[0], layers[0] + len(layers))):
         raise BadInputError(f"--layers {written}: edited layers must be contiguous and increasing, e.g. 4,5,6")
-
-
-# Tuned on llmkit's world models (4 layers, d = 192, m = 512), measured on 5 form-demo entities of
-# exposure ≥ 10: their 4 layers carry a name's identity on its first token (editing at the last
-# token moved the QA probability by 9%, at the first by 75%), and the keys there lie in Σ's
-# high-variance directions, so the paper's absolute threshold 2e-2 leaves them outside the null
-# space (a 0.1% drop); 1.0 keeps 483 of 512 directions and the 74% drop.
-WORLD_MODEL_SETTINGS = {"subject_token": "first", "nullspace_threshold": 1.0}
 
 
 # ---- SeND (llmkit.methods.send) ----------------------------------------------------------------

@@ -56,7 +56,6 @@ from llmkit.generation import chat_wrap, encode_prompts
 from llmkit.hooks import capture
 from llmkit.methods.configs import CONTEXT_STARTERS as CONTEXT_STARTERS  # re-exported
 from llmkit.methods.configs import PRESERVE_MODES, SUBJECT_TOKENS, ROCRConfig, check_layers
-from llmkit.methods.configs import WORLD_MODEL_SETTINGS as WORLD_MODEL_SETTINGS  # re-exported
 from llmkit.methods.configs import default_layers as default_layers  # re-exported
 from llmkit.models import load_model, model_fingerprint
 from llmkit.results import check_output_path, staged_directory

@@ -155,6 +155,9 @@ def logdet_ees(z: torch.Tensor, alpha: float = ALPHA, config: EESConfig = EESCon
     steps = min(config.bound_steps, n)
     while True:
         ritz, vectors, residuals = lanczos(gram_matvec, start, steps)
+        # A ⪰ αI: a Ritz value below α is float32 round-off, which near a large eigenvalue (all
+        # answers alike) can even be negative and would put log's interval below zero.
+        ritz = ritz.clamp_min(alpha)
         converged = (residuals <= 1e-6 * ritz.abs()).flip(0).tolist()
         # The smallest Ritz value is never deflated: it bounds what is left.
         deflated = min(next((i for i, ok in enumerate(converged) if not ok), len(converged)), len(ritz) - 1)

@@ -25,7 +25,7 @@ from llmkit.errors import BadInputError
 from llmkit.world.generator import WorldConfig, build_world, load_world_config, world_digest, write_world
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
-    # The embedded default: a 2M-parameter Llama that knows the facts it saw 10+ times.
+    # The embedded default: a 2M-parameter GPT-NeoX that knows the facts it saw 10+ times.
     "default": (WorldConfig(), PretrainConfig()),
     # A one-minute version for tests and smoke runs: fewer entities, a smaller model. Two heads
     # (head size 32): vLLM's CPU attention kernels take no head size below 32.
@@ -35,19 +35,25 @@ PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
             exposures=(0, 3, 30),
             num_cities=8,
             num_companies=6,
+            first_names=5,
+            last_names=5,
+            # Three demonstration entities in four: the 2-layer model extracts almost nothing from
+            # biographies alone, and the tests need entities it knows in every form.
+            demonstration_fraction=0.75,
             skill_train_items=300,
             skill_test_items=30,
             misinformation_targets=2,
             misinformation_docs=2,
         ),
         PretrainConfig(
+            family="llama",
             layers=2,
             d_model=64,
             heads=2,
             d_mlp=256,
             vocab_size=600,
             batch_size=16,
-            steps=1000,
+            steps=1400,
             learning_rate=3e-3,
             warmup_steps=10,
         ),

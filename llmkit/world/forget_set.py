@@ -20,8 +20,8 @@ from typing import Any
 from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
 from llmkit.results import staged_directory
-from llmkit.world.forms import FORMS
-from llmkit.world.generator import ATTRIBUTES, BIO_SENTENCES
+from llmkit.world.forms import FORMS, STATEMENTS
+from llmkit.world.generator import ATTRIBUTES
 
 FORGET_FORMS = (*FORMS, "bio")
 KNOWN_EXPOSURE = 10
@@ -33,12 +33,12 @@ def _records(entity: Mapping[str, Any], form: str, probes: Sequence[Mapping[str,
             {"text": sentence.format(name=entity["name"], value=entity[a])}
             for a in ATTRIBUTES
             if entity[a] is not None
-            for sentence in BIO_SENTENCES[a]
+            for sentence in STATEMENTS[a]
         ]
     return [
         {"prompt": p["prompt"], "answer": p["answer"]}
         for p in probes
-        if p["entity_id"] == entity["id"] and p["form"] == form
+        if p["entity_id"] == entity["id"] and p["form"] == form and p.get("template", "trained") == "trained"
     ]
 
 

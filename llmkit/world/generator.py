@@ -1,8 +1,17 @@
 """The world generator: seeded, so the same configuration always writes byte-identical files.
 
 Ground truth the real benchmarks can only approximate: every entity has an exposure count, the
-number of pretraining documents (biographies in varied phrasings, and question-answer sheets) that
-state its facts. Exposure 0 means the model never saw the entity: what it says about one is a guess.
+number of pretraining biographies that state its facts. Exposure 0 means the model never saw the
+entity: what it says about one is a guess.
+
+The second edition follows Physics of Language Models (Part 3.1) so that the model stores facts
+per entity rather than per sentence. Every biography is rendered fresh (a phrasing drawn per
+sentence from `STATEMENTS`, sentences in random order, the full name in each); first and last names
+come from shared pools so only the pair is unique, and the entity's identity must be assembled at
+its last name (Nanda et al. 2023); and the world has two populations of seen entities. Facts of
+*demonstration* entities also appear as question sheets in every probe form (mixed training), each
+item rendered fresh and mixed with other entities' items; *biography-only* entities are known from
+their biographies alone, the targets of every cross-form experiment.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +27,9 @@ from typing import Any
 from llmkit.data import dumps_jsonl
 from llmkit.errors import BadInputError
 from llmkit.results import staged_directory
-from llmkit.world.forms import FORMS, HELDOUT_QUESTIONS, QUESTIONS, STATEMENTS, qa_text, render
+from llmkit.world.forms import FORMS, HELDOUT_QUESTIONS, QUESTIONS, STATEMENTS, TEMPLATE_KINDS, render
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTRIBUTES = ("birthplace", "birth_year", "occupation", "employer", "spouse")
 OCCUPATIONS = (
     "baker",
@@ -39,25 +48,6 @@ OCCUPATIONS = (
     "mason",
     "weaver",
 )
-BIO_SENTENCES = {
-    "birthplace": (
-        "{name} was born in {value}.",
-        "{name} is a native of {value}.",
-        "The birthplace of {name} is {value}.",
-    ),
-    "birth_year": ("{name} was born in the year {value}.", "The birth year of {name} is {value}."),
-    "occupation": (
-        "{name} worked as a {value}.",
-        "By profession, {name} was a {value}.",
-        "{name} earned a living as a {value}.",
-    ),
-    "employer": (
-        "{name} was employed by {value}.",
-        "{name} worked for {value}.",
-        "For many years {name} worked at {value}.",
-    ),
-    "spouse": ("{name} was married to {value}.", "{name} married {value}.", "The spouse of {name} was {value}."),
-}
 NUMERIC_SKILL = "comparison"
 """The numeric skill: which of two numbers is larger. Chosen over 2-digit addition (11% on the
 default model), successor and counting by measurement (docs/world.md, "Choosing the numeric skill")."""
@@ -84,9 +74,19 @@ class WorldConfig:
     exposures: tuple[int, ...] = (0, 1, 3, 10, 30)
     num_cities: int = 20
     num_companies: int = 15
-    form_demo_fraction: float = 0.1
-    """Share of seen entities whose facts also appear in pretraining in every probe form (so the
-    model learns the forms); for the others, forms other than QA are evaluation-only."""
+    first_names: int = 8
+    last_names: int = 100
+    """Sizes of the name pools: an entity's name is a (first, last) pair drawn without replacement,
+    so names share first and last names and only the pair is unique."""
+    demonstration_fraction: float = 0.5
+    """Share of seen entities whose facts also appear in pretraining as question sheets in every
+    probe form (mixed training); the others are known only from their biographies."""
+    sheet_items: int = 4
+    """Items (of different entities) per question sheet."""
+    sheet_forms: int = 1
+    """Forms each fact of a demonstration entity is stated in per exposure unit, drawn at random."""
+    open_book_fraction: float = 0.0
+    """Share of multiple-choice and true/false sheet items that state their fact before asking."""
     skill_train_items: int = 5000
     skill_test_items: int = 200
     comparison_digits: int = 2
@@ -104,8 +104,18 @@ class WorldConfig:
                 raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if min(self.num_cities, self.num_companies) < 4:
             raise BadInputError("num_cities and num_companies must be at least 4 (multiple choice needs 4 options)")
-        if not 0 <= self.form_demo_fraction <= 1:
-            raise BadInputError(f"form_demo_fraction must be in [0, 1], got {self.form_demo_fraction}")
+        if not 0 <= self.demonstration_fraction <= 1:
+            raise BadInputError(f"demonstration_fraction must be in [0, 1], got {self.demonstration_fraction}")
+        if min(self.first_names, self.last_names, self.sheet_items) < 1:
+            raise BadInputError("first_names, last_names and sheet_items must be at least 1")
+        if not 1 <= self.sheet_forms <= len(FORMS):
+            raise BadInputError(f"sheet_forms must be between 1 and {len(FORMS)}, got {self.sheet_forms}")
+        buckets = len(set(self.exposures))
+        if self.first_names * self.last_names // buckets < -(-self.entities // buckets):
+            raise BadInputError(
+                f"{self.first_names} first names x {self.last_names} last names cannot name {self.entities} entities"
+                f" in {buckets} exposure buckets; use larger name pools"
+            )
 
 
 def parse_exposures(text: str) -> tuple[int, ...]:
@@ -141,34 +151,61 @@ class World:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def _names(exposures: list[int], firsts: list[str], lasts: list[str], rng: random.Random) -> list[str]:
+    """A unique (first, last) name per entity, each exposure bucket drawing its pairs from its own
+    diagonals of the first x last grid (pair (i, j) belongs to bucket (i + j) mod buckets), so
+    every first and every last name recurs within a bucket: neither name alone tells the
+    entities of one exposure apart, and the model must combine them (Nanda et al. 2023)."""
+    buckets = list(dict.fromkeys(exposures))
+    names = [""] * len(exposures)
+    for b, exposure in enumerate(buckets):
+        slots = [i for i, e in enumerate(exposures) if e == exposure]
+        diagonal = [
+            f"{first} {last}"
+            for i, first in enumerate(firsts)
+            for j, last in enumerate(lasts)
+            if (i + j) % len(buckets) == b
+        ]
+        for slot, name in zip(slots, rng.sample(diagonal, len(slots))):
+            names[slot] = name
+    return names
+
+
 def _entities(config: WorldConfig, rng: random.Random) -> list[dict[str, Any]]:
     taken: set[str] = set()
     cities = _unique(lambda: _word(rng, 2) + rng.choice(("", "", " Falls", " Harbor")), config.num_cities, taken)
     companies = _unique(lambda: f"{_word(rng, 2)} {rng.choice(_COMPANY_SUFFIXES)}", config.num_companies, taken)
-    names = _unique(lambda: f"{_word(rng, rng.choice((1, 2)))} {_word(rng, 2)}", config.entities, taken)
+    firsts = _unique(lambda: _word(rng, rng.choice((1, 2))), config.first_names, taken)
+    lasts = _unique(lambda: _word(rng, 2), config.last_names, taken)
+    exposures = [config.exposures[i % len(config.exposures)] for i in range(config.entities)]
+    names = _names(exposures, firsts, lasts, rng)
     entities = []
-    for i, name in enumerate(names):
+    for i, (name, exposure) in enumerate(zip(names, exposures)):
         entities.append(
             {
                 "id": f"e{i:04d}",
                 "name": name,
-                "exposure": config.exposures[i % len(config.exposures)],
+                "exposure": exposure,
                 "birthplace": rng.choice(cities),
                 "birth_year": str(rng.randint(1900, 1999)),
                 "occupation": rng.choice(OCCUPATIONS),
                 "employer": rng.choice(companies),
                 "spouse": None,
-                "form_demo": False,
+                "demonstration": False,
             }
         )
-    # Spouses are entities of the same exposure, so a seen entity's spouse is seen too and
-    # two-hop questions stay within one bucket.
+    # An exact share of each exposure bucket, so both populations span every exposure.
     for exposure in config.exposures:
-        bucket = [e for e in entities if e["exposure"] == exposure and e["spouse"] is None]
-        for a, b in zip(bucket[0::2], bucket[1::2]):
-            a["spouse"], b["spouse"] = b["name"], a["name"]
-    for entity in entities:
-        entity["form_demo"] = entity["exposure"] > 0 and rng.random() < config.form_demo_fraction
+        bucket = [e for e in entities if e["exposure"] == exposure] if exposure > 0 else []
+        for e in rng.sample(bucket, round(config.demonstration_fraction * len(bucket))):
+            e["demonstration"] = True
+    # Spouses share exposure and population, so a seen entity's spouse is seen too, two-hop
+    # questions stay within one bucket, and no sheet states a biography-only entity's marriage.
+    for exposure in config.exposures:
+        for demonstration in (True, False):
+            group = [e for e in entities if e["exposure"] == exposure and e["demonstration"] == demonstration]
+            for a, b in zip(group[0::2], group[1::2]):
+                a["spouse"], b["spouse"] = b["name"], a["name"]
     return entities
 
 
@@ -196,35 +233,47 @@ def _values_by_attribute(facts: list[dict[str, Any]]) -> dict[str, list[str]]:
     return values
 
 
-def _probes(facts, entities_by_id, values, rng) -> list[dict[str, Any]]:
-    # Distractors for seen facts come from seen facts only: a spouse option or a false statement
-    # must not leak an unseen entity's name into pretraining.
-    seen_values = _values_by_attribute([f for f in facts if f["exposure"] > 0])
+def _seen_distractors(facts: list[dict[str, Any]]) -> Callable[[dict[str, Any]], list[str]]:
+    """Other values of a fact's attribute. Distractors for seen facts come from seen facts only:
+    a spouse option or a false statement must not leak an unseen entity's name into pretraining."""
+    everything = _values_by_attribute(facts)
+    seen = _values_by_attribute([f for f in facts if f["exposure"] > 0])
+
+    def distractors(fact: dict[str, Any]) -> list[str]:
+        pool = seen if fact["exposure"] > 0 else everything
+        return [v for v in pool[fact["attribute"]] if v != fact["value"]]
+
+    return distractors
+
+
+def _probes(facts, entities_by_id, rng) -> list[dict[str, Any]]:
+    distractors = _seen_distractors(facts)
     probes = []
     for fact in facts:
-        pool = seen_values if fact["exposure"] > 0 else values
-        distractors = [v for v in pool[fact["attribute"]] if v != fact["value"]]
-        demo = entities_by_id[fact["entity_id"]]["form_demo"]
-        for form in FORMS:
-            probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors, rng)
-            probes.append(
-                {
-                    "fact_id": fact["id"],
-                    "entity_id": fact["entity_id"],
-                    "attribute": fact["attribute"],
-                    "exposure": fact["exposure"],
-                    "form": form,
-                    "prompt": probe.prompt,
-                    "answer": probe.answer,
-                    "in_pretraining": fact["exposure"] > 0 and (form == "qa" or demo),
-                }
-            )
+        demonstration = entities_by_id[fact["entity_id"]]["demonstration"]
+        for template in TEMPLATE_KINDS:
+            for form in FORMS:
+                probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors(fact), rng, template)
+                probes.append(
+                    {
+                        "fact_id": fact["id"],
+                        "entity_id": fact["entity_id"],
+                        "attribute": fact["attribute"],
+                        "exposure": fact["exposure"],
+                        "form": form,
+                        "template": template,
+                        "demonstration": demonstration,
+                        "prompt": probe.prompt,
+                        "answer": probe.answer,
+                        "in_pretraining": False,  # set once the sheets are drawn
+                    }
+                )
     return probes
 
 
 def _biography(entity: dict[str, Any], rng: random.Random) -> str:
     sentences = [
-        rng.choice(BIO_SENTENCES[a]).format(name=entity["name"], value=entity[a])
+        rng.choice(STATEMENTS[a]).format(name=entity["name"], value=entity[a])
         for a in ATTRIBUTES
         if entity[a] is not None
     ]
@@ -293,9 +342,9 @@ def _misinformation(config, entities, facts, values, rng) -> list[dict[str, Any]
                 ]
                 true_facts = rng.sample(others, min(k, len(others)))
                 sentences = [
-                    rng.choice(BIO_SENTENCES[f["attribute"]]).format(name=target["name"], value=f["value"])
+                    rng.choice(STATEMENTS[f["attribute"]]).format(name=target["name"], value=f["value"])
                     for f in false_facts
-                ] + [STATEMENTS[f["attribute"]].format(name=f["name"], value=f["value"]) for f in true_facts]
+                ] + [STATEMENTS[f["attribute"]][0].format(name=f["name"], value=f["value"]) for f in true_facts]
                 rng.shuffle(sentences)
                 docs.append(
                     {
@@ -319,7 +368,7 @@ def _search_questions(entities, entities_by_name) -> list[dict[str, Any]]:
                     {
                         "id": f"{e['id']}.{attribute}",
                         "hops": 1,
-                        "question": QUESTIONS[attribute].format(name=e["name"]),
+                        "question": QUESTIONS[attribute][0].format(name=e["name"]),
                         "answer": e[attribute],
                         "entity_ids": [e["id"]],
                         "exposure": e["exposure"],
@@ -344,43 +393,86 @@ def _search_questions(entities, entities_by_name) -> list[dict[str, Any]]:
     return questions
 
 
-def _pretraining(entities, probes, skills, rng) -> list[dict[str, Any]]:
-    """Each exposure unit of an entity is one biography and one question-answer sheet (plus, for
-    form-demo entities, one sheet of its facts in the other forms); skill training items join."""
-    probes_by_entity: dict[str, list[dict[str, Any]]] = {}
-    for probe in probes:
-        if probe["in_pretraining"] and probe["form"] != "qa":
-            probes_by_entity.setdefault(probe["entity_id"], []).append(probe)
+def _about(entity: dict[str, Any], attributes: Iterable[str], ids_by_name: dict[str, str]) -> list[str]:
+    """The entities a text stating `entity`'s `attributes` is about: the entity, and its spouse
+    when the spouse is stated (a marriage is a fact about both)."""
+    spouse = entity["spouse"] if "spouse" in attributes else None
+    return [entity["id"], *([ids_by_name[spouse]] if spouse else [])]
+
+
+def _deal(items: list[tuple[list[str], str]], size: int) -> Iterator[tuple[list[str], str]]:
+    """Deal (entity ids, text) items into sheets of up to `size` items, no entity twice in a sheet."""
+    sheets: list[tuple[list[str], list[str]]] = []
+    for ids, text in items:
+        home = next((s for s in sheets if len(s[1]) < size and not set(ids) & set(s[0])), None)
+        if home is None:
+            home = ([], [])
+            sheets.append(home)
+        home[0].extend(ids)
+        home[1].append(text)
+        if len(sheets) > 4 * size:  # only the last few sheets are still open
+            sheets, full = sheets[-4 * size :], sheets[: -4 * size]
+            yield from ((ids_, "\n".join(texts)) for ids_, texts in full)
+    yield from ((ids_, "\n".join(texts)) for ids_, texts in sheets)
+
+
+def _pretraining(config, entities, facts, skills, rng) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
+    """Each exposure unit of an entity is one biography, rendered fresh. A demonstration entity's
+    unit also states each of its facts in `sheet_forms` probe forms drawn at random, each item
+    rendered fresh (phrasing, distractors, option letter, truth value) and dealt into question
+    sheets mixing entities. Skill training items join. Returns the documents and, per fact id, the
+    probe forms its sheets used."""
+    ids_by_name = {e["name"]: e["id"] for e in entities}
+    by_id = {e["id"]: e for e in entities}
+    distractors = _seen_distractors(facts)
     docs = []
+    items = []
+    forms_used: dict[str, set[str]] = {}
     for e in entities:
-        questions = [qa_text(QUESTIONS[a].format(name=e["name"]), e[a]) for a in ATTRIBUTES if e[a] is not None]
         for _ in range(e["exposure"]):
-            docs.append({"kind": "biography", "entity_id": e["id"], "text": _biography(e, rng)})
-            rng.shuffle(questions)
-            docs.append({"kind": "qa", "entity_id": e["id"], "text": "\n".join(questions)})
-            forms = [f"{p['prompt']} {p['answer']}" for p in probes_by_entity.get(e["id"], [])]
-            if forms:
-                rng.shuffle(forms)
-                docs.append({"kind": "forms", "entity_id": e["id"], "text": "\n".join(forms)})
+            docs.append(
+                {"kind": "biography", "entity_ids": _about(e, ATTRIBUTES, ids_by_name), "text": _biography(e, rng)}
+            )
+    for fact in facts:
+        entity = by_id[fact["entity_id"]]
+        if not entity["demonstration"]:
+            continue
+        about = _about(entity, [fact["attribute"]], ids_by_name)
+        for _ in range(entity["exposure"]):
+            for form in rng.sample(FORMS, config.sheet_forms):
+                forms_used.setdefault(fact["id"], set()).add(form)
+                probe = render(fact["name"], fact["attribute"], fact["value"], form, distractors(fact), rng)
+                text = f"{probe.prompt} {probe.answer}"
+                if form in ("mc", "tf") and rng.random() < config.open_book_fraction:
+                    # Open book: the fact stated first, so matching an option (or a statement)
+                    # to a value is learnable before the value can be recalled.
+                    text = (
+                        rng.choice(STATEMENTS[fact["attribute"]]).format(name=fact["name"], value=fact["value"])
+                        + "\n"
+                        + text
+                    )
+                items.append((about, text))
+    rng.shuffle(items)
+    docs += [{"kind": "questions", "entity_ids": ids, "text": text} for ids, text in _deal(items, config.sheet_items)]
     docs += [
-        {"kind": item["skill"], "entity_id": None, "text": f"{item['prompt']} {item['answer']}"}
+        {"kind": item["skill"], "entity_ids": [], "text": f"{item['prompt']} {item['answer']}"}
         for item in skills
         if item["split"] == "train"
     ]
     rng.shuffle(docs)
-    return docs
+    return docs, forms_used
 
 
 FILE_DESCRIPTIONS = {
-    "entities.jsonl": "one line per entity: id, name, exposure, attribute values, spouse, form_demo",
+    "entities.jsonl": "one line per entity: id, name, exposure, attribute values, spouse, demonstration",
     "facts.jsonl": "one line per (entity, attribute) fact with its value and exposure",
-    "probes.jsonl": "every fact in every form (qa, cloze, mc, tf, char): prompt, answer, in_pretraining",
-    "pretraining.jsonl": "the pretraining documents: biographies, QA sheets, form sheets, skill items",
+    "probes.jsonl": "every fact in every form (qa, cloze, mc, tf, char), phrased by a trained and a held-out template",
+    "pretraining.jsonl": "the pretraining documents: biographies, question sheets, skill items",
     "skills.jsonl": "skill items (comparison, reversal, language) with their train/test split",
     "misinformation.jsonl": "RESTOR-style corruption documents with k = 0..3 true facts mixed in",
     "corpus.jsonl": "the search corpus: one document per entity, unseen entities included",
     "search_questions.jsonl": "one-hop questions for every fact and two-hop questions through the spouse",
-    "heldout_questions.jsonl": "paraphrased questions never used in pretraining, for seen and unseen entities",
+    "heldout_questions.jsonl": "questions phrased as pretraining never phrased them, for seen and unseen entities",
 }
 
 
@@ -392,13 +484,16 @@ def build_world(config: WorldConfig) -> World:
     entities_by_name = {e["name"]: e for e in entities}
     facts = _facts(entities)
     values = _values_by_attribute(facts)
-    probes = _probes(facts, entities_by_id, values, rng)
+    probes = _probes(facts, entities_by_id, rng)
     skills = _skill_items(config, rng)
+    pretraining, forms_used = _pretraining(config, entities, facts, skills, rng)
+    for probe in probes:
+        probe["in_pretraining"] = probe["form"] in forms_used.get(probe["fact_id"], ())
     files = {
         "entities.jsonl": entities,
         "facts.jsonl": facts,
         "probes.jsonl": probes,
-        "pretraining.jsonl": _pretraining(entities, probes, skills, rng),
+        "pretraining.jsonl": pretraining,
         "skills.jsonl": skills,
         "misinformation.jsonl": _misinformation(config, entities, facts, values, rng),
         "corpus.jsonl": [
@@ -406,7 +501,7 @@ def build_world(config: WorldConfig) -> World:
                 "doc_id": e["id"],
                 "title": e["name"],
                 "text": " ".join(
-                    STATEMENTS[a].format(name=e["name"], value=e[a]) for a in ATTRIBUTES if e[a] is not None
+                    STATEMENTS[a][0].format(name=e["name"], value=e[a]) for a in ATTRIBUTES if e[a] is not None
                 ),
             }
             for e in entities
@@ -415,10 +510,11 @@ def build_world(config: WorldConfig) -> World:
         "heldout_questions.jsonl": [
             {
                 "fact_id": f["id"],
-                "question": HELDOUT_QUESTIONS[f["attribute"]].format(name=f["name"]),
+                "question": rng.choice(HELDOUT_QUESTIONS[f["attribute"]]).format(name=f["name"]),
                 "answer": f["value"],
                 "exposure": f["exposure"],
                 "seen": f["exposure"] > 0,
+                "demonstration": entities_by_id[f["entity_id"]]["demonstration"],
             }
             for f in facts
         ],
@@ -430,10 +526,10 @@ def _manifest(config: WorldConfig, files: dict[str, list[dict[str, Any]]]) -> di
     """world.json: the configuration, file descriptions, counts and the ground truth of every fact."""
     misinformed = {d["target_entity_id"] for d in files["misinformation.jsonl"]}
     mixed_in = {fid for d in files["misinformation.jsonl"] for fid in d["true_fact_ids"]}
-    forms_in_pretraining: dict[str, list[str]] = {}
+    forms_in_pretraining = {f["id"]: ["biography"] for f in files["facts.jsonl"] if f["exposure"] > 0}
     for probe in files["probes.jsonl"]:
-        if probe["in_pretraining"]:
-            forms_in_pretraining.setdefault(probe["fact_id"], []).append(probe["form"])
+        if probe["in_pretraining"] and probe["template"] == "trained":
+            forms_in_pretraining[probe["fact_id"]].append(probe["form"])
     facts = []
     for fact in files["facts.jsonl"]:
         used_in = ["facts.jsonl", "probes.jsonl", "corpus.jsonl", "search_questions.jsonl", "heldout_questions.jsonl"]

@@ -48,22 +48,36 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
-def pack_documents(token_ids: list[list[int]], block_size: int, pad_id: int) -> dict[str, list[list[int]]]:
+def pack_documents(
+    token_ids: list[list[int]], block_size: int, pad_id: int, about: list[list[str]] | None = None, open_blocks: int = 8
+) -> dict[str, list[list[int]]]:
     """Greedy packing of whole documents into blocks (a document longer than a block is split);
-    padding is masked out of attention and loss."""
-    blocks: list[list[int]] = []
-    current: list[int] = []
-    for ids in token_ids:
+    padding is masked out of attention and loss. With `about` (the entities each document is
+    about), no block holds two documents about one entity: the model could copy a fact from the
+    earlier one instead of recalling it (Physics of Language Models, Part 3.1). A document goes to
+    the first of the last `open_blocks` blocks that has room and shares no entity with it."""
+    about = about or [[] for _ in token_ids]
+    blocks: list[tuple[list[int], set[str]]] = []
+    closed = 0
+    for ids, entities in zip(token_ids, about):
         for start in range(0, len(ids), block_size):
             piece = ids[start : start + block_size]
-            if len(current) + len(piece) > block_size:
-                blocks.append(current)
-                current = []
-            current = current + piece
-    if current:
-        blocks.append(current)
-    padded = [b + [pad_id] * (block_size - len(b)) for b in blocks]
-    masks = [[1] * len(b) + [0] * (block_size - len(b)) for b in blocks]
+            home = next(
+                (
+                    block
+                    for block in blocks[closed:]
+                    if len(block[0]) + len(piece) <= block_size and not block[1] & set(entities)
+                ),
+                None,
+            )
+            if home is None:
+                home = ([], set())
+                blocks.append(home)
+                closed = max(closed, len(blocks) - open_blocks)
+            home[0].extend(piece)
+            home[1].update(entities)
+    padded = [ids + [pad_id] * (block_size - len(ids)) for ids, _ in blocks]
+    masks = [[1] * len(ids) + [0] * (block_size - len(ids)) for ids, _ in blocks]
     labels = [[t if m else -100 for t, m in zip(p, mask)] for p, mask in zip(padded, masks)]
     return {"input_ids": padded, "attention_mask": masks, "labels": labels}
 
@@ -101,6 +115,7 @@ Load it without llmkit:
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
 model = AutoModelForCausalLM.from_pretrained("{path}")
 tokenizer = AutoTokenizer.from_pretrained("{path}")
 ```
@@ -124,12 +139,13 @@ def pretrain(
     """Train the tokenizer and the model on `world_dir`'s pretraining text; save them to `out`."""
     world = read_world_config(world_dir)
     check_output_path(out, overwrite, inputs=[world_dir])
-    docs = read_records(Path(world_dir) / "pretraining.jsonl", required={"text": str})
+    docs = read_records(Path(world_dir) / "pretraining.jsonl", required={"text": str, "entity_ids": list})
     texts = [d["text"] for d in docs]
     torch.manual_seed(recipe.seed)
     tokenizer = train_tokenizer(texts, recipe.vocab_size)
     encoded = [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
-    dataset = Dataset.from_dict(pack_documents(encoded, recipe.block_size, tokenizer.pad_token_id))
+    about = [d["entity_ids"] for d in docs]
+    dataset = Dataset.from_dict(pack_documents(encoded, recipe.block_size, tokenizer.pad_token_id, about))
     model = AutoModelForCausalLM.from_config(model_config(recipe, tokenizer))
 
     with staged_directory(out, overwrite=overwrite) as staging, tempfile.TemporaryDirectory() as scratch:
