@@ -35,6 +35,7 @@ from llmkit.generation import Backend, GenerationParams, HFBackend, Progress, hf
 from llmkit.methods.configs import ContinuedTrainingConfig
 from llmkit.metrics.eigenscore import METHODS, EESConfig, eigenscore, sampled_answers
 from llmkit.metrics.text import exact_match
+from llmkit.world.forms import phrasing
 from llmkit.world.generator import parse_exposures
 
 WORLD_EXPOSURES = (0, 30)
@@ -47,7 +48,7 @@ def world_items(world_dir: str | Path, exposures: Sequence[int] = WORLD_EXPOSURE
         raise BadInputError(
             f"{world_dir} is not a world directory (no probes.jsonl); build one with `llmkit world build`"
         )
-    probes = [p for p in read_records(path) if p["form"] == "qa" and p["template"] == "trained"]
+    probes = [p for p in read_records(path) if p["form"] == "qa" and phrasing(p) == "trained"]
     items = [
         {"prompt": p["prompt"], "answer": p["answer"], "group": f"exposure {p['exposure']}"}
         for p in probes

@@ -11,7 +11,7 @@ from typing import Any
 from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.generation import Backend, Progress
 from llmkit.world.forget_set import KNOWN_EXPOSURE
-from llmkit.world.forms import FORMS, TEMPLATE_KINDS
+from llmkit.world.forms import FORMS, TEMPLATE_KINDS, phrasing
 
 POPULATIONS = {"demonstration": True, "biography_only": False}
 
@@ -61,7 +61,7 @@ def evaluate_knowledge(
         }
 
     def phrased(template: str) -> list[dict[str, Any]]:
-        return [s for s in samples if s.get("template", "trained") == template]
+        return [s for s in samples if phrasing(s) == template]
 
     def pooled(chosen: Sequence[dict[str, Any]]) -> dict[str, float | None]:
         known = [s for s in chosen if s["exposure"] >= KNOWN_EXPOSURE]

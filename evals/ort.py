@@ -34,6 +34,7 @@ from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, probe_digest
 from llmkit.evals.plots import grouped_bars
 from llmkit.metrics.probability import answer_probability
+from llmkit.world.forms import phrasing
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -169,7 +170,7 @@ def load_world_probes(world_dir: Path, targets: Sequence[str], forms: Sequence[s
     probes = []
     for record in read_records(world_dir / "probes.jsonl"):
         entity = by_key[record["entity_id"]]
-        trained = record.get("template", "trained") == "trained"
+        trained = phrasing(record) == "trained"
         if record["form"] not in forms or entity["exposure"] not in bucket_target or not trained:
             continue
         if entity["id"] in chosen_ids:

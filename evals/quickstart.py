@@ -38,7 +38,7 @@ from llmkit.generation import Backend, HFBackend
 from llmkit.methods import gradient, ksd, neuron_adjust, rocr
 from llmkit.methods.intervened import IntervenedBackend
 from llmkit.world.forget_set import KNOWN_EXPOSURE, forget_set, skill_set
-from llmkit.world.forms import FORMS
+from llmkit.world.forms import FORMS, phrasing
 from llmkit.world.generator import NUMERIC_SKILL
 
 ProgressBar = Callable[[str, int], AbstractContextManager[Callable[[int, int], None]]]
@@ -213,7 +213,7 @@ def rocr_stage(ctx: Context) -> StageResult:
     )
     corpus = rocr.StatisticsCorpus.from_source(str(ctx.world_dir / "pretraining.jsonl"), 200_000, max_length=128)
     asked = [
-        p for p in ctx.probes if p["entity_id"] == target["id"] and p["form"] == "qa" and p["template"] == "trained"
+        p for p in ctx.probes if p["entity_id"] == target["id"] and p["form"] == "qa" and phrasing(p) == "trained"
     ][:3]
     questions = [p["prompt"] for p in asked]
     params = GenerationParams(max_new_tokens=12, stop=("\n",))

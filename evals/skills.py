@@ -23,6 +23,7 @@ from llmkit.evals.greedy import accuracy, answer_items
 from llmkit.evals.plots import grouped_bars
 from llmkit.generation import Backend, Progress
 from llmkit.world.forget_set import KNOWN_EXPOSURE
+from llmkit.world.forms import phrasing
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -46,7 +47,7 @@ def world_skill_items(world_dir: str | Path, split: str = "test") -> list[dict[s
     facts = [
         {"skill": FACTS_SKILL, "prompt": p["prompt"], "answer": p["answer"]}
         for p in read_records(world_dir / "probes.jsonl")
-        if p["form"] == "qa" and p["template"] == "trained" and p["exposure"] >= KNOWN_EXPOSURE
+        if p["form"] == "qa" and phrasing(p) == "trained" and p["exposure"] >= KNOWN_EXPOSURE
     ]
     return skills + facts
 

@@ -106,7 +106,7 @@ FAMILIES = ("llama", "gpt_neox")
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The recipe; the defaults train in about 5 minutes on 2 CPU cores."""
+    """The recipe; the defaults train in about 8 minutes on 2 CPU cores."""
 
     family: str = option("gpt_neox", f"Model family: {' or '.join(FAMILIES)}.")
     layers: int = option(4, "Decoder blocks.")

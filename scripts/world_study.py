@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llmkit.data import read_records
 from llmkit.evals.identity import subject_patching, world_pairs
-from llmkit.evals.knowledge import evaluate_knowledge
+from llmkit.evals.knowledge import POPULATIONS, evaluate_knowledge
 from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import load_backend
 from llmkit.world.cache import PRESETS
@@ -58,7 +58,7 @@ def main() -> None:
             world_pairs([e for e in entities if e["demonstration"] == flag], "birthplace", KNOWN_EXPOSURE, 20),
             "Question: Where was {} born?\n",
         )
-        for population, flag in (("demonstration", True), ("biography_only", False))
+        for population, flag in POPULATIONS.items()
     }
     study = {
         "world": options.world,

@@ -184,3 +184,10 @@ def test_bad_exposure_lists(text):
 def test_zero_entities():
     with pytest.raises(BadInputError, match="--entities must be at least 1, got 0"):
         WorldConfig(entities=0)
+
+
+@pytest.mark.parametrize("name", ["demonstration_fraction", "open_book_fraction"])
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_shares_outside_zero_to_one(name, value):
+    with pytest.raises(BadInputError, match=f"{name} must be in \\[0, 1\\], got {value}"):
+        WorldConfig(**{name: value})

@@ -25,7 +25,7 @@ from llmkit.errors import BadInputError
 from llmkit.world.generator import WorldConfig, build_world, load_world_config, world_digest, write_world
 
 PRESETS: dict[str, tuple[WorldConfig, PretrainConfig]] = {
-    # The embedded default: a 2M-parameter GPT-NeoX that knows the facts it saw 10+ times.
+    # The embedded default: a 1.6M-parameter GPT-NeoX that knows the facts it saw 10+ times.
     "default": (WorldConfig(), PretrainConfig()),
     # A one-minute version for tests and smoke runs: fewer entities, a smaller model. Two heads
     # (head size 32): vLLM's CPU attention kernels take no head size below 32.

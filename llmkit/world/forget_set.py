@@ -20,7 +20,7 @@ from typing import Any
 from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
 from llmkit.results import staged_directory
-from llmkit.world.forms import FORMS, STATEMENTS
+from llmkit.world.forms import FORMS, STATEMENTS, phrasing
 from llmkit.world.generator import ATTRIBUTES
 
 FORGET_FORMS = (*FORMS, "bio")
@@ -38,7 +38,7 @@ def _records(entity: Mapping[str, Any], form: str, probes: Sequence[Mapping[str,
     return [
         {"prompt": p["prompt"], "answer": p["answer"]}
         for p in probes
-        if p["entity_id"] == entity["id"] and p["form"] == form and p.get("template", "trained") == "trained"
+        if p["entity_id"] == entity["id"] and p["form"] == form and phrasing(p) == "trained"
     ]
 
 

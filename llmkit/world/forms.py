@@ -20,6 +20,12 @@ FORMS = ("qa", "cloze", "mc", "tf", "char")
 LETTERS = "ABCD"
 TEMPLATE_KINDS = ("trained", "heldout")
 
+
+def phrasing(probe: dict) -> str:
+    """A probe's template kind; a first-edition world's probes have none and were all trained."""
+    return probe.get("template", "trained")
+
+
 STATEMENTS = {
     "birthplace": (
         "{name} was born in {value}.",

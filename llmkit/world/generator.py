@@ -79,8 +79,8 @@ class WorldConfig:
     """Sizes of the name pools: an entity's name is a (first, last) pair drawn without replacement,
     so names share first and last names and only the pair is unique."""
     demonstration_fraction: float = 0.5
-    """Share of seen entities whose facts also appear in pretraining as question sheets in every
-    probe form (mixed training); the others are known only from their biographies."""
+    """Share of seen entities whose facts also appear in pretraining as question-sheet items in the
+    probe forms (mixed training); the others are known only from their biographies."""
     sheet_items: int = 4
     """Items (of different entities) per question sheet."""
     sheet_forms: int = 1
@@ -104,8 +104,9 @@ class WorldConfig:
                 raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if min(self.num_cities, self.num_companies) < 4:
             raise BadInputError("num_cities and num_companies must be at least 4 (multiple choice needs 4 options)")
-        if not 0 <= self.demonstration_fraction <= 1:
-            raise BadInputError(f"demonstration_fraction must be in [0, 1], got {self.demonstration_fraction}")
+        for name in ("demonstration_fraction", "open_book_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BadInputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if min(self.first_names, self.last_names, self.sheet_items) < 1:
             raise BadInputError("first_names, last_names and sheet_items must be at least 1")
         if not 1 <= self.sheet_forms <= len(FORMS):
