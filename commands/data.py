@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from llmkit.commands._common import NO_JSON, OutputOptions, cli_command, stdout
+from llmkit.commands._common import (
+    NO_JSON,
+    BatchSizeOpt,
+    ModelOptions,
+    OutputOptions,
+    cli_command,
+    key_value_table,
+    open_backend,
+    parse_batch_size,
+    print_results_json,
+    progress_bar,
+    stdout,
+)
+from llmkit.configs import BACKENDS, QAFields
+from llmkit.errors import BadInputError
+from llmkit.methods.configs import VARIANT_HELP, RTuningConfig
 from llmkit.results import check_output_path
 from llmkit.world.forget_set import FORGET_FORMS, forget_set, skill_set, write_sets
 
@@ -60,3 +76,116 @@ def skill_set_command(
         f"{summary['forget_records']} {skill} items in {out / 'forget.jsonl'}; "
         f"{summary['retain_records']} items of {', '.join(summary['retain_skills'])} in {out / 'retain.jsonl'}"
     )
+
+
+@app.command("rtuning")
+@cli_command
+def rtuning_command(
+    model: ModelOptions,
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, split.jsonl and rtuning.json.")],
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Questions: llmkit's QA JSONL (question, answer or answers, optional choices), ParaRel's "
+            "[question, answer] lists, or any data format (a saved or hub dataset) with the --*-field options."
+        ),
+    ] = None,
+    world: Annotated[
+        Optional[Path],
+        typer.Option(help="A world directory instead: its questions about part of its entities of every exposure."),
+    ] = None,
+    settings: RTuningConfig = RTuningConfig(),
+    fields: QAFields = QAFields(),
+    train_fraction: Annotated[
+        float, typer.Option(help="With --world: the share of each exposure's entities to tune on; the rest are tests.")
+    ] = 0.5,
+    attributes: Annotated[
+        Optional[str],
+        typer.Option(help="With --world: tune on these attributes only (comma-separated); the others are a test."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help=f"Backend that asks the model: {' or '.join(BACKENDS)}.")] = "hf",
+    batch_size: BatchSizeOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    *,
+    output: OutputOptions,
+) -> None:
+    """R-Tuning's training data: the pretrained model answers every question (greedy, cut at the
+    first '.' or newline; the likeliest option letter for multiple choice), which splits them into
+    certain (a gold answer occurs in its answer) and uncertain, and each question becomes a text
+    with the gold answer in the variant's template:
+
+    \b
+    sure         Question: q Answer: gold. Are you sure you accurately answered the question based on
+                 your internal knowledge? I am sure.   (I am unsure. where uncertain)
+    refuse       Question: q Answer: gold.   (one of 16 refusals where uncertain)
+    uncertainty  as sure, split by the entropy of --samples answers at --temperature (lower half sure)
+    vanilla      Question: q Answer: gold.
+
+    Writes train.jsonl (shuffled; text, and prompt + answer for a loss on the answer only),
+    split.jsonl (per question: the model's answer, correct, certain, label, and a world's exposure)
+    and rtuning.json (the settings and the split per group). With --world, test.jsonl and
+    test_heldout_template.jsonl ask the entities held out of tuning (and test_other_attributes.jsonl
+    the attributes left out), ready for `llmkit eval abstention --data`.
+    """
+    from llmkit.data import dumps_jsonl, read_questions
+    from llmkit.methods.rtuning import build_rtuning_data, split_table
+    from llmkit.results import dumps_results, staged_directory
+    from llmkit.world.questions import abstention_sets
+
+    if (data is None) == (world is None):
+        raise BadInputError("name the questions: --data FILE, or --world DIR")
+    if world is None and attributes is not None:
+        raise BadInputError("--attributes picks a world's attributes: add --world DIR")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    check_output_path(out, output.overwrite, inputs=[model.name, data, world])
+    batch = parse_batch_size(batch_size)
+    tests: dict[str, list[dict]] = {}
+    if world is not None:
+        chosen = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+        items, tests = abstention_sets(world, train_fraction, settings.seed, chosen)
+    else:
+        items = read_questions(data, fields)
+    items = items[:limit]
+    engine = open_backend(
+        backend,
+        model.name,
+        dtype=model.dtype,
+        device=model.device,
+        batch_size=batch,
+        seed=settings.seed,
+        trust_remote_code=model.trust_remote_code,
+    )
+    with engine, progress_bar("asking the pretrained model", len(items)) as progress:
+        records, split = build_rtuning_data(engine, items, settings, progress)
+    summary = {
+        "model": model.name,
+        "data": data,
+        "world": str(world) if world else None,
+        **asdict(settings),
+        **({"train_fraction": train_fraction, "attributes": attributes} if world else asdict(fields)),
+        "backend": backend,
+        "num_questions": len(split),
+        "certain": sum(r["certain"] for r in split),
+        "model_accuracy": sum(r["correct"] for r in split) / len(split),
+        "split": split_table(split),
+        "tests": {name: len(questions) for name, questions in tests.items()},
+    }
+    with staged_directory(out, overwrite=output.overwrite) as staging:
+        (staging / "train.jsonl").write_text(dumps_jsonl(records), encoding="utf-8")
+        (staging / "split.jsonl").write_text(dumps_jsonl(split), encoding="utf-8")
+        for name, questions in tests.items():
+            (staging / f"{name}.jsonl").write_text(dumps_jsonl(questions), encoding="utf-8")
+        (staging / "rtuning.json").write_text(dumps_results(summary), encoding="utf-8")
+    if output.json:
+        print_results_json(summary)
+        return
+    rows = {
+        "variant": f"{settings.variant}: {VARIANT_HELP[settings.variant]}",
+        "questions": len(split),
+        "model accuracy": f"{summary['model_accuracy']:.0%}",
+        "certain / uncertain": f"{summary['certain']} / {len(split) - summary['certain']}",
+        **{f"tests: {name}": n for name, n in summary["tests"].items()},
+    }
+    stdout.print(key_value_table("data rtuning", rows))
+    stdout.print(f"training data: {out / 'train.jsonl'}")

@@ -41,7 +41,7 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, HallucinationConfig
+from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, AbstentionConfig, HallucinationConfig, QAFields
 from llmkit.errors import BadInputError
 from llmkit.evals.common import (
     Evaluation,
@@ -166,11 +166,16 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
     )
     with engine:
         chat = use_chat_template(o.chat_template, engine.tokenizer)
-        evaluation = evaluation.chat_wrapped(engine.tokenizer, chat)
-        digest = evaluation.digest()
+        wrapped = evaluation.chat_wrapped(engine.tokenizer, chat)
+        digest = wrapped.digest()
         baseline_metrics = load_baseline(o.baseline, evaluation.command, digest)["metrics"] if o.baseline else None
-        with progress_bar(progress, len(evaluation)) as advance:
-            run = evaluation.evaluate(engine, baseline_metrics, advance)
+        with progress_bar(progress, len(wrapped)) as advance:
+            run = wrapped.evaluate(engine, baseline_metrics, advance)
+    companions = getattr(evaluation, "companions", {})
+    if companions:
+        run = wrapped.combine(
+            run, {label: _companion_run(evaluation, name, o, batch, progress) for label, name in companions.items()}
+        )
 
     config = {
         "model": o.model,
@@ -201,6 +206,26 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
         json=o.json,
         files=files,
     )
+
+
+def _companion_run(evaluation: Evaluation, model: str, o: EvalOptions, batch: int | str, progress: str) -> Any:
+    """`evaluation` run on another model (one an evaluation compares with, e.g. the pretrained
+    one), loaded as the evaluated model is, without its interventions, after that one is closed."""
+    from llmkit.generation import use_chat_template
+
+    engine = open_backend(
+        o.backend,
+        model,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=batch,
+        seed=evaluation.seed,
+        trust_remote_code=o.trust_remote_code,
+    )
+    with engine:
+        wrapped = evaluation.chat_wrapped(engine.tokenizer, use_chat_template(o.chat_template, engine.tokenizer))
+        with progress_bar(f"{progress} ({model})", len(wrapped)) as advance:
+            return wrapped.evaluate(engine, None, advance)
 
 
 def finish(
@@ -339,3 +364,29 @@ def hallucination(
         trust_remote_code=options.trust_remote_code,
     )
     run_eval(load, options, "sampling answers")
+
+
+@app.command()
+@cli_command
+def abstention(
+    settings: AbstentionConfig = AbstentionConfig(),
+    fields: QAFields = QAFields(),
+    *,
+    options: Annotated[EvalOptions, Options(help={"limit": "Use only the first N questions of each group."})],
+) -> None:
+    """Does the model answer what it knows and decline what it does not? Each question's greedy
+    answer (cut at the first '.' or newline; the likeliest option letter for multiple choice),
+    correct when a gold answer occurs in it; its confidence conf, the geometric mean of the answer's
+    token probabilities; and P(sure) = p(sure) / (p(sure) + p(unsure)) after "{prompt} {answer}. Are
+    you sure you accurately answered the question based on your internal knowledge? I am".
+
+    The model declines when P(sure) ≤ ½ (--mode certainty, R-Tuning) or when its answer is a refusal
+    (--mode refusal, R-Tuning-R). Metrics: accuracy, ap (R-Tuning's AP of ½·conf + ½·P(sure) for
+    ranking correct answers first), answer_rate, accuracy_answered (on the willingly answered
+    questions), refusal_rate, per group (a world's exposure) groups.NAME.*, and against known/unknown
+    labels (a world's exposure, or a 'known' field) abstention.precision / .recall / .f1. With
+    --pretrained (the paper's Pretrain-T) or --baseline: pretrained.* / baseline.* beside them.
+    """
+    from llmkit.evals.abstention import AbstentionEval
+
+    run_eval(lambda: AbstentionEval.load(settings, fields, options.limit), options, "asking")

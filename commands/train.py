@@ -1,5 +1,6 @@
-"""`llmkit train sft | send`: continued training on texts, plain (the baseline) or with SeND's
-sensitivity dropout; both split the data alike and log the held-out EigenScore after every epoch."""
+"""`llmkit train sft | send | rtuning`: continued training on texts, plain (the baseline) or with
+SeND's sensitivity dropout, both splitting the data alike and logging the held-out EigenScore
+after every epoch; and R-Tuning's supervised tuning on the data `llmkit data rtuning` builds."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from llmkit.commands._common import (
     train_and_write,
 )
 from llmkit.configs import TrainingBudget
-from llmkit.methods.configs import ContinuedTrainingConfig, SendConfig
+from llmkit.errors import BadInputError
+from llmkit.methods.configs import LOSS_SPANS, ContinuedTrainingConfig, SendConfig
 from llmkit.results import check_output_path
 
 app = typer.Typer(
-    help="Train a model: plain continued training (sft), or SeND (sensitivity dropout).", no_args_is_help=True
+    help="Train a model: plain continued training (sft), SeND (sensitivity dropout), or R-Tuning.", no_args_is_help=True
 )
 
 HELP = {
@@ -144,3 +146,74 @@ def _table_rows(record: dict[str, Any]) -> dict[str, Any]:
 
 for _method in ("sft", "send"):
     app.command(_method)(train_command(_method))
+
+
+# R-Tuning's official setup is LMFlow's: lr 2e-5, one sample per device; its epochs are not published.
+RTUNING_BUDGET = Options(defaults={"learning_rate": 2e-5, "save_steps": 500})
+
+
+@app.command("rtuning")
+@cli_command
+def rtuning(
+    model: ModelOpt,
+    data: Annotated[
+        Path, typer.Option(help="A `llmkit data rtuning` directory (its train.jsonl), or a train.jsonl itself.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Where the tuned model goes: an HF model directory, or a peft adapter with --lora."),
+    ],
+    loss: Annotated[
+        str,
+        typer.Option(
+            help=f"Which tokens the loss covers: {' or '.join(LOSS_SPANS)} (text: every token, the paper's LMFlow "
+            "setup; answer: the answer and certainty after the prompt)."
+        ),
+    ] = "text",
+    max_length: Annotated[int, typer.Option(help="Longest training text, in tokens (longer ones are cut).")] = 512,
+    *,
+    budget: Annotated[TrainingBudget, RTUNING_BUDGET],
+    options: TrainingOptions,
+    output: OutputOptions,
+) -> None:
+    """R-Tuning: supervised tuning on refusal-aware data (`llmkit data rtuning`), the next-token
+    loss on the whole text (or on the answer with --loss answer).
+
+    Trains through transformers' Trainer (resumable; `accelerate launch` / `torchrun` scale it out)
+    and writes an HF model directory (or a peft adapter with --lora) and train.json. Evaluate it with
+    `llmkit eval abstention`.
+    """
+    from llmkit.data import read_records, records_digest
+    from llmkit.training import build_sft_trainer, checkpoint_directory, encode_records, lora_settings, train
+
+    if loss not in LOSS_SPANS:
+        raise BadInputError(f"--loss must be {' or '.join(LOSS_SPANS)}, got {loss!r}")
+    if max_length < 2:
+        raise BadInputError(f"--max-length must be at least 2, got {max_length}")
+    source = data / "train.jsonl" if data.is_dir() else data
+    if data.is_dir() and not source.is_file():
+        raise BadInputError(f"{data} holds no train.jsonl; build the data with `llmkit data rtuning --out {data}`")
+    check_output_path(out, output.overwrite, inputs=[model, data, options.checkpoint_dir])
+    required = {"text": str} if loss == "text" else {"prompt": str, "answer": str}
+    records = [{k: r[k] for k in required} for r in read_records(source, required=required)]
+    checkpoints = checkpoint_directory(out, options.checkpoint_dir)
+    run = {
+        "method": "rtuning",
+        "model": model,
+        "data_digest": records_digest(records),
+        "loss": loss,
+        "max_length": max_length,
+        "budget": asdict(budget),
+        "lora": lora_settings(options.lora, options.lora_rank, options.lora_target),
+    }
+
+    def fit(hf_model: Any, tokenizer: Any, progress: Any) -> tuple[Any, dict[str, Any]]:
+        examples = [{k: ids[:max_length] for k, ids in e.items()} for e in encode_records(tokenizer, records)]
+        trainer = build_sft_trainer(hf_model, tokenizer, examples, checkpoints, budget, progress=progress)
+        train(trainer, run)
+        return trainer, {"data": str(source), "records": len(records)}
+
+    def rows(record: dict[str, Any]) -> dict[str, Any]:
+        return {"records": record["records"], "steps": record["steps"], "loss": loss_change(record)}
+
+    train_and_write("train rtuning", model, out, run, fit, rows, options, output, record_file="train.json")

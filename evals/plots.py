@@ -58,6 +58,24 @@ def histograms(title: str, series: Mapping[str, Sequence[float]], xlabel: str) -
     return _png(figure)
 
 
+def line_plot(
+    title: str, lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str
+) -> bytes:
+    """One line per entry of `lines` (label -> (xs, ys)) on shared axes."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(figure)
+
+
 def _png(figure) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()

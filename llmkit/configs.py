@@ -179,3 +179,57 @@ class HallucinationConfig:
         True, "Score the greedy answer against 'answer' (accuracy, AUROC).", flag="--correctness/--no-correctness"
     )
     seed: int = option(0, "Sampling seed.")
+
+
+# ---- question-answer data (llmkit.data.read_questions) -----------------------------------------
+
+PARAREL_PROMPT = "Question: {question} Answer:"
+"""R-Tuning's ParaRel prompt: the layout its training texts and evaluation share."""
+
+
+@dataclass(frozen=True)
+class QAFields:
+    """Where a question-answer source keeps its fields, and the prompt a question is asked in."""
+
+    question_field: str = option("question", "The field holding each question.")
+    answer_field: str = option("answer", "The field holding the gold answer (a string or a list of aliases).")
+    choices_field: str = option("choices", "The field holding a multiple-choice question's options (if any).")
+    prompt_format: str = option(PARAREL_PROMPT, "How a free-form question is asked ({question} is replaced).")
+    split: str = option("train", "The split of a saved or hub dataset.")
+
+    def __post_init__(self) -> None:
+        if "{question}" not in self.prompt_format:
+            raise BadInputError(f"--prompt-format must contain {{question}}, got {self.prompt_format!r}")
+
+
+# ---- abstention (llmkit.evals.abstention) ----------------------------------------------------------
+
+ABSTENTION_MODES = ("certainty", "refusal")
+"""When a model declines a question: certainty, P(sure) ≤ ½ after the certainty question
+(R-Tuning); refusal, its answer is a refusal (R-Tuning-R)."""
+
+
+@dataclass(frozen=True)
+class AbstentionConfig:
+    """What `llmkit eval abstention` asks and how a model declines."""
+
+    data: Path | None = option(
+        None,
+        "Questions: llmkit's QA JSONL (question, answer or answers, optional choices, known, group), ParaRel's "
+        "[question, answer] lists, or any data format with --question-field/--answer-field.",
+    )
+    world: Path | None = option(None, "A world directory instead of --data: its QA about entities of --exposures.")
+    exposures: str | None = option(None, "With --world: the exposures to ask about, comma-separated (default: all).")
+    mode: str = option("certainty", f"How the model declines: {', '.join(ABSTENTION_MODES)}.")
+    max_new_tokens: int = option(15, "Longest answer, in tokens (answers stop at the first '.' or newline).")
+    pretrained: str | None = option(
+        None, "Also evaluate this model (the pretrained one) with the certainty prompt: the paper's Pretrain-T."
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in ABSTENTION_MODES:
+            raise BadInputError(f"--mode must be one of {', '.join(ABSTENTION_MODES)}, got {self.mode!r}")
+        if self.exposures is not None and self.world is None:
+            raise BadInputError("--exposures picks a world's entities: add --world DIR")
+        if self.max_new_tokens < 1:
+            raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")

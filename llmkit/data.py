@@ -17,11 +17,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmkit.errors import BadInputError, first_line
 from llmkit.hub import check_hub_reachable, dataset_cached
 
+if TYPE_CHECKING:
+    from llmkit.configs import QAFields
+
+LETTERS = "ABCDEFGHIJ"
+"""Option letters of multiple-choice questions."""
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 TYPE_NAMES = {
     str: "a string",
@@ -41,7 +46,14 @@ def read_records(
     `source` is a file (by suffix), `-` for JSONL on standard input, a directory written by
     `datasets.save_to_disk`, or the name of a dataset on the Hugging Face hub (`split` picks the split).
     """
-    source = str(source)
+    numbered = _numbered_records(str(source), split)
+    for where, record in numbered:
+        _validate(str(source), where, record, required or {})
+    return [record for _, record in numbered]
+
+
+def _numbered_records(source: str, split: str) -> list[tuple[str, Any]]:
+    """(where, record) of every record of `source` as `read_records` finds it, unchecked."""
     path = Path(source).expanduser()
     if source == "-":
         numbered = _parse_jsonl(sys.stdin, "<stdin>")
@@ -55,9 +67,67 @@ def read_records(
         numbered = _read_hub_dataset(source, split)
     if not numbered:
         raise BadInputError(f"{source} has no records; it must hold at least one")
-    for where, record in numbered:
-        _validate(source, where, record, required or {})
-    return [record for _, record in numbered]
+    return numbered
+
+
+def read_questions(source: str | Path, fields: QAFields) -> list[dict[str, Any]]:
+    """Question-answer items of `source`: llmkit's JSONL (`question`, `answer` or `answers`,
+    optional `choices`, and optionally its own `prompt`), ParaRel's `[question, answer]` lists,
+    or any format `read_records` reads with the fields `fields` names. Each item gets an `id`, its
+    gold `answers` (for multiple choice: the gold option's letter) and the `prompt` the model reads
+    (`fields.prompt_format`, or the options listed A, B, ... before "Answer:"); every other field
+    of the record (exposure, known, group, ...) is kept."""
+    source = str(source)
+    items = []
+    for number, (where, record) in enumerate(_numbered_records(source, fields.split), start=1):
+        if isinstance(record, list) and len(record) == 2 and all(isinstance(v, str) for v in record):
+            record = {fields.question_field: record[0], fields.answer_field: record[1]}  # ParaRel's pairs
+        if not isinstance(record, dict):
+            raise BadInputError(
+                f"{source} {where}: expected a question record (or a [question, answer] pair), "
+                f"got {type(record).__name__}"
+            )
+        items.append(_question(source, where, number, record, fields))
+    return items
+
+
+def _question(source: str, where: str, number: int, record: dict[str, Any], fields: QAFields) -> dict[str, Any]:
+    question = record.get(fields.question_field)
+    if not isinstance(question, str) or not question.strip():
+        raise BadInputError(
+            f"{source} {where}: no question in {fields.question_field!r}; name it with --question-field"
+        )
+    answers = record.get(fields.answer_field, record.get("answers"))
+    answers = [answers] if isinstance(answers, (str, int, float)) and not isinstance(answers, bool) else answers
+    if not isinstance(answers, list) or not answers or not all(str(a).strip() for a in answers):
+        raise BadInputError(
+            f"{source} {where}: no answer in {fields.answer_field!r} (or 'answers'); every question needs its gold "
+            "answer, or name the field with --answer-field"
+        )
+    answers = [str(a).strip() for a in answers]
+    item = {k: v for k, v in record.items() if k not in (fields.question_field, fields.answer_field, "answers")}
+    item.update(id=str(record.get("id", number)), question=question.strip(), answers=answers)
+    choices = record.get(fields.choices_field)
+    if choices is not None:
+        if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
+            raise BadInputError(
+                f"{source} {where}: {fields.choices_field!r} must be a list of 2 to {len(LETTERS)} options"
+            )
+        options = [str(c).strip() for c in choices]
+        gold = next((a for a in answers if a in options or a in LETTERS[: len(options)]), None)
+        if gold is None:
+            raise BadInputError(
+                f"{source} {where}: its answer {answers[0]!r} is not among its choices {options}; "
+                "the gold answer must be one of them (or its letter)"
+            )
+        letter = gold if gold in LETTERS[: len(options)] and gold not in options else LETTERS[options.index(gold)]
+        listed = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))
+        item.update(
+            choices=options, answers=[letter], prompt=record.get("prompt") or f"{question.strip()}\n{listed}\nAnswer:"
+        )
+    elif not isinstance(record.get("prompt"), str):
+        item["prompt"] = fields.prompt_format.format(question=question.strip())
+    return item
 
 
 def read_texts(source: str | Path, field: str = "text") -> Iterator[str]:

@@ -125,6 +125,17 @@ def make_results(
     return results
 
 
+def group_order(groups: Iterable[str]) -> list[str]:
+    """Distinct group names in reading order, numbers compared as numbers ("exposure 3" before
+    "exposure 10")."""
+    import re
+
+    def key(name: str) -> list[Any]:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+    return sorted(dict.fromkeys(groups), key=key)
+
+
 def dumps_results(results: Mapping[str, Any]) -> str:
     return json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n"
 

@@ -303,3 +303,34 @@ def test_eval_hallucination_samples_on_vllm_and_embeds_on_hf(micro_model, micro_
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["groups"]["exposure 30"]["accuracy"] > metrics["groups"]["exposure 0"]["accuracy"]
     assert metrics["groups"]["exposure 30"]["eigenscore"] < metrics["groups"]["exposure 0"]["eigenscore"]
+
+
+def test_eval_abstention_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_path):
+    """`llmkit eval abstention --backend vllm` gives every question the answer, confidence and
+    P(sure) HF gives it, so the metrics agree."""
+    common = ("eval", "abstention", "-m", micro_model, "--world", micro_world)
+    hf = run_llmkit(*common, "-o", tmp_path / "hf")
+    assert hf.returncode == 0, hf.stderr
+    vllm = run_llmkit(*common, "--backend", "vllm", "-o", tmp_path / "vllm")
+    assert vllm.returncode == 0, vllm.stderr
+    hf_samples, vllm_samples = (read_records(tmp_path / run / "samples.jsonl") for run in ("hf", "vllm"))
+    assert [s["id"] for s in vllm_samples] == [s["id"] for s in hf_samples] and len(hf_samples) == 120
+    assert sum(a["answer"] == b["answer"] for a, b in zip(hf_samples, vllm_samples)) >= 0.99 * len(hf_samples)
+    same = [(a, b) for a, b in zip(hf_samples, vllm_samples) if a["answer"] == b["answer"]]
+    assert max(abs(a["confidence"] - b["confidence"]) for a, b in same) < 1e-3
+    assert max(abs(a["p_sure"] - b["p_sure"]) for a, b in same) < 1e-3
+    metrics = [json.loads((tmp_path / run / "results.json").read_text())["metrics"] for run in ("hf", "vllm")]
+    for name in ("accuracy", "ap", "answer_rate"):
+        assert abs(metrics[0][name] - metrics[1][name]) < 0.02, name
+
+
+def test_data_rtuning_on_vllm_writes_the_split_hf_writes(micro_model, micro_world, tmp_path):
+    """The greedy answers that split the data are the same on both backends."""
+    common = ("data", "rtuning", "-m", micro_model, "--world", micro_world)
+    hf = run_llmkit(*common, "--out", tmp_path / "hf")
+    assert hf.returncode == 0, hf.stderr
+    vllm = run_llmkit(*common, "--backend", "vllm", "--out", tmp_path / "vllm")
+    assert vllm.returncode == 0, vllm.stderr
+    splits = [read_records(tmp_path / run / "split.jsonl") for run in ("hf", "vllm")]
+    assert [(s["id"], s["certain"]) for s in splits[0]] == [(s["id"], s["certain"]) for s in splits[1]]
+    assert (tmp_path / "hf" / "train.jsonl").read_text() == (tmp_path / "vllm" / "train.jsonl").read_text()

@@ -285,3 +285,41 @@ class ContinuedTrainingConfig:
             )
         if self.max_length < 2 or self.prompt_tokens < 1 or (self.eval_limit is not None and self.eval_limit < 0):
             raise BadInputError("--prompt-tokens must be at least 1, --max-length at least 2, --eval-limit at least 0")
+
+
+# ---- R-Tuning (llmkit.methods.rtuning) ----------------------------------------------------------
+
+VARIANTS = ("sure", "refuse", "uncertainty", "vanilla")
+VARIANT_HELP = {
+    "sure": "R-Tuning: the gold answer, then the certainty question and 'I am sure.' or 'I am unsure.'",
+    "refuse": "R-Tuning-R: the gold answer where the model was right, one of 16 refusals where it was wrong.",
+    "uncertainty": "R-Tuning-U: sure/unsure by the entropy of sampled answers (lower half sure); no labels needed.",
+    "vanilla": "The plain labels, the paper's baseline: 'Question: q Answer: gold.'",
+}
+LOSS_SPANS = ("text", "answer")
+
+
+@dataclass(frozen=True)
+class RTuningConfig:
+    """How `llmkit data rtuning` queries the pretrained model: greedy answers of at most
+    `max_new_tokens` (the official code's 15) for the split, and for R-Tuning-U `samples` answers
+    at `temperature` (the code's k = 5 at 0.7)."""
+
+    variant: str = option("sure", f"Which data to build: {', '.join(VARIANTS)}.")
+    samples: int = option(5, "R-Tuning-U: answers sampled per question (at least 2).")
+    temperature: float = option(0.7, "R-Tuning-U: sampling temperature.")
+    max_new_tokens: int = option(15, "Longest answer, in tokens (answers stop at the first '.' or newline).")
+    seed: int = option(0, "Seed for sampling, the refusal strings drawn and the shuffle.")
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise BadInputError(f"unknown --variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.variant == "uncertainty" and self.samples < 2:
+            raise BadInputError(
+                f"--samples must be at least 2 for --variant uncertainty (an entropy needs two answers), "
+                f"got {self.samples}"
+            )
+        if self.temperature <= 0:
+            raise BadInputError(f"--temperature must be above 0 (it samples), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")

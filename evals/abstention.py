@@ -1,0 +1,297 @@
+"""Does the model answer what it knows and decline what it does not? R-Tuning's evaluation, shared
+by every abstention method.
+
+Per question: the greedy answer (cut at the first "." or newline; for multiple choice the option
+letter of highest probability), correct when a gold answer occurs in it as whole words; its
+confidence conf = (Π_t p_t)^(1/T), the geometric mean of the answer's token probabilities (for
+multiple choice the softmax over the option letters); P(sure) = p(sure) / (p(sure) + p(unsure))
+after "{prompt} {answer}. Are you sure you accurately answered the question based on your
+internal knowledge? I am", the words scored whole (the paper reads the first sub-token of each:
+the same where both are single tokens, as on LLaMA); and R-Tuning's score ½·conf + ½·P(sure).
+The answer and both certainty continuations cost one generation and one batched scoring pass.
+
+A question is answered willingly when P(sure) > ½ (mode certainty) or when the answer is not a
+refusal (mode refusal). Metrics: accuracy; AP of the score for ranking correct answers first;
+the answer rate and the accuracy on willingly answered questions; the refusal rate per group (on
+a world, per exposure); abstention precision, recall and F1 against the known/unknown labels
+where the items have them (a world's exposure: ≥ 10 known, 0 unknown). A second model
+(`--pretrained`) is asked alike, as the paper's Pretrain-T baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.table import Table
+
+from llmkit.configs import AbstentionConfig, QAFields
+from llmkit.data import read_questions
+from llmkit.errors import BadInputError
+from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
+from llmkit.generation import Backend, GenerationParams, Progress
+from llmkit.methods.rtuning import (
+    ANSWER_STOP,
+    SURE,
+    UNSURE,
+    answer_contains,
+    certainty_prompt,
+    is_refusal,
+    option_probabilities,
+)
+from llmkit.metrics.abstention import abstention_f1, average_precision, risk_coverage, rtuning_score, sure_probability
+from llmkit.metrics.probability import answer_probability
+from llmkit.results import group_order
+from llmkit.world.generator import parse_exposures
+from llmkit.world.questions import world_questions
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SUMMARY = ("num_questions", "accuracy", "answer_rate", "accuracy_answered", "refusal_rate", "p_sure_mean")
+"""What is reported for every group, and for the whole set beside AP and abstention P/R/F1."""
+COMPARED = ("ap", "accuracy_answered", "answer_rate", "accuracy")
+"""What is compared with a baseline run, and with the pretrained model."""
+
+
+def ask(
+    backend: Backend, items: Sequence[Mapping[str, Any]], max_new_tokens: int, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Each item's answer, correctness, confidence, P(sure), score and whether it is a refusal."""
+    answers: list[str] = [""] * len(items)
+    confidence: list[float] = [0.0] * len(items)
+    free = [i for i, item in enumerate(items) if not item.get("choices")]
+    params = GenerationParams(max_new_tokens=max_new_tokens, stop=ANSWER_STOP)
+    for i, generation in zip(free, backend.generate([items[i]["prompt"] for i in free], params, progress)):
+        answers[i] = generation.texts[0]
+    chosen = [i for i, item in enumerate(items) if item.get("choices")]
+    for i, (letter, p) in zip(chosen, option_probabilities(backend, [items[i] for i in chosen])):
+        answers[i], confidence[i] = f" {letter}", p
+    # One scoring pass: each free answer's tokens (its confidence), then " sure" and " unsure" for every item.
+    scored = [i for i in free if answers[i].strip()]
+    prompts = [items[i]["prompt"] for i in scored]
+    continuations = [answers[i] for i in scored]
+    for item, answer in zip(items, answers):
+        context = certainty_prompt(item["prompt"], answer)
+        prompts += [context, context]
+        continuations += [f" {SURE}", f" {UNSURE}"]
+    scores = backend.score(prompts, continuations)
+    for i, score in zip(scored, scores):
+        confidence[i] = answer_probability(score.logprobs)
+    certainty = scores[len(scored) :]
+    samples = []
+    for k, (item, answer) in enumerate(zip(items, answers)):
+        p_sure = sure_probability(certainty[2 * k].total, certainty[2 * k + 1].total)
+        samples.append(
+            {
+                **{key: v for key, v in item.items() if key != "prompt"},
+                "prompt": item["prompt"],
+                "answer": answer.strip(),
+                "correct": answer_contains(answer, item["answers"]),
+                "confidence": confidence[k],
+                "p_sure": p_sure,
+                "score": rtuning_score(confidence[k], p_sure),
+                "refusal": is_refusal(answer),
+            }
+        )
+    return samples
+
+
+def answered(sample: Mapping[str, Any], mode: str) -> bool:
+    """Whether the model answered willingly: P(sure) > ½, or (mode refusal) its answer is no refusal."""
+    return sample["p_sure"] > 0.5 if mode == "certainty" else not sample["refusal"]
+
+
+def summarize(samples: Sequence[Mapping[str, Any]], mode: str) -> dict[str, Any]:
+    """The `SUMMARY` figures of a set of asked questions."""
+    willing = [s for s in samples if answered(s, mode)]
+    return {
+        "num_questions": len(samples),
+        "accuracy": _mean([s["correct"] for s in samples]),
+        "answer_rate": len(willing) / len(samples) if samples else None,
+        "accuracy_answered": _mean([s["correct"] for s in willing]),
+        "refusal_rate": 1 - len(willing) / len(samples) if samples else None,
+        "p_sure_mean": _mean([s["p_sure"] for s in samples]),
+    }
+
+
+def evaluate_abstention(
+    backend: Backend,
+    items: Sequence[Mapping[str, Any]],
+    mode: str = "certainty",
+    max_new_tokens: int = 15,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, samples): `summarize` of every question and of each group, AP, the confidence
+    means, and abstention precision/recall/F1 on the items labelled known or unknown."""
+    samples = ask(backend, items, max_new_tokens, progress)
+    for sample in samples:
+        sample["answered"] = answered(sample, mode)
+    labelled = [s for s in samples if isinstance(s.get("known"), bool)]
+    groups = group_order(str(s["group"]) for s in samples if "group" in s)
+    metrics = {
+        **summarize(samples, mode),
+        "ap": average_precision([s["correct"] for s in samples], [s["score"] for s in samples]),
+        "confidence_mean": _mean([s["confidence"] for s in samples]),
+        "abstention": abstention_f1([not s["answered"] for s in labelled], [not s["known"] for s in labelled])
+        if labelled
+        else None,
+        "groups": {g: summarize([s for s in samples if str(s.get("group")) == g], mode) for g in groups},
+    }
+    return metrics, samples
+
+
+def compare(metrics: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """The `COMPARED` figures of another run beside this one's, and this run's minus them."""
+    return {
+        "metrics": {k: other.get(k) for k in COMPARED},
+        "delta": {
+            k: None if metrics.get(k) is None or other.get(k) is None else metrics[k] - other[k] for k in COMPARED
+        },
+    }
+
+
+def plot_risk_coverage(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """PNG: risk (1 − accuracy) against coverage, answering the most confident questions first."""
+    from llmkit.evals.plots import line_plot
+
+    lines = {
+        label: risk_coverage([s["correct"] for s in samples], [s["score"] for s in samples])
+        for label, samples in curves.items()
+        if samples
+    }
+    return line_plot("Risk-coverage (ranked by ½·conf + ½·P(sure))", lines, "coverage", "risk (1 − accuracy)")
+
+
+def abstention_table(metrics: Mapping[str, Any], mode: str) -> Table:
+    """The figures per group and overall; AP, abstention P/R/F1 and the comparisons beneath."""
+    table = Table(title=f"Abstention ({mode} mode)", title_justify="left")
+    for column in ("group", "questions", "accuracy", "answered", "accuracy answered", "P(sure)"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+
+    def row(name: str, m: Mapping[str, Any]) -> None:
+        table.add_row(
+            name,
+            str(m["num_questions"]),
+            cell(m["accuracy"], percent=True),
+            cell(m["answer_rate"], percent=True),
+            cell(m["accuracy_answered"], percent=True),
+            cell(m["p_sure_mean"]),
+        )
+
+    for group, m in metrics["groups"].items():
+        row(group, m)
+    row("all", metrics)
+    lines = [f"AP {cell(metrics['ap'])}"]
+    if metrics.get("abstention"):
+        a = metrics["abstention"]
+        lines.append(
+            f"abstention vs known/unknown: precision {cell(a['precision'])}, recall {cell(a['recall'])}, "
+            f"F1 {cell(a['f1'])}"
+        )
+    for name in ("pretrained", "baseline"):
+        if name in metrics:
+            other = metrics[name]["metrics"]
+            lines.append(
+                f"{name}: AP {cell(other['ap'])}, accuracy answered {cell(other['accuracy_answered'], percent=True)}, "
+                f"answered {cell(other['answer_rate'], percent=True)}"
+            )
+    table.caption = "\n".join(lines)
+    table.caption_justify = "left"
+    return table
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class AbstentionEval:
+    """`llmkit eval abstention` (an `Evaluation`): questions, asked of the model (and of the
+    pretrained model, `companions`)."""
+
+    items: list[dict[str, Any]]
+    settings: AbstentionConfig
+    config: dict[str, Any]
+    inputs: tuple[str | Path | None, ...]
+    companions: dict[str, str] = field(default_factory=dict)
+    """Other models asked alike, by label: the pretrained one."""
+    command: ClassVar[str] = "eval abstention"
+    seed: ClassVar[int | None] = None
+
+    @classmethod
+    def load(
+        cls, settings: AbstentionConfig, fields: QAFields = QAFields(), limit: int | None = None
+    ) -> AbstentionEval:
+        """The questions of `settings.data` (`read_questions`) or of a world's exposures
+        (`world_questions`), the first `limit` of each group."""
+        if (settings.world is None) == (settings.data is None):
+            raise BadInputError("name the questions: --data FILE, or --world DIR")
+        if settings.world is not None:
+            exposures = parse_exposures(settings.exposures) if settings.exposures else None
+            items = world_questions(settings.world, exposures=exposures)
+        else:
+            items = read_questions(settings.data, fields)
+            check_known_items(items, str(settings.data))
+        if limit is not None:
+            items = limit_per_group(items, limit, "group")
+        config = {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+            **({} if settings.world else asdict(fields)),
+        }
+        companions = {"pretrained": settings.pretrained} if settings.pretrained else {}
+        return cls(items, settings, config, (settings.data, settings.world, settings.pretrained), companions)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def metric_names(self, compared: bool) -> set[str]:
+        names = set(SUMMARY) | {"ap", "confidence_mean"}
+        if any(isinstance(item.get("known"), bool) for item in self.items):
+            names |= {f"abstention.{k}" for k in ("precision", "recall", "f1")}
+        names |= {f"groups.{item['group']}.{k}" for item in self.items if "group" in item for k in SUMMARY}
+        for name in ("baseline",) * compared + tuple(self.companions):
+            names |= {f"{name}.{part}.{k}" for part in ("metrics", "delta") for k in COMPARED}
+        return names
+
+    def chat_wrapped(self, tokenizer: PreTrainedTokenizerBase, chat: bool) -> AbstentionEval:
+        return replace(self, items=chat_items(self.items, tokenizer, chat))
+
+    def digest(self) -> str:
+        return probe_digest({k: item[k] for k in ("prompt", "answers")} for item in self.items)
+
+    def evaluate(
+        self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
+    ) -> EvalRun:
+        metrics, samples = evaluate_abstention(
+            backend, self.items, self.settings.mode, self.settings.max_new_tokens, progress
+        )
+        if baseline_metrics is not None:
+            metrics["baseline"] = compare(metrics, baseline_metrics)
+        return EvalRun(metrics, samples)
+
+    def combine(self, run: EvalRun, companions: Mapping[str, EvalRun]) -> EvalRun:
+        """This model's run with the companions' figures compared (`compare`) and their samples
+        added, each marked with its label."""
+        metrics, samples = dict(run.metrics), list(run.samples)
+        for label, other in companions.items():
+            metrics[label] = compare(run.metrics, other.metrics)
+            samples += [{**s, "model": label} for s in other.samples]
+        return EvalRun(metrics, samples, run.extra)
+
+    def plots(self, run: EvalRun, baseline_metrics: Mapping[str, Any] | None) -> dict[str, bytes]:
+        curves = {"this model": [s for s in run.samples if "model" not in s]}
+        curves |= {label: [s for s in run.samples if s.get("model") == label] for label in self.companions}
+        return {"risk_coverage.png": plot_risk_coverage(curves)}
+
+    def table(self, run: EvalRun) -> Table:
+        return abstention_table(run.metrics, self.settings.mode)
+
+
+def check_known_items(items: Sequence[Mapping[str, Any]], source: str) -> None:
+    """`known`, where an item has it, must be true or false."""
+    bad = next((item for item in items if "known" in item and not isinstance(item["known"], (bool, type(None)))), None)
+    if bad is not None:
+        raise BadInputError(f"{source}: item {bad['id']} has known={bad['known']!r}; it must be true, false or null")
