@@ -154,16 +154,7 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
 
     from llmkit.generation import use_chat_template
 
-    engine = open_backend(
-        o.backend,
-        o.model,
-        o.intervention,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=batch,
-        seed=evaluation.seed,
-        trust_remote_code=o.trust_remote_code,
-    )
+    engine = _open(o, o.model, o.intervention, batch, evaluation.seed)
     with engine:
         chat = use_chat_template(o.chat_template, engine.tokenizer)
         wrapped = evaluation.chat_wrapped(engine.tokenizer, chat)
@@ -208,20 +199,26 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
     )
 
 
+def _open(o: EvalOptions, model: str, interventions: list[Path] | None, batch: int | str, seed: int | None) -> Any:
+    """The backend an eval scores `model` with, as its options load it."""
+    return open_backend(
+        o.backend,
+        model,
+        interventions,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=batch,
+        seed=seed,
+        trust_remote_code=o.trust_remote_code,
+    )
+
+
 def _companion_run(evaluation: Evaluation, model: str, o: EvalOptions, batch: int | str, progress: str) -> Any:
     """`evaluation` run on another model (one an evaluation compares with, e.g. the pretrained
     one), loaded as the evaluated model is, without its interventions, after that one is closed."""
     from llmkit.generation import use_chat_template
 
-    engine = open_backend(
-        o.backend,
-        model,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=batch,
-        seed=evaluation.seed,
-        trust_remote_code=o.trust_remote_code,
-    )
+    engine = _open(o, model, None, batch, evaluation.seed)
     with engine:
         wrapped = evaluation.chat_wrapped(engine.tokenizer, use_chat_template(o.chat_template, engine.tokenizer))
         with progress_bar(f"{progress} ({model})", len(wrapped)) as advance:

@@ -31,16 +31,8 @@ from llmkit.configs import AbstentionConfig, QAFields
 from llmkit.data import read_questions
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
-from llmkit.generation import Backend, GenerationParams, Progress
-from llmkit.methods.rtuning import (
-    ANSWER_STOP,
-    SURE,
-    UNSURE,
-    answer_contains,
-    certainty_prompt,
-    is_refusal,
-    option_probabilities,
-)
+from llmkit.generation import Backend, Progress
+from llmkit.methods.rtuning import SURE, UNSURE, answer_contains, certainty_prompt, greedy_answers, is_refusal
 from llmkit.metrics.abstention import abstention_f1, average_precision, risk_coverage, rtuning_score, sure_probability
 from llmkit.metrics.probability import answer_probability
 from llmkit.results import group_order
@@ -60,15 +52,10 @@ def ask(
     backend: Backend, items: Sequence[Mapping[str, Any]], max_new_tokens: int, progress: Progress | None = None
 ) -> list[dict[str, Any]]:
     """Each item's answer, correctness, confidence, P(sure), score and whether it is a refusal."""
-    answers: list[str] = [""] * len(items)
-    confidence: list[float] = [0.0] * len(items)
+    answered = greedy_answers(backend, items, max_new_tokens, progress)
+    answers = [answer for answer, _ in answered]
+    confidence = [p or 0.0 for _, p in answered]
     free = [i for i, item in enumerate(items) if not item.get("choices")]
-    params = GenerationParams(max_new_tokens=max_new_tokens, stop=ANSWER_STOP)
-    for i, generation in zip(free, backend.generate([items[i]["prompt"] for i in free], params, progress)):
-        answers[i] = generation.texts[0]
-    chosen = [i for i, item in enumerate(items) if item.get("choices")]
-    for i, (letter, p) in zip(chosen, option_probabilities(backend, [items[i] for i in chosen])):
-        answers[i], confidence[i] = f" {letter}", p
     # One scoring pass: each free answer's tokens (its confidence), then " sure" and " unsure" for every item.
     scored = [i for i in free if answers[i].strip()]
     prompts = [items[i]["prompt"] for i in scored]
@@ -86,8 +73,7 @@ def ask(
         p_sure = sure_probability(certainty[2 * k].total, certainty[2 * k + 1].total)
         samples.append(
             {
-                **{key: v for key, v in item.items() if key != "prompt"},
-                "prompt": item["prompt"],
+                **item,
                 "answer": answer.strip(),
                 "correct": answer_contains(answer, item["answers"]),
                 "confidence": confidence[k],

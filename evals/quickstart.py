@@ -20,6 +20,7 @@ from rich.table import Table
 from llmkit import arch
 from llmkit.configs import SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams, TrainingBudget
 from llmkit.data import read_records, record_texts
+from llmkit.evals.abstention import evaluate_abstention
 from llmkit.evals.common import limit_per_group
 from llmkit.evals.hallucination import evaluate_hallucination, world_items
 from llmkit.evals.knowledge import evaluate_knowledge
@@ -35,11 +36,14 @@ from llmkit.evals.ort import (
 )
 from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import Backend, HFBackend
-from llmkit.methods import gradient, ksd, neuron_adjust, rocr
+from llmkit.methods import gradient, ksd, neuron_adjust, rocr, rtuning
+from llmkit.methods.configs import RTuningConfig
 from llmkit.methods.intervened import IntervenedBackend
+from llmkit.training import build_sft_trainer, encode_records, train
 from llmkit.world.forget_set import KNOWN_EXPOSURE, forget_set, skill_set
 from llmkit.world.forms import FORMS, phrasing
 from llmkit.world.generator import NUMERIC_SKILL
+from llmkit.world.questions import abstention_sets
 
 ProgressBar = Callable[[str, int], AbstractContextManager[Callable[[int, int], None]]]
 """`bar(label, total)`: a context yielding `progress(done, total)` (the CLI's progress bar)."""
@@ -63,6 +67,8 @@ class StageSettings:
     hallucination_prompts: int
     biography_only_target: bool
     rocr_nullspace_threshold: float = rocr.ROCRConfig.nullspace_threshold
+    rtuning_budget: TrainingBudget = TrainingBudget(epochs=10, learning_rate=1e-4, batch_size=16, save_steps=10_000)
+    """R-Tuning's tuning on half of the entities of every exposure (docs/abstention.md)."""
 
 
 SETTINGS = {
@@ -71,7 +77,16 @@ SETTINGS = {
     # biography-only entities seen 30 times), so its target is one it knows; and with the paper's
     # threshold ROCR moves its QA answers by 1% (the edit reaches 85% of the way at the contexts'
     # key but not at the questions'), with 1.0 by 18%.
-    "micro": StageSettings(7e-4, 20, 0.03, 300, 12, biography_only_target=False, rocr_nullspace_threshold=1.0),
+    "micro": StageSettings(
+        7e-4,
+        20,
+        0.03,
+        300,
+        12,
+        biography_only_target=False,
+        rocr_nullspace_threshold=1.0,
+        rtuning_budget=TrainingBudget(epochs=15, learning_rate=2e-3, save_steps=10_000),
+    ),
 }
 
 
@@ -392,6 +407,66 @@ def hallucination_stage(ctx: Context) -> StageResult:
     return StageResult(metrics, samples, [table])
 
 
+def abstention_stage(ctx: Context) -> StageResult:
+    """R-Tuning on a copy of the model: half of the entities of every exposure asked, their
+    questions labelled sure or unsure by the model's own answers, the copy tuned on them; then the
+    other half asked of the tuned model and of the model as it was (the paper's Pretrain-T), and
+    how often each declines, by exposure."""
+    train_items, tests = abstention_sets(ctx.world_dir, 0.5, seed=0)
+    records, split = rtuning.build_rtuning_data(ctx.backend, train_items, RTuningConfig())
+    model = copy.deepcopy(ctx.backend.model)
+    tokenizer, budget = ctx.backend.tokenizer, ctx.settings.rtuning_budget
+    checkpoints = ctx.scratch / "rtuning"
+    started = time.perf_counter()
+    examples = encode_records(tokenizer, [{"text": r["text"]} for r in records])
+    with ctx.progress_bar("R-Tuning: tuning", 1) as progress:
+        trainer = build_sft_trainer(model, tokenizer, examples, checkpoints, budget, progress=progress)
+        train(trainer, {"method": "rtuning"})
+    train_s = time.perf_counter() - started
+    model.eval()
+    runs, samples = {}, []
+    for name, backend in (("tuned", HFBackend(model, tokenizer)), ("pretrained", ctx.backend)):
+        with ctx.progress_bar(f"R-Tuning: asking the {name} model", len(tests["test"])) as progress:
+            runs[name], asked = evaluate_abstention(backend, tests["test"], progress=progress)
+        samples += [{"model": name, **s} for s in asked]
+    metrics = {
+        "train_questions": len(records),
+        "certain": sum(r["certain"] for r in split),
+        "test_questions": len(tests["test"]),
+        **asdict(budget),
+        "train_s": round(train_s, 2),
+        **runs,
+    }
+    tuned, pretrained = runs["tuned"], runs["pretrained"]
+    table = _table(
+        "Abstention: R-Tuning, declining (P(sure) ≤ ½) by exposure, on entities held out of the tuning",
+        (
+            "entities",
+            "questions",
+            "accuracy",
+            "declined: pretrained",
+            "declined: R-Tuning",
+            "R-Tuning accuracy answered",
+        ),
+        [
+            (
+                group,
+                str(g["num_questions"]),
+                _percent(g["accuracy"]),
+                _percent(pretrained["groups"][group]["refusal_rate"]),
+                _percent(g["refusal_rate"]),
+                _percent(g["accuracy_answered"]),
+            )
+            for group, g in tuned["groups"].items()
+        ],
+        f"Tuned on {len(records)} questions ({metrics['certain']} sure) in {train_s:.1f} s. Accuracy on willingly "
+        f"answered questions: R-Tuning {_percent(tuned['accuracy_answered'])}, pretrained "
+        f"{_percent(pretrained['accuracy_answered'])} (overall {_percent(pretrained['accuracy'])}). AP: R-Tuning "
+        f"{tuned['ap']:.3f}, pretrained {pretrained['ap']:.3f}.",
+    )
+    return StageResult(metrics, samples, [table])
+
+
 # In order; the names are results.json's metrics keys and the samples' tasks.
 STAGES: dict[str, Callable[[Context], StageResult]] = {
     "knowledge": knowledge_stage,
@@ -401,6 +476,7 @@ STAGES: dict[str, Callable[[Context], StageResult]] = {
     "npo": npo_stage,
     "skill_unlearning": skill_unlearning_stage,
     "hallucination": hallucination_stage,
+    "abstention": abstention_stage,
 }
 
 

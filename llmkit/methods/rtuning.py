@@ -105,18 +105,19 @@ def answer_contains(answer: str, golds: Sequence[str]) -> bool:
 
 def greedy_answers(
     backend: Backend, items: Sequence[Mapping[str, Any]], max_new_tokens: int, progress: Progress | None = None
-) -> list[str]:
+) -> list[tuple[str, float | None]]:
     """The model's answer to each item: greedy text up to `ANSWER_STOP` (spaces kept, as the model
-    wrote it), or for a multiple-choice item the option letter of highest probability."""
-    answers: list[str | None] = [None] * len(items)
+    wrote it), or for a multiple-choice item the option letter of highest probability, with that
+    probability (`option_probabilities`; None for free text)."""
+    answers: list[tuple[str, float | None]] = [("", None)] * len(items)
     free = [i for i, item in enumerate(items) if not item.get("choices")]
     params = GenerationParams(max_new_tokens=max_new_tokens, stop=ANSWER_STOP)
     for i, generation in zip(free, backend.generate([items[i]["prompt"] for i in free], params, progress)):
-        answers[i] = generation.texts[0]
+        answers[i] = (generation.texts[0], None)
     chosen = [i for i, item in enumerate(items) if item.get("choices")]
-    for i, (letter, _) in zip(chosen, option_probabilities(backend, [items[i] for i in chosen])):
-        answers[i] = f" {letter}"
-    return answers  # type: ignore[return-value]
+    for i, (letter, p) in zip(chosen, option_probabilities(backend, [items[i] for i in chosen])):
+        answers[i] = (f" {letter}", p)
+    return answers
 
 
 def option_probabilities(backend: Backend, items: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
@@ -195,7 +196,7 @@ def build_rtuning_data(
     loss on the answer only). Split records keep the items' order: the model's greedy answer,
     whether it was right (`certain`; for R-Tuning-U the entropy split, with `entropy` and the
     samples), the label, and every field of the item."""
-    answers = greedy_answers(backend, items, config.max_new_tokens, progress)
+    answers = [answer for answer, _ in greedy_answers(backend, items, config.max_new_tokens, progress)]
     correct = [answer_contains(a, item["answers"]) for a, item in zip(answers, items)]
     split = [{**item, "model_answer": a.strip(), "correct": c} for item, a, c in zip(items, answers, correct)]
     certain = list(correct)
