@@ -19,10 +19,13 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default 
 
 import torch
 
-from conftest import PROMPTS
+from conftest import PROMPTS, llmkit
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.generation import GenerationParams, VLLMBackend, load_backend
+from llmkit.methods.configs import RTuningConfig
+from llmkit.methods.rtuning import build_rtuning_data
+from llmkit.world.questions import abstention_sets
 from tiny import build_model_dir
 
 pytestmark = pytest.mark.vllm
@@ -71,6 +74,17 @@ class TestOnTheMicroWorldModel:
             assert max(abs(a - b) for a, b in zip(v.logprobs, h.logprobs)) <= 1e-4
             assert v.greedy == h.greedy
         assert any(s.greedy for s in hf_scores)
+
+    def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,
+        and so the split and the training texts, are HF's."""
+        questions, _ = abstention_sets(micro_world, 0.5, seed=0)
+        vllm_records, vllm_split = build_rtuning_data(micro_vllm, questions, RTuningConfig())
+        hf_records, hf_split = build_rtuning_data(micro_hf, questions, RTuningConfig())
+        assert [(s["model_answer"], s["certain"]) for s in vllm_split] == [
+            (s["model_answer"], s["certain"]) for s in hf_split
+        ]
+        assert vllm_records == hf_records and 0 < sum(s["certain"] for s in hf_split) < len(hf_split)
 
     def test_seeded_sampling_is_reproducible_beyond_one_scheduler_step(self, micro_vllm, probes):
         budget = micro_vllm.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
@@ -309,8 +323,8 @@ def test_eval_abstention_on_vllm_reports_what_hf_reports(micro_model, micro_worl
     """`llmkit eval abstention --backend vllm` gives every question the answer, confidence and
     P(sure) HF gives it, so the metrics agree."""
     common = ("eval", "abstention", "-m", micro_model, "--world", micro_world)
-    hf = run_llmkit(*common, "-o", tmp_path / "hf")
-    assert hf.returncode == 0, hf.stderr
+    hf = llmkit(*common, "-o", tmp_path / "hf")
+    assert hf.exit_code == 0, hf.output
     vllm = run_llmkit(*common, "--backend", "vllm", "-o", tmp_path / "vllm")
     assert vllm.returncode == 0, vllm.stderr
     hf_samples, vllm_samples = (read_records(tmp_path / run / "samples.jsonl") for run in ("hf", "vllm"))
@@ -322,15 +336,3 @@ def test_eval_abstention_on_vllm_reports_what_hf_reports(micro_model, micro_worl
     metrics = [json.loads((tmp_path / run / "results.json").read_text())["metrics"] for run in ("hf", "vllm")]
     for name in ("accuracy", "ap", "answer_rate"):
         assert abs(metrics[0][name] - metrics[1][name]) < 0.02, name
-
-
-def test_data_rtuning_on_vllm_writes_the_split_hf_writes(micro_model, micro_world, tmp_path):
-    """The greedy answers that split the data are the same on both backends."""
-    common = ("data", "rtuning", "-m", micro_model, "--world", micro_world)
-    hf = run_llmkit(*common, "--out", tmp_path / "hf")
-    assert hf.returncode == 0, hf.stderr
-    vllm = run_llmkit(*common, "--backend", "vllm", "--out", tmp_path / "vllm")
-    assert vllm.returncode == 0, vllm.stderr
-    splits = [read_records(tmp_path / run / "split.jsonl") for run in ("hf", "vllm")]
-    assert [(s["id"], s["certain"]) for s in splits[0]] == [(s["id"], s["certain"]) for s in splits[1]]
-    assert (tmp_path / "hf" / "train.jsonl").read_text() == (tmp_path / "vllm" / "train.jsonl").read_text()
