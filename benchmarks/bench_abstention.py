@@ -1,6 +1,8 @@
 """`eval abstention` against a plain greedy generation of the same questions, in the same process
-(paired rounds, medians): the answer confidence and P(sure) cost one batched scoring pass, not a
-second generation. Goal: ≤ 1.3x.
+(paired rounds, medians): the answer confidence and P(sure) cost one batched scoring pass of the
+certainty text, not a second generation. Goal: ≤ 1.3x. It also prints the tokens each reads per
+question: the scoring pass reads the certainty question, which the world's 1,052-token vocabulary
+spells in 52 tokens, so on this model its cost is set by that length.
 
 1,000 questions: every QA fact of the default world (trained phrasings), on its model, greedy
 answers of at most 15 tokens stopped at the first "." or newline, as `eval abstention` asks them.
@@ -17,9 +19,9 @@ import json
 import torch
 from _timing import paired
 
-from llmkit.evals.abstention import evaluate_abstention
-from llmkit.generation import GenerationParams, HFBackend
-from llmkit.methods.rtuning import ANSWER_STOP
+from llmkit.evals.abstention import ask, evaluate_abstention
+from llmkit.generation import GenerationParams, HFBackend, encode_prompts
+from llmkit.methods.rtuning import ANSWER_STOP, certainty_prompt
 from llmkit.models import load_model
 from llmkit.world.cache import default_cache_dir, ensure_model, ensure_world, preset
 from llmkit.world.questions import world_questions
@@ -48,8 +50,16 @@ def main() -> None:
         lambda: evaluate_abstention(backend, items, max_new_tokens=MAX_NEW_TOKENS),
         options.repeats,
     )
+    # What each reads per question: the prompt and the answer's tokens, against the certainty text.
+    samples = ask(backend, items, MAX_NEW_TOKENS)
+    generated = encode_prompts(tokenizer, [item["prompt"] + " " + s["answer"] for item, s in zip(items, samples)])
+    certainty = encode_prompts(
+        tokenizer, [certainty_prompt(item["prompt"], s["answer"]) for item, s in zip(items, samples)]
+    )
     figures = {
         "questions": len(items),
+        "tokens_per_question_generate": round(sum(map(len, generated)) / len(items), 1),
+        "tokens_per_question_scoring": round(sum(map(len, certainty)) / len(items), 1),
         "generate_s": round(base, 3),
         "eval_abstention_s": round(cand, 3),
         "ratio": round(ratio, 3),

@@ -87,7 +87,7 @@ def rtuning_command(
         Optional[str],
         typer.Option(
             help="Questions: llmkit's QA JSONL (question, answer or answers, optional choices), ParaRel's "
-            "[question, answer] lists, or any data format (a saved or hub dataset) with the --*-field options."
+            "(question, answer) pairs, or any data format (a saved or hub dataset) with the --*-field options."
         ),
     ] = None,
     world: Annotated[

@@ -6,9 +6,9 @@ letter of highest probability), correct when a gold answer occurs in it as whole
 confidence conf = (Π_t p_t)^(1/T), the geometric mean of the answer's token probabilities (for
 multiple choice the softmax over the option letters); P(sure) = p(sure) / (p(sure) + p(unsure))
 after "{prompt} {answer}. Are you sure you accurately answered the question based on your
-internal knowledge? I am", the words scored whole (the paper reads the first sub-token of each:
-the same where both are single tokens, as on LLaMA); and R-Tuning's score ½·conf + ½·P(sure).
-The answer and both certainty continuations cost one generation and one batched scoring pass.
+internal knowledge? I am", p read at the first token of each word as the official code reads it;
+and R-Tuning's score ½·conf + ½·P(sure). A question costs one generation and one scoring pass of
+its certainty text, which holds the answer's tokens too.
 
 A question is answered willingly when P(sure) > ½ (mode certainty) or when the answer is not a
 refusal (mode refusal). Metrics: accuracy; AP of the score for ranking correct answers first;
@@ -31,7 +31,7 @@ from llmkit.configs import AbstentionConfig, QAFields
 from llmkit.data import read_questions
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
-from llmkit.generation import Backend, Progress
+from llmkit.generation import Backend, Progress, tokenize_pairs
 from llmkit.methods.rtuning import SURE, UNSURE, answer_contains, certainty_prompt, greedy_answers, is_refusal
 from llmkit.metrics.abstention import abstention_f1, average_precision, risk_coverage, rtuning_score, sure_probability
 from llmkit.metrics.probability import answer_probability
@@ -51,38 +51,46 @@ COMPARED = ("ap", "accuracy_answered", "answer_rate", "accuracy")
 def ask(
     backend: Backend, items: Sequence[Mapping[str, Any]], max_new_tokens: int, progress: Progress | None = None
 ) -> list[dict[str, Any]]:
-    """Each item's answer, correctness, confidence, P(sure), score and whether it is a refusal."""
+    """Each item's answer, correctness, confidence, P(sure), score and whether it is a refusal:
+    one generation, then one scoring pass of "{prompt} {answer}. {certainty question} I am" that
+    reads the answer's token probabilities and the next token's p(sure) and p(unsure) alike."""
     answered = greedy_answers(backend, items, max_new_tokens, progress)
-    answers = [answer for answer, _ in answered]
-    confidence = [p or 0.0 for _, p in answered]
-    free = [i for i, item in enumerate(items) if not item.get("choices")]
-    # One scoring pass: each free answer's tokens (its confidence), then " sure" and " unsure" for every item.
-    scored = [i for i in free if answers[i].strip()]
-    prompts = [items[i]["prompt"] for i in scored]
-    continuations = [answers[i] for i in scored]
-    for item, answer in zip(items, answers):
-        context = certainty_prompt(item["prompt"], answer)
-        prompts += [context, context]
-        continuations += [f" {SURE}", f" {UNSURE}"]
-    scores = backend.score(prompts, continuations)
-    for i, score in zip(scored, scores):
-        confidence[i] = answer_probability(score.logprobs)
-    certainty = scores[len(scored) :]
+    sure, unsure = sure_tokens(backend.tokenizer)
+    contexts = [certainty_prompt(item["prompt"], answer) for item, (answer, _) in zip(items, answered)]
+    continuations = [context[len(item["prompt"]) :] for item, context in zip(items, contexts)]
+    scores = backend.score([item["prompt"] for item in items], continuations, next_tokens=(sure, unsure))
+    alone = tokenize_pairs(backend.tokenizer, [i["prompt"] for i in items], [f" {a.strip()}" for a, _ in answered])
     samples = []
-    for k, (item, answer) in enumerate(zip(items, answers)):
-        p_sure = sure_probability(certainty[2 * k].total, certainty[2 * k + 1].total)
+    for item, (answer, option_p), score, (_, answer_ids) in zip(items, answered, scores, alone):
+        if option_p is not None:
+            confidence = option_p
+        else:  # the answer's tokens as the certainty text holds them
+            n = next((k for k, (a, b) in enumerate(zip(answer_ids, score.token_ids)) if a != b), len(answer_ids))
+            confidence = answer_probability(score.logprobs[:n]) if answer.strip() and n else 0.0
+        p_sure = sure_probability(*score.next_logprobs)
         samples.append(
             {
                 **item,
                 "answer": answer.strip(),
                 "correct": answer_contains(answer, item["answers"]),
-                "confidence": confidence[k],
+                "confidence": confidence,
                 "p_sure": p_sure,
-                "score": rtuning_score(confidence[k], p_sure),
+                "score": rtuning_score(confidence, p_sure),
                 "refusal": is_refusal(answer),
             }
         )
     return samples
+
+
+def sure_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """The first tokens of " sure" and " unsure" after "I am", whose probabilities P(sure) compares
+    (the official code reads the first sub-token of each word)."""
+    (_, sure), (_, unsure) = tokenize_pairs(tokenizer, ["I am", "I am"], [f" {SURE}", f" {UNSURE}"])
+    if sure[0] == unsure[0]:
+        raise BadInputError(
+            "this tokenizer starts ' sure' and ' unsure' with the same token, so P(sure) cannot be read from it"
+        )
+    return sure[0], unsure[0]
 
 
 def answered(sample: Mapping[str, Any], mode: str) -> bool:

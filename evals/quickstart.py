@@ -67,8 +67,10 @@ class StageSettings:
     hallucination_prompts: int
     biography_only_target: bool
     rocr_nullspace_threshold: float = rocr.ROCRConfig.nullspace_threshold
-    rtuning_budget: TrainingBudget = TrainingBudget(epochs=10, learning_rate=1e-4, batch_size=16, save_steps=10_000)
-    """R-Tuning's tuning on half of the entities of every exposure (docs/abstention.md)."""
+    rtuning_budget: TrainingBudget = TrainingBudget(epochs=10, learning_rate=1e-4, batch_size=8, save_steps=10_000)
+    """R-Tuning's tuning on half of the entities of every exposure: on the default model the
+    study's setting that declines unseen entities most while still answering known ones
+    (docs/abstention.md)."""
 
 
 SETTINGS = {
@@ -85,7 +87,7 @@ SETTINGS = {
         12,
         biography_only_target=False,
         rocr_nullspace_threshold=1.0,
-        rtuning_budget=TrainingBudget(epochs=15, learning_rate=2e-3, save_steps=10_000),
+        rtuning_budget=TrainingBudget(epochs=10, learning_rate=1e-3, save_steps=10_000),
     ),
 }
 
@@ -439,30 +441,23 @@ def abstention_stage(ctx: Context) -> StageResult:
     }
     tuned, pretrained = runs["tuned"], runs["pretrained"]
     table = _table(
-        "Abstention: R-Tuning, declining (P(sure) ≤ ½) by exposure, on entities held out of the tuning",
-        (
-            "entities",
-            "questions",
-            "accuracy",
-            "declined: pretrained",
-            "declined: R-Tuning",
-            "R-Tuning accuracy answered",
-        ),
+        "Abstention: R-Tuning (declining when P(sure) ≤ ½) on entities held out of the tuning, by exposure",
+        ("entities", "questions", "accuracy", "tuned: accuracy", "tuned: declined", "tuned: right when answering"),
         [
             (
                 group,
                 str(g["num_questions"]),
+                _percent(pretrained["groups"][group]["accuracy"]),
                 _percent(g["accuracy"]),
-                _percent(pretrained["groups"][group]["refusal_rate"]),
                 _percent(g["refusal_rate"]),
                 _percent(g["accuracy_answered"]),
             )
             for group, g in tuned["groups"].items()
         ],
-        f"Tuned on {len(records)} questions ({metrics['certain']} sure) in {train_s:.1f} s. Accuracy on willingly "
-        f"answered questions: R-Tuning {_percent(tuned['accuracy_answered'])}, pretrained "
-        f"{_percent(pretrained['accuracy_answered'])} (overall {_percent(pretrained['accuracy'])}). AP: R-Tuning "
-        f"{tuned['ap']:.3f}, pretrained {pretrained['ap']:.3f}.",
+        f"Tuned on {len(records)} questions ({metrics['certain']} sure) in {train_s:.1f} s. The pretrained model "
+        f"declines {_percent(pretrained['refusal_rate'])} and is right on {_percent(pretrained['accuracy'])}; the "
+        f"tuned one answers {_percent(tuned['answer_rate'])}, right on {_percent(tuned['accuracy_answered'])} of "
+        f"those. AP: tuned {tuned['ap']:.3f}, pretrained {pretrained['ap']:.3f}.",
     )
     return StageResult(metrics, samples, [table])
 

@@ -216,7 +216,7 @@ class AbstentionConfig:
     data: Path | None = option(
         None,
         "Questions: llmkit's QA JSONL (question, answer or answers, optional choices, known, group), ParaRel's "
-        "[question, answer] lists, or any data format with --question-field/--answer-field.",
+        "(question, answer) pairs, or any data format with --question-field/--answer-field.",
     )
     world: Path | None = option(None, "A world directory instead of --data: its QA about entities of --exposures.")
     exposures: str | None = option(None, "With --world: the exposures to ask about, comma-separated (default: all).")

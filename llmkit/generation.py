@@ -17,7 +17,7 @@ import io
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -65,6 +65,8 @@ class ContinuationScore:
     logprobs: list[float]
     greedy: bool
     """Whether every continuation token is the model's top choice (greedy decoding would produce it)."""
+    next_logprobs: list[float] = field(default_factory=list)
+    """log p(t | prompt, continuation) of each token t `score` was asked about (`next_tokens`)."""
 
     @property
     def total(self) -> float:
@@ -87,8 +89,14 @@ class Backend(Protocol):
     ) -> list[Generation]: ...
 
     def score(
-        self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
-    ) -> list[ContinuationScore]: ...
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        progress: Progress | None = None,
+        next_tokens: Sequence[int] = (),
+    ) -> list[ContinuationScore]:
+        """Each continuation's token log-probabilities after its prompt, and, for every token id of
+        `next_tokens`, its log-probability after the whole text (in the same pass)."""
 
     def close(self) -> None:
         """Release what the backend holds (an engine and its memory); it cannot be used afterwards."""
@@ -258,7 +266,11 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def score(
-        self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        progress: Progress | None = None,
+        next_tokens: Sequence[int] = (),
     ) -> list[ContinuationScore]:
         pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
         sequences = [ctx + cont for ctx, cont in pairs]
@@ -288,10 +300,15 @@ class HFBackend(Backend):
             targets = torch.as_tensor(tokens, device=logits.device)
             chosen = step_logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0].tolist()
             top = (step_logits.argmax(-1) == targets).tolist()
+            following: list[list[float]] = [[] for _ in indices]
+            if next_tokens:
+                ends = torch.as_tensor([len(sequences[i]) - 1 - offset for i in indices])
+                last = logits[torch.arange(len(indices)), ends].float().log_softmax(-1)
+                following = last[:, torch.as_tensor(list(next_tokens))].tolist()
             start = 0
-            for i, length in zip(indices, lengths):
+            for row, (i, length) in enumerate(zip(indices, lengths)):
                 end = start + length
-                results[i] = ContinuationScore(pairs[i][1], chosen[start:end], all(top[start:end]))
+                results[i] = ContinuationScore(pairs[i][1], chosen[start:end], all(top[start:end]), following[row])
                 start = end
 
         self._batched([len(s) for s in sequences], run_batch, progress)
@@ -482,24 +499,35 @@ class VLLMBackend(Backend):
         return calls
 
     def score(
-        self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        progress: Progress | None = None,
+        next_tokens: Sequence[int] = (),
     ) -> list[ContinuationScore]:
+        """As HF's; a next token's log-probability is read as the prompt log-probability of that
+        token appended to the text (one request per next token, the text's prefix cached)."""
         from vllm.inputs import TokensPrompt
 
         pairs = tokenize_pairs(self.tokenizer, prompts, continuations)
-        check_context(self.llm.model_config.max_model_len, [len(c) + len(t) for c, t in pairs])
+        extra = 1 if next_tokens else 0
+        check_context(self.llm.model_config.max_model_len, [len(c) + len(t) + extra for c, t in pairs])
         # prompt_logprobs=1 returns, at every prompt position, the actual token with its rank.
         sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        requests = [TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in pairs]
+        appended = [[t] for t in next_tokens] or [[]]
+        requests = [TokensPrompt(prompt_token_ids=ctx + cont + tail) for ctx, cont in pairs for tail in appended]
         outputs = self.llm.generate(requests, sampling, use_tqdm=_forward_to(progress, 0, len(requests)))
         results = []
-        for (context, continuation), out in zip(pairs, outputs):
-            entries = [out.prompt_logprobs[len(context) + j][tok] for j, tok in enumerate(continuation)]
+        for k, (context, continuation) in enumerate(pairs):
+            mine = outputs[k * len(appended) : (k + 1) * len(appended)]
+            entries = [mine[0].prompt_logprobs[len(context) + j][tok] for j, tok in enumerate(continuation)]
+            end = len(context) + len(continuation)
             results.append(
                 ContinuationScore(
                     token_ids=continuation,
                     logprobs=[e.logprob for e in entries],
                     greedy=all(e.rank == 1 for e in entries),
+                    next_logprobs=[out.prompt_logprobs[end][t].logprob for out, t in zip(mine, next_tokens)],
                 )
             )
         return results

@@ -96,6 +96,19 @@ def test_hallucination_stage(report):
     assert len(stage_samples(report, "hallucination")) == stage["num_prompts"] == 24
 
 
+def test_abstention_stage(report, bound):
+    # Half of the 24 micro entities tuned on, the other half asked of the tuned and the pretrained model.
+    stage = report[0]["metrics"]["abstention"]
+    assert stage["train_questions"] == stage["test_questions"] == 60
+    for model in ("tuned", "pretrained"):
+        assert list(stage[model]["groups"]) == ["exposure 0", "exposure 3", "exposure 30"]
+    assert stage["pretrained"]["refusal_rate"] == 0.0  # untuned, it is sure of everything
+    # Tuning on labels two thirds unsure taught it to doubt.
+    bound("rtuning_p_sure_drop", stage["pretrained"]["p_sure_mean"] - stage["tuned"]["p_sure_mean"], ">", 0.2)
+    samples = stage_samples(report, "abstention")
+    assert len(samples) == 120 and {s["model"] for s in samples} == {"tuned", "pretrained"}
+
+
 def test_quickstart_prints_every_stage_table(report, world_cache, tmp_path):
     # After `report`, so ROCR's key statistics come from the cache.
     target = report[0]["config"]["ort_target"]
@@ -105,6 +118,7 @@ def test_quickstart_prints_every_stage_table(report, world_cache, tmp_path):
     assert "NPO forget" in table.stdout and "Skill unlearning: comparison removed" in table.stdout
     assert f"ORT: is {target} known in every form?" in table.stdout
     assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
+    assert "Abstention: R-Tuning" in table.stdout
 
 
 def test_quickstart_bad_input(world_cache, tmp_path):

@@ -35,6 +35,21 @@ def test_score_is_the_log_probability_of_each_continuation_token(loaded_models):
     assert score.greedy == bool((logprobs[-n - 1 : -1].argmax(-1) == ids[0, -n:]).all())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_next_token_log_probabilities_come_from_the_same_pass(family, loaded_models):
+    """`score(..., next_tokens=...)`: each token's log-probability after the whole text, in a batch
+    of texts of different lengths (right padding), as one text alone gives it."""
+    model, tokenizer = loaded_models[family]
+    wanted = (5, 17, 42)
+    scores = HFBackend(model, tokenizer, batch_size=8).score(PROMPTS, CONTINUATIONS, next_tokens=wanted)
+    for prompt, continuation, score in zip(PROMPTS, CONTINUATIONS, scores):
+        ids = tokenizer(prompt + continuation, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            last = model(ids).logits[0, -1].log_softmax(-1)
+        assert torch.allclose(torch.tensor(score.next_logprobs), last[list(wanted)], atol=1e-4)
+    assert all(s.next_logprobs == [] for s in HFBackend(model, tokenizer).score(PROMPTS, CONTINUATIONS))
+
+
 def test_greedy_continuation_is_flagged_greedy(loaded_models):
     model, tokenizer = loaded_models["llama"]
     backend = HFBackend(model, tokenizer)

@@ -9,8 +9,8 @@ import pytest
 from llmkit.configs import QAFields
 from llmkit.data import read_questions
 from llmkit.errors import BadInputError
-from llmkit.evals.abstention import ask, evaluate_abstention
-from llmkit.generation import ContinuationScore, Generation
+from llmkit.evals.abstention import ask, evaluate_abstention, sure_tokens
+from llmkit.generation import ContinuationScore, Generation, tokenize_pairs
 from llmkit.methods.configs import RTuningConfig
 from llmkit.methods.rtuning import (
     CERTAINTY_QUESTION,
@@ -22,31 +22,38 @@ from llmkit.methods.rtuning import (
     is_refusal,
 )
 from llmkit.metrics.abstention import abstention_f1, average_precision, risk_coverage, sure_probability
+from tiny import build_tokenizer
 
 CERTAINTY = "Are you sure you accurately answered the question based on your internal knowledge?"
 
 
+TOKENIZER = build_tokenizer()
+
+
 class ScriptedBackend:
-    """Greedy answers and samples from a table by prompt; scores from a table by (prompt,
-    continuation), one log-probability per character of the continuation (so a test knows the
-    token count)."""
+    """Greedy answers and samples from a table by prompt; scores from tables: per-token
+    log-probabilities of an answer by (prompt, answer) (log 0.5 for tokens not given), and the
+    log-probabilities of the next tokens by the whole text (log 0.5 each when not given)."""
 
     name = "scripted"
+    tokenizer = TOKENIZER
 
-    def __init__(self, answers, samples=None, logprobs=None):
-        self.answers, self.samples, self.logprobs = answers, samples or {}, logprobs or {}
+    def __init__(self, answers, samples=None, logprobs=None, following=None):
+        self.answers, self.samples = answers, samples or {}
+        self.logprobs, self.following = logprobs or {}, following or {}
 
     def generate(self, prompts, params, progress=None):
         if params.num_samples > 1:
             return [Generation(p, list(self.samples[p])) for p in prompts]
         return [Generation(p, [self.answers[p]]) for p in prompts]
 
-    def score(self, prompts, continuations, progress=None):
+    def score(self, prompts, continuations, progress=None, next_tokens=()):
         out = []
-        for p, c in zip(prompts, continuations):
-            per_token = self.logprobs.get((p, c), math.log(0.5))
-            values = per_token if isinstance(per_token, list) else [per_token]
-            out.append(ContinuationScore(list(range(len(values))), values, True))
+        for (p, c), (_, ids) in zip(zip(prompts, continuations), tokenize_pairs(TOKENIZER, prompts, continuations)):
+            given = next((v for (q, a), v in self.logprobs.items() if q == p and c.startswith(a)), [])
+            values = (list(given) + [math.log(0.5)] * len(ids))[: len(ids)]
+            following = self.following.get(p + c, [math.log(0.5)] * len(next_tokens))
+            out.append(ContinuationScore(ids, values, True, list(following)))
         return out
 
 
@@ -165,17 +172,24 @@ def test_sure_probability_and_the_score_by_hand():
 def test_ask_computes_confidence_p_sure_and_score_as_the_paper():
     question = items(("Where was Ada born?", "Paris"))
     prompt = question[0]["prompt"]
-    context = f"{prompt} Paris. {CERTAINTY} I am"
-    logprobs = {
-        (prompt, " Paris"): [math.log(0.5), math.log(0.8)],
-        (context, " sure"): math.log(0.3),
-        (context, " unsure"): math.log(0.1),
-    }
-    [sample] = ask(ScriptedBackend({prompt: " Paris"}, logprobs=logprobs), question, 15)
-    assert sample["confidence"] == pytest.approx(math.sqrt(0.5 * 0.8))  # geometric mean of the tokens
-    assert sample["p_sure"] == pytest.approx(0.75)
-    assert sample["score"] == pytest.approx(0.5 * math.sqrt(0.4) + 0.5 * 0.75)
+    answer_tokens = len(tokenize_pairs(TOKENIZER, [prompt], [" Paris"])[0][1])
+    per_token = [math.log(0.5)] + [math.log(0.8)] * (answer_tokens - 1)
+    backend = ScriptedBackend(
+        {prompt: " Paris"},
+        logprobs={(prompt, " Paris"): per_token},
+        following={f"{prompt} Paris. {CERTAINTY} I am": [math.log(0.3), math.log(0.1)]},
+    )
+    [sample] = ask(backend, question, 15)
+    confidence = math.exp(sum(per_token) / answer_tokens)  # the geometric mean of the answer's tokens
+    assert sample["confidence"] == pytest.approx(confidence)
+    assert sample["p_sure"] == pytest.approx(0.75)  # p(sure) / (p(sure) + p(unsure)) = 0.3 / 0.4
+    assert sample["score"] == pytest.approx(0.5 * confidence + 0.5 * 0.75)
     assert sample["correct"] and not sample["refusal"]
+
+
+def test_p_sure_reads_the_first_token_of_sure_and_unsure():
+    (_, sure), (_, unsure) = tokenize_pairs(TOKENIZER, ["I am", "I am"], [" sure", " unsure"])
+    assert sure_tokens(TOKENIZER) == (sure[0], unsure[0])
 
 
 def test_multiple_choice_takes_the_likeliest_letter_and_its_softmax():
@@ -183,8 +197,7 @@ def test_multiple_choice_takes_the_likeliest_letter_and_its_softmax():
         _write([{"question": "Capital of Italy?", "answer": "Rome", "choices": ["Paris", "Rome", "Oslo"]}]), QAFields()
     )
     assert item["answers"] == ["B"] and item["prompt"] == "Capital of Italy?\nA. Paris\nB. Rome\nC. Oslo\nAnswer:"
-    logprobs = {(item["prompt"], " A"): math.log(0.2), (item["prompt"], " B"): math.log(0.6)}
-    logprobs[(item["prompt"], " C")] = math.log(0.2)
+    logprobs = {(item["prompt"], f" {letter}"): [math.log(p)] for letter, p in zip("ABC", (0.2, 0.6, 0.2))}
     [sample] = ask(ScriptedBackend({}, logprobs=logprobs), [item], 15)
     assert sample["answer"] == "B" and sample["correct"]
     assert sample["confidence"] == pytest.approx(0.6)
@@ -195,12 +208,12 @@ def test_metrics_per_group_and_against_known_labels():
     for q, known, group in zip(questions, [True, True, False, False], ["seen", "seen", "unseen", "unseen"]):
         q.update(known=known, group=group)
     answers = {q["prompt"]: f" {a}" for q, a in zip(questions, "pqxy")}
-    sure = {True: (math.log(0.9), math.log(0.1)), False: (math.log(0.1), math.log(0.9))}
-    logprobs = {}
-    for q, willing in zip(questions, [True, False, False, False]):
-        context = f"{q['prompt']} {answers[q['prompt']].strip()}. {CERTAINTY} I am"
-        logprobs[(context, " sure")], logprobs[(context, " unsure")] = sure[willing]
-    metrics, _ = evaluate_abstention(ScriptedBackend(answers, logprobs=logprobs), questions)
+    sure = {True: [math.log(0.9), math.log(0.1)], False: [math.log(0.1), math.log(0.9)]}
+    following = {
+        f"{q['prompt']} {answers[q['prompt']].strip()}. {CERTAINTY} I am": sure[willing]
+        for q, willing in zip(questions, [True, False, False, False])
+    }
+    metrics, _ = evaluate_abstention(ScriptedBackend(answers, following=following), questions)
     assert metrics["accuracy"] == 0.5 and metrics["answer_rate"] == 0.25 and metrics["accuracy_answered"] == 1.0
     assert metrics["groups"]["unseen"]["refusal_rate"] == 1.0 and metrics["groups"]["seen"]["refusal_rate"] == 0.5
     # Abstained on 3: 2 unknown of them (precision 2/3), every unknown (recall 1).

@@ -68,10 +68,11 @@ class TestOnTheMicroWorldModel:
     def test_scores_match_hf(self, micro_vllm, micro_hf, probes):
         prompts = [p["prompt"] for p in probes]
         answers = [" " + p["answer"] for p in probes]
-        hf_scores = micro_hf.score(prompts, answers)
-        for v, h in zip(micro_vllm.score(prompts, answers), hf_scores):
+        hf_scores = micro_hf.score(prompts, answers, next_tokens=(3, 11))
+        for v, h in zip(micro_vllm.score(prompts, answers, next_tokens=(3, 11)), hf_scores):
             assert v.token_ids == h.token_ids
             assert max(abs(a - b) for a, b in zip(v.logprobs, h.logprobs)) <= 1e-4
+            assert max(abs(a - b) for a, b in zip(v.next_logprobs, h.next_logprobs)) <= 1e-4
             assert v.greedy == h.greedy
         assert any(s.greedy for s in hf_scores)
 

@@ -161,7 +161,11 @@ class IntervenedBackend(Backend):
         return results
 
     def score(
-        self, prompts: Sequence[str], continuations: Sequence[str], progress: Progress | None = None
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        progress: Progress | None = None,
+        next_tokens: Sequence[int] = (),
     ) -> list[ContinuationScore]:
         with self._adjusted():
             refused = self.refused(prompts)
@@ -170,6 +174,7 @@ class IntervenedBackend(Backend):
                 [prompts[i] for i in kept],
                 [continuations[i] for i in kept],
                 self._offset(progress, len(prompts) - len(kept), len(prompts)),
+                next_tokens,
             )
         results: list[ContinuationScore | None] = [None] * len(prompts)
         for i, score in zip(kept, scored):
@@ -178,7 +183,8 @@ class IntervenedBackend(Backend):
         for i, (_, continuation) in zip(
             blocked, tokenize_pairs(self.tokenizer, [prompts[i] for i in blocked], [continuations[i] for i in blocked])
         ):
-            results[i] = ContinuationScore(continuation, [float("-inf")] * len(continuation), greedy=False)
+            blocked_next = [float("-inf")] * len(next_tokens)
+            results[i] = ContinuationScore(continuation, [float("-inf")] * len(continuation), False, blocked_next)
         return results
 
     def close(self) -> None:
