@@ -454,8 +454,9 @@ def abstention_stage(ctx: Context) -> StageResult:
             )
             for group, g in tuned["groups"].items()
         ],
-        f"Tuned on {len(records)} questions ({metrics['certain']} sure) in {train_s:.1f} s. The pretrained model "
-        f"declines {_percent(pretrained['refusal_rate'])} and is right on {_percent(pretrained['accuracy'])}; the "
+        f"Tuned on {len(records)} questions ({metrics['certain']} sure) in {train_s:.1f} s. The pretrained model, "
+        f"which never read the certainty question, declines {_percent(pretrained['refusal_rate'])} and is right on "
+        f"{_percent(pretrained['accuracy'])}; the "
         f"tuned one answers {_percent(tuned['answer_rate'])}, right on {_percent(tuned['accuracy_answered'])} of "
         f"those. AP: tuned {tuned['ap']:.3f}, pretrained {pretrained['ap']:.3f}.",
     )

@@ -102,9 +102,11 @@ def test_abstention_stage(report, bound):
     assert stage["train_questions"] == stage["test_questions"] == 60
     for model in ("tuned", "pretrained"):
         assert list(stage[model]["groups"]) == ["exposure 0", "exposure 3", "exposure 30"]
-    assert stage["pretrained"]["refusal_rate"] == 0.0  # untuned, it is sure of everything
-    # Tuning on labels two thirds unsure taught it to doubt.
-    bound("rtuning_p_sure_drop", stage["pretrained"]["p_sure_mean"] - stage["tuned"]["p_sure_mean"], ">", 0.2)
+    # Untuned, the model has never read the certainty question; tuned on labels a third sure, its
+    # mean P(sure) moves towards that share.
+    share = stage["certain"] / stage["train_questions"]
+    distance = {model: abs(stage[model]["p_sure_mean"] - share) for model in ("tuned", "pretrained")}
+    bound("rtuning_p_sure_distance_to_share", distance["tuned"], "<", distance["pretrained"])
     samples = stage_samples(report, "abstention")
     assert len(samples) == 120 and {s["model"] for s in samples} == {"tuned", "pretrained"}
 
