@@ -19,13 +19,14 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default 
 
 import torch
 
-from conftest import PROMPTS, llmkit
+from conftest import PROMPTS
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
+from llmkit.evals.abstention import evaluate_abstention
 from llmkit.generation import GenerationParams, VLLMBackend, load_backend
 from llmkit.methods.configs import RTuningConfig
 from llmkit.methods.rtuning import build_rtuning_data
-from llmkit.world.questions import abstention_sets
+from llmkit.world.questions import abstention_sets, world_questions
 from tiny import build_model_dir
 
 pytestmark = pytest.mark.vllm
@@ -75,6 +76,18 @@ class TestOnTheMicroWorldModel:
             assert max(abs(a - b) for a, b in zip(v.next_logprobs, h.next_logprobs)) <= 1e-4
             assert v.greedy == h.greedy
         assert any(s.greedy for s in hf_scores)
+
+    def test_abstention_eval_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit eval abstention --backend vllm`'s work: every question's answer, confidence and
+        P(sure) (one scoring pass with next tokens) as HF gives them, so the metrics agree."""
+        questions = world_questions(micro_world)
+        hf_metrics, hf_samples = evaluate_abstention(micro_hf, questions)
+        vllm_metrics, vllm_samples = evaluate_abstention(micro_vllm, questions)
+        assert [s["answer"] for s in vllm_samples] == [s["answer"] for s in hf_samples] and len(hf_samples) == 120
+        for key in ("confidence", "p_sure"):
+            assert max(abs(a[key] - b[key]) for a, b in zip(hf_samples, vllm_samples)) < 1e-3, key
+        for name in ("accuracy", "ap", "answer_rate", "p_sure_mean"):
+            assert abs(hf_metrics[name] - vllm_metrics[name]) < 1e-3, name
 
     def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
         """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,
@@ -318,22 +331,3 @@ def test_eval_hallucination_samples_on_vllm_and_embeds_on_hf(micro_model, micro_
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["groups"]["exposure 30"]["accuracy"] > metrics["groups"]["exposure 0"]["accuracy"]
     assert metrics["groups"]["exposure 30"]["eigenscore"] < metrics["groups"]["exposure 0"]["eigenscore"]
-
-
-def test_eval_abstention_on_vllm_reports_what_hf_reports(micro_model, micro_world, tmp_path):
-    """`llmkit eval abstention --backend vllm` gives every question the answer, confidence and
-    P(sure) HF gives it, so the metrics agree."""
-    common = ("eval", "abstention", "-m", micro_model, "--world", micro_world)
-    hf = llmkit(*common, "-o", tmp_path / "hf")
-    assert hf.exit_code == 0, hf.output
-    vllm = run_llmkit(*common, "--backend", "vllm", "-o", tmp_path / "vllm")
-    assert vllm.returncode == 0, vllm.stderr
-    hf_samples, vllm_samples = (read_records(tmp_path / run / "samples.jsonl") for run in ("hf", "vllm"))
-    assert [s["id"] for s in vllm_samples] == [s["id"] for s in hf_samples] and len(hf_samples) == 120
-    assert sum(a["answer"] == b["answer"] for a, b in zip(hf_samples, vllm_samples)) >= 0.99 * len(hf_samples)
-    same = [(a, b) for a, b in zip(hf_samples, vllm_samples) if a["answer"] == b["answer"]]
-    assert max(abs(a["confidence"] - b["confidence"]) for a, b in same) < 1e-3
-    assert max(abs(a["p_sure"] - b["p_sure"]) for a, b in same) < 1e-3
-    metrics = [json.loads((tmp_path / run / "results.json").read_text())["metrics"] for run in ("hf", "vllm")]
-    for name in ("accuracy", "ap", "answer_rate"):
-        assert abs(metrics[0][name] - metrics[1][name]) < 0.02, name
