@@ -54,14 +54,14 @@ def ask(
     """Each item's answer, correctness, confidence, P(sure), score and whether it is a refusal:
     one generation, then one scoring pass of "{prompt} {answer}. {certainty question} I am" that
     reads the answer's token probabilities and the next token's p(sure) and p(unsure) alike."""
-    answered = greedy_answers(backend, items, max_new_tokens, progress)
+    replies = greedy_answers(backend, items, max_new_tokens, progress)
     sure, unsure = sure_tokens(backend.tokenizer)
-    contexts = [certainty_prompt(item["prompt"], answer) for item, (answer, _) in zip(items, answered)]
+    contexts = [certainty_prompt(item["prompt"], answer) for item, (answer, _) in zip(items, replies)]
     continuations = [context[len(item["prompt"]) :] for item, context in zip(items, contexts)]
     scores = backend.score([item["prompt"] for item in items], continuations, next_tokens=(sure, unsure))
-    alone = tokenize_pairs(backend.tokenizer, [i["prompt"] for i in items], [f" {a.strip()}" for a, _ in answered])
+    alone = tokenize_pairs(backend.tokenizer, [i["prompt"] for i in items], [f" {a.strip()}" for a, _ in replies])
     samples = []
-    for item, (answer, option_p), score, (_, answer_ids) in zip(items, answered, scores, alone):
+    for item, (answer, option_p), score, (_, answer_ids) in zip(items, replies, scores, alone):
         if option_p is not None:
             confidence = option_p
         else:  # the answer's tokens as the certainty text holds them
