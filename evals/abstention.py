@@ -32,9 +32,10 @@ from llmkit.data import read_questions
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
 from llmkit.generation import Backend, Progress, tokenize_pairs
-from llmkit.methods.rtuning import SURE, UNSURE, answer_contains, certainty_prompt, greedy_answers, is_refusal
+from llmkit.methods.rtuning import SURE, UNSURE, certainty_prompt, greedy_answers, is_correct, is_refusal
 from llmkit.metrics.abstention import abstention_f1, average_precision, risk_coverage, rtuning_score, sure_probability
 from llmkit.metrics.probability import answer_probability
+from llmkit.models import check_model_path
 from llmkit.results import group_order
 from llmkit.world.generator import parse_exposures
 from llmkit.world.questions import world_questions
@@ -72,7 +73,7 @@ def ask(
             {
                 **item,
                 "answer": answer.strip(),
-                "correct": answer_contains(answer, item["answers"]),
+                "correct": is_correct(item, answer),
                 "confidence": confidence,
                 "p_sure": p_sure,
                 "score": rtuning_score(confidence, p_sure),
@@ -223,6 +224,8 @@ class AbstentionEval:
         (`world_questions`), the first `limit` of each group."""
         if (settings.world is None) == (settings.data is None):
             raise BadInputError("name the questions: --data FILE, or --world DIR")
+        if settings.pretrained is not None:  # it is asked after the model: a wrong path must fail first
+            check_model_path(settings.pretrained)
         if settings.world is not None:
             exposures = parse_exposures(settings.exposures) if settings.exposures else None
             items = world_questions(settings.world, exposures=exposures)

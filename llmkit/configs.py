@@ -198,8 +198,15 @@ class QAFields:
     split: str = option("train", "The split of a saved or hub dataset.")
 
     def __post_init__(self) -> None:
-        if "{question}" not in self.prompt_format:
-            raise BadInputError(f"--prompt-format must contain {{question}}, got {self.prompt_format!r}")
+        try:
+            asked = self.prompt_format.format(question="\0")
+        except (KeyError, IndexError, ValueError):
+            asked = ""
+        if "\0" not in asked:
+            raise BadInputError(
+                f"--prompt-format must contain {{question}} and no other braces (write {{{{ for a brace), "
+                f"got {self.prompt_format!r}"
+            )
 
 
 # ---- abstention (llmkit.evals.abstention) ----------------------------------------------------------

@@ -166,6 +166,15 @@ class TestBadInput:
             roots=[tmp_path],
         )
 
+    def test_a_prompt_format_with_other_braces(self, micro_model, tmp_path):
+        data = write_jsonl(tmp_path / "qa.jsonl", [{"question": "Where was Ada born?", "answer": "Paris"}])
+        args = ("eval", "abstention", "-m", micro_model, "--data", data, "-o", tmp_path / "e")
+        refused((*args, "--prompt-format", "Q: {question} {x}"), "--prompt-format must contain", roots=[tmp_path])
+
+    def test_a_pretrained_model_that_does_not_exist(self, micro_model, micro_world, tmp_path):
+        args = ("eval", "abstention", "-m", micro_model, "--world", micro_world, "-o", tmp_path / "e")
+        refused((*args, "--pretrained", tmp_path / "nowhere"), "does not exist", roots=[tmp_path])
+
     def test_rtuning_data_directory_without_train_file(self, micro_model, tmp_path):
         (tmp_path / "empty").mkdir()
         args = ("train", "rtuning", "-m", micro_model, "--data", tmp_path / "empty", "--out", tmp_path / "m")

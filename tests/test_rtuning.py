@@ -203,6 +203,18 @@ def test_multiple_choice_takes_the_likeliest_letter_and_its_softmax():
     assert sample["confidence"] == pytest.approx(0.6)
 
 
+def test_the_first_option_letter_counts_as_correct():
+    """ "A" is an article to the text normalisation; a multiple-choice answer is compared as a letter."""
+    [item] = read_questions(
+        _write([{"question": "Capital of France?", "answer": "A", "choices": ["Paris", "Oslo"]}]), QAFields()
+    )
+    logprobs = {(item["prompt"], " A"): [math.log(0.7)], (item["prompt"], " B"): [math.log(0.3)]}
+    [sample] = ask(ScriptedBackend({}, logprobs=logprobs), [item], 15)
+    assert sample["answer"] == "A" and sample["correct"]
+    _, [record] = build_rtuning_data(ScriptedBackend({}, logprobs=logprobs), [item], RTuningConfig())
+    assert record["certain"] and record["label"] == "sure"
+
+
 def test_metrics_per_group_and_against_known_labels():
     questions = items(("Q1?", "p"), ("Q2?", "q"), ("Q3?", "r"), ("Q4?", "s"))
     for q, known, group in zip(questions, [True, True, False, False], ["seen", "seen", "unseen", "unseen"]):

@@ -6,7 +6,8 @@ The instruction data D is split by what the *pretrained* model already knows, th
 1. Ask the pretrained model every question of D: its greedy answer (at most 15 tokens, cut at the
    first "." as the official code does, or at a newline), or for multiple choice the option letter
    with the highest probability.
-2. Certain (D1) when a gold answer occurs in the model's answer, uncertain (D0) otherwise.
+2. Certain (D1) when a gold answer occurs in the model's answer (for multiple choice: it is the
+   gold letter), uncertain (D0) otherwise.
    R-Tuning-U splits without labels instead: k answers sampled at temperature 0.7, their entropy
    u(q) = −Σ_j p_j ln p_j over the counts of identical answers, the lower half (⌊N/2⌋ questions,
    sorted by u) certain.
@@ -98,6 +99,14 @@ def answer_contains(answer: str, golds: Sequence[str]) -> bool:
     """Whether a gold answer (any alias) occurs in `answer` as whole words, both normalised."""
     said = f" {normalize_answer(answer)} "
     return any(f" {g} " in said for g in (normalize_answer(gold) for gold in golds) if g)
+
+
+def is_correct(item: Mapping[str, Any], answer: str) -> bool:
+    """A multiple-choice answer is its gold letter (compared as written: normalising would drop
+    "A" as an article); a free answer contains a gold answer (`answer_contains`)."""
+    if item.get("choices"):
+        return answer.strip() in item["answers"]
+    return answer_contains(answer, item["answers"])
 
 
 # ---- asking the pretrained model ----------------------------------------------------------------
@@ -197,7 +206,7 @@ def build_rtuning_data(
     whether it was right (`certain`; for R-Tuning-U the entropy split, with `entropy` and the
     samples), the label, and every field of the item."""
     answers = [answer for answer, _ in greedy_answers(backend, items, config.max_new_tokens, progress)]
-    correct = [answer_contains(a, item["answers"]) for a, item in zip(answers, items)]
+    correct = [is_correct(item, a) for a, item in zip(answers, items)]
     split = [{**item, "model_answer": a.strip(), "correct": c} for item, a, c in zip(items, answers, correct)]
     certain = list(correct)
     if config.variant == "uncertainty":
