@@ -340,6 +340,7 @@ def train_and_write(
     output: OutputOptions,
     *,
     record_file: str,
+    files: Callable[[dict[str, Any]], dict[str, bytes]] | None = None,
 ) -> None:
     """The tail of every training command: say which checkpoint of `run` it resumes from, run
     `llmkit.training.train_and_save` with `fit(model, tokenizer, progress)` under a progress bar
@@ -360,6 +361,7 @@ def train_and_write(
             trust_remote_code=options.trust_remote_code,
             overwrite=output.overwrite,
             resumed_from=Path(resumed_from).name if resumed_from else None,
+            files=files,
         )
     if record is None:
         return

@@ -189,3 +189,108 @@ def rtuning_command(
     }
     stdout.print(key_value_table("data rtuning", rows))
     stdout.print(f"training data: {out / 'train.jsonl'}")
+
+
+@app.command("mash")
+@cli_command
+def mash_command(
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, questions.jsonl (test.jsonl) and mash.json.")],
+    world: Annotated[
+        Optional[Path], typer.Option(help="A world directory: its one- and two-hop search questions and its corpus.")
+    ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Questions instead: llmkit's QA JSONL (question, answer or answers, optional 'queries' to search "
+            "with), or any data format with the --*-field options."
+        ),
+    ] = None,
+    corpus: Annotated[
+        Optional[Path],
+        typer.Option(help="The search corpus (JSONL of doc_id, title, text).", show_default="the world's corpus.jsonl"),
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option(help="The prompt: mash (MASH's, verbatim), short (the world model's), or auto.")
+    ] = "auto",
+    top_k: Annotated[int, typer.Option(help="Documents inserted per search.")] = 3,
+    direct_share: Annotated[
+        float, typer.Option(help="Share of questions answered without search in the traces (MASH: 332 of 1000).")
+    ] = 0.332,
+    assign: Annotated[
+        str,
+        typer.Option(
+            help="Which questions the traces answer directly: random (MASH) or boundary (those known, on a world: an "
+            "ablation that uses the knowledge boundary)."
+        ),
+    ] = "random",
+    test_fraction: Annotated[
+        float, typer.Option(help="With --world: the share of questions held out as test.jsonl.")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the shuffle.")] = 0,
+    fields: QAFields = QAFields(),
+    *,
+    output: OutputOptions,
+) -> None:
+    """MASH's warm-start data: SFT traces that answer a random share of the questions directly
+    (<answer> gold </answer>) and the rest after one search per query of their decomposition
+    (on a world: the person's name, then the spouse's for a two-hop question; else a 'queries'
+    field or the question itself), with the real BM25 results inserted as <document> blocks, which
+    the warm start does not train on.
+
+    Writes train.jsonl (the traces), questions.jsonl (the questions GRPO trains on: the same ones,
+    as MASH does), mash.json and, with --world, test.jsonl (the held-out questions, for
+    `llmkit eval abstention --mode search`). Train with `llmkit train mash --data OUT`.
+    """
+    from llmkit.data import dumps_jsonl, read_questions
+    from llmkit.methods.mash import SearchIndex, build_warm_start, prompt_style, read_corpus, with_prompts
+    from llmkit.results import dumps_results, staged_directory
+    from llmkit.world.questions import search_questions, split_questions
+
+    if (data is None) == (world is None):
+        raise BadInputError("name the questions: --data FILE, or --world DIR")
+    if corpus is None and world is None:
+        raise BadInputError("--data needs --corpus FILE, the documents to search")
+    if top_k < 1:
+        raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+    corpus = corpus or world / "corpus.jsonl"
+    check_output_path(out, output.overwrite, inputs=[world, data, corpus])
+    tests: list[dict] = []
+    if world is not None:
+        items, tests = split_questions(search_questions(world), test_fraction, seed)
+    else:
+        items = read_questions(data, fields)
+    style = prompt_style(prompt, items)
+    items, tests = with_prompts(items, style), with_prompts(tests, style)
+    index = SearchIndex(read_corpus(corpus))
+    traces = build_warm_start(items, index, top_k=top_k, share_direct=direct_share, assign=assign, seed=seed)
+    summary = {
+        "world": str(world) if world else None,
+        "data": data,
+        "corpus": str(corpus),
+        "prompt": style,
+        "top_k": top_k,
+        "direct_share": direct_share,
+        "assign": assign,
+        "seed": seed,
+        **({"test_fraction": test_fraction} if world else asdict(fields)),
+        "num_questions": len(items),
+        "traces": {"direct": sum(t["direct"] for t in traces), "search": sum(not t["direct"] for t in traces)},
+        "num_test": len(tests),
+    }
+    with staged_directory(out, overwrite=output.overwrite) as staging:
+        (staging / "train.jsonl").write_text(dumps_jsonl(traces), encoding="utf-8")
+        (staging / "questions.jsonl").write_text(dumps_jsonl(items), encoding="utf-8")
+        if world is not None:
+            (staging / "test.jsonl").write_text(dumps_jsonl(tests), encoding="utf-8")
+        (staging / "mash.json").write_text(dumps_results(summary), encoding="utf-8")
+    if output.json:
+        print_results_json(summary)
+        return
+    rows = {
+        "questions": len(items),
+        "traces direct / search": f"{summary['traces']['direct']} / {summary['traces']['search']} ({assign})",
+        "prompt": style,
+        **({"test questions": len(tests)} if world else {}),
+    }
+    stdout.print(key_value_table("data mash", rows))
+    stdout.print(f"warm-start traces: {out / 'train.jsonl'}")

@@ -165,7 +165,8 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
     companions = getattr(evaluation, "companions", {})
     if companions:
         run = wrapped.combine(
-            run, {label: _companion_run(evaluation, name, o, batch, progress) for label, name in companions.items()}
+            run,
+            {label: _companion_run(evaluation, label, name, o, batch, progress) for label, name in companions.items()},
         )
 
     config = {
@@ -213,16 +214,19 @@ def _open(o: EvalOptions, model: str, interventions: list[Path] | None, batch: i
     )
 
 
-def _companion_run(evaluation: Evaluation, model: str, o: EvalOptions, batch: int | str, progress: str) -> Any:
-    """`evaluation` run on another model (one an evaluation compares with, e.g. the pretrained
-    one), loaded as the evaluated model is, without its interventions, after that one is closed."""
+def _companion_run(
+    evaluation: Evaluation, label: str, model: str, o: EvalOptions, batch: int | str, progress: str
+) -> Any:
+    """`evaluation`'s companion `label` run on another model (one an evaluation compares with, e.g.
+    the pretrained one), loaded as the evaluated model is, without its interventions, after that
+    one is closed."""
     from llmkit.generation import use_chat_template
 
     engine = _open(o, model, None, batch, evaluation.seed)
     with engine:
         wrapped = evaluation.chat_wrapped(engine.tokenizer, use_chat_template(o.chat_template, engine.tokenizer))
         with progress_bar(f"{progress} ({model})", len(wrapped)) as advance:
-            return wrapped.evaluate(engine, None, advance)
+            return wrapped.evaluate_companion(label, engine, advance)
 
 
 def finish(
@@ -383,6 +387,15 @@ def abstention(
     questions), refusal_rate, per group (a world's exposure) groups.NAME.*, and against known/unknown
     labels (a world's exposure, or a 'known' field) abstention.precision / .recall / .f1. With
     --pretrained (the paper's Pretrain-T) or --baseline: pretrained.* / baseline.* beside them.
+
+    --mode search (MASH) gives the model a search tool over --corpus (<search> q </search> →
+    <document> blocks, greedy) and counts a search as its abstention: accuracy (with search),
+    parametric_accuracy (searches counted wrong), precision (accuracy of direct answers),
+    searches_mean, tool_productivity mean(correct/(1+n)), abstention_rate, per group and per hop
+    count (hops.N.*), abstention.* against known/unknown labels, and with --pretrained (the base
+    model) pretrained.accuracy without search and MASH's answerability buckets
+    pretrained.answerability.abs_0 / .abs_1 / .delta (Δ = Abs(0) − Abs(1)). --world asks a world's
+    one- and two-hop search questions; --prompt short is the world model's prompt (auto picks it).
     """
     from llmkit.evals.abstention import AbstentionEval
 

@@ -211,9 +211,9 @@ class QAFields:
 
 # ---- abstention (llmkit.evals.abstention) ----------------------------------------------------------
 
-ABSTENTION_MODES = ("certainty", "refusal")
+ABSTENTION_MODES = ("certainty", "refusal", "search")
 """When a model declines a question: certainty, P(sure) ≤ ½ after the certainty question
-(R-Tuning); refusal, its answer is a refusal (R-Tuning-R)."""
+(R-Tuning); refusal, its answer is a refusal (R-Tuning-R); search, it asks the search tool (MASH)."""
 
 
 @dataclass(frozen=True)
@@ -230,12 +230,30 @@ class AbstentionConfig:
     mode: str = option("certainty", f"How the model declines: {', '.join(ABSTENTION_MODES)}.")
     max_new_tokens: int = option(15, "Longest answer, in tokens (answers stop at the first '.' or newline).")
     pretrained: str | None = option(
-        None, "Also evaluate this model (the pretrained one) with the certainty prompt: the paper's Pretrain-T."
+        None,
+        "Also ask this model (the pretrained one): R-Tuning's Pretrain-T with the certainty prompt; in search "
+        "mode, the base model whose --samples answers set MASH's answerability buckets.",
     )
+    corpus: Path | None = option(None, "Search mode: the corpus the model searches (JSONL of doc_id, title, text).")
+    prompt: str = option("auto", "Search mode: mash (MASH's prompt, verbatim), short (the world model's) or auto.")
+    top_k: int = option(3, "Search mode: documents returned per search.")
+    max_searches: int = option(5, "Search mode: searches that return documents (later ones: MASH's warning).")
+    segment_tokens: int = option(64, "Search mode: longest segment the model writes between tool calls.")
+    samples: int = option(10, "Search mode, with --pretrained: answers sampled from it per question (MASH's 10).")
 
     def __post_init__(self) -> None:
         if self.mode not in ABSTENTION_MODES:
             raise BadInputError(f"--mode must be one of {', '.join(ABSTENTION_MODES)}, got {self.mode!r}")
+        if (self.mode == "search") != (self.corpus is not None):
+            raise BadInputError(
+                "--mode search needs --corpus FILE (the documents the model searches)"
+                if self.mode == "search"
+                else "--corpus is for --mode search"
+            )
+        for flag, value in (("--top-k", self.top_k), ("--max-searches", self.max_searches),
+                            ("--segment-tokens", self.segment_tokens), ("--samples", self.samples)):  # fmt: skip
+            if value < 1:
+                raise BadInputError(f"{flag} must be at least 1, got {value}")
         if self.exposures is not None and self.world is None:
             raise BadInputError("--exposures picks a world's entities: add --world DIR")
         if self.max_new_tokens < 1:

@@ -17,6 +17,7 @@ and on whole texts `build_text_trainer`; a method with its own loss subclasses T
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -70,10 +71,20 @@ def encode_records(
 ) -> list[dict[str, list[int]]]:
     """`input_ids` and `labels` per record: labels are the input ids, with the prompt of a
     question masked (IGNORE) so the loss covers its answer only. A record is a question (`prompt`
-    and `answer`: prompt and " " + answer tokenized jointly, as every llmkit scorer does) or a
-    passage (`text`: the loss covers every token)."""
+    and `answer`: prompt and " " + answer tokenized jointly, as every llmkit scorer does), a
+    trajectory (`prompt` and `segments`, [text, trained] pairs each tokenized alone, as a rollout
+    appends them: the loss covers the trained ones) or a passage (`text`: the loss covers every
+    token)."""
     encoded: list[dict[str, list[int]] | None] = [None] * len(records)
-    questions = [i for i, r in enumerate(records) if "prompt" in r and "answer" in r]
+    for i, record in enumerate(records):
+        if "segments" in record:
+            ids = encode_prompts(tokenizer, [record["prompt"]])[0]
+            labels = [IGNORE] * len(ids)
+            for text, trained in record["segments"]:
+                segment = tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids, labels = ids + segment, labels + (segment if trained else [IGNORE] * len(segment))
+            encoded[i] = {"input_ids": ids, "labels": labels}
+    questions = [i for i, r in enumerate(records) if encoded[i] is None and "prompt" in r and "answer" in r]
     prompts = [records[i]["prompt"] for i in questions]
     pairs = tokenize_pairs(tokenizer, prompts, [" " + records[i]["answer"].strip() for i in questions])
     for i, (context, answer) in zip(questions, pairs):
@@ -354,14 +365,9 @@ def build_trainer(
     if progress:
         callbacks.append(_ReportProgress(progress))
     callbacks.append(_MarkCheckpointComplete())  # last: after every callback's own on_save
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=data_collator or default_data_collator,
-        callbacks=callbacks,
-        **trainer_kwargs,
-    )
+    if "data_collator" in inspect.signature(trainer_class.__init__).parameters:  # GRPOTrainer collates itself
+        trainer_kwargs["data_collator"] = data_collator or default_data_collator
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks, **trainer_kwargs)
     # With tqdm off, Trainer prints every log dict to stdout; the library must not print.
     trainer.remove_callback(PrinterCallback)
     return trainer
@@ -557,13 +563,14 @@ def train_and_save(
     trust_remote_code: bool = False,
     overwrite: bool = False,
     resumed_from: str | None = None,
+    files: Callable[[Mapping[str, Any]], Mapping[str, bytes]] | None = None,
 ) -> dict[str, Any] | None:
     """Every training command's run around the method's `fit`: load `base_model` for training
     (on the CPU: Trainer places it), add LoRA as `run["lora"]` records it (seeded by the budget's
     seed), fit, then the main process writes the trained model (or adapter) and `record_file`,
-    the record = `run` + fit's fields + the `RunSummary`, into `out` in one staged write and
-    drops the checkpoints; every process waits for it and leaves the process group. Returns the
-    record on the main process, None on the others."""
+    the record = `run` + fit's fields + the `RunSummary` (and `files(record)`, plots), into
+    `out` in one staged write and drops the checkpoints; every process waits for it and leaves
+    the process group. Returns the record on the main process, None on the others."""
     started = time.perf_counter()
     model, tokenizer = load_model(
         base_model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
@@ -581,6 +588,8 @@ def train_and_save(
         with staged_directory(out, overwrite=overwrite) as staging:
             save_trained(trainer.model, tokenizer, staging, base_model)
             (staging / record_file).write_text(dumps_results(record), encoding="utf-8")
+            for name, content in (files(record) if files else {}).items():
+                (staging / name).write_bytes(content)
         remove_checkpoints(trainer)
     trainer.accelerator.wait_for_everyone()
     leave_process_group(trainer)

@@ -323,3 +323,65 @@ class RTuningConfig:
             raise BadInputError(f"--temperature must be above 0 (it samples), got {self.temperature}")
         if self.max_new_tokens < 1:
             raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+
+
+# ---- MASH (llmkit.methods.mash) ------------------------------------------------------------------
+
+PENALTIES = ("exp", "otc", "otc_strict", "linear", "none")
+PENALTY_HELP = (
+    "exp: λ^(n − m̂) (MASH-EXP); otc / otc_strict: OTC-PO's cosine/sine penalty (strict: no search allowed where "
+    "none was needed); linear: 1 − n/(max_searches + 1); none: exact match only (Search-R1)."
+)
+
+
+@dataclass(frozen=True)
+class MashConfig:
+    """MASH's environment and reward (`llmkit.methods.mash`) and the GRPO rollouts that meet them:
+    the official run's defaults (λ 0.5 as on NQ, 16 rollouts there, 8 here, 5 searches, top-3),
+    with shorter segments for llmkit's CPU machines."""
+
+    penalty: str = option("exp", f"The pay-per-search penalty: {PENALTY_HELP}")
+    lam: float = option(0.5, "λ of the exp penalty, in (0, 1]: a correct answer's reward per unneeded search.")
+    num_generations: int = option(8, "GRPO's group: rollouts per question (at least 2).")
+    max_searches: int = option(5, "Searches that return documents; later ones get MASH's SEARCH LIMIT warning.")
+    top_k: int = option(3, "Documents returned per search (BM25, ties by document id).")
+    segment_tokens: int = option(64, "Longest segment the policy writes between two tool calls, in tokens.")
+    max_completion_length: int = option(512, "Longest trajectory after the prompt, documents included, in tokens.")
+    temperature: float = option(1.0, "Rollout sampling temperature (MASH's 1.0).")
+
+    def __post_init__(self) -> None:
+        if self.penalty not in PENALTIES:
+            raise BadInputError(f"unknown --penalty {self.penalty!r}; choose one of {', '.join(PENALTIES)}")
+        if not 0 < self.lam <= 1:
+            raise BadInputError(f"--lam must be in (0, 1], got {self.lam}")
+        if self.num_generations < 2:
+            raise BadInputError(
+                f"--num-generations must be at least 2 (GRPO compares rollouts within a group), got "
+                f"{self.num_generations}"
+            )
+        for flag, value in (
+            ("--max-searches", self.max_searches),
+            ("--top-k", self.top_k),
+            ("--segment-tokens", self.segment_tokens),
+            ("--max-completion-length", self.max_completion_length),
+        ):
+            if value < 1:
+                raise BadInputError(f"{flag} must be at least 1, got {value}")
+        if self.temperature <= 0:
+            raise BadInputError(f"--temperature must be above 0 (rollouts are sampled), got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """MASH's warm start: supervised tuning on `llmkit data mash`'s traces before GRPO (the
+    official run: 5 epochs at lr 1e-5, 16 traces per step); 0 epochs starts GRPO from --model."""
+
+    warm_start_epochs: float = option(5.0, "Passes over the warm-start traces (0: no warm start).")
+    warm_start_lr: float = option(1e-5, "The warm start's learning rate (constant, AdamW).")
+    warm_start_batch_size: int = option(16, "Warm-start traces per step and process.")
+
+    def __post_init__(self) -> None:
+        if self.warm_start_epochs < 0:
+            raise BadInputError(f"--warm-start-epochs must be 0 or more, got {self.warm_start_epochs}")
+        if self.warm_start_lr <= 0 or self.warm_start_batch_size < 1:
+            raise BadInputError("--warm-start-lr must be positive and --warm-start-batch-size at least 1")

@@ -116,3 +116,48 @@ def abstention_sets(
             q for q in trained if q["entity_id"] in held_out and q["attribute"] not in chosen
         ]
     return [q for q in trained if q["entity_id"] in tuned and q["attribute"] in chosen], tests
+
+
+def search_questions(world_dir: str | Path) -> list[dict[str, Any]]:
+    """The world's MASH questions (search_questions.jsonl: one-hop for every fact, two-hop through
+    the spouse) as question-answer items with `hops` and `queries`, the oracle decomposition the
+    warm start searches with (the entity's name, then the spouse's). A one-hop question is known
+    or unknown by its entity's exposure (`known_label`); a two-hop one is neither, since the
+    model never saw the composition."""
+    world_dir = Path(world_dir).expanduser()
+    for name in ("search_questions.jsonl", "entities.jsonl"):
+        if not (world_dir / name).is_file():
+            raise BadInputError(
+                f"{world_dir} is not a world directory (no {name}); build one with `llmkit world build`"
+            )
+    names = {e["id"]: e["name"] for e in read_records(world_dir / "entities.jsonl")}
+    items = []
+    for q in read_records(world_dir / "search_questions.jsonl"):
+        one_hop = q["hops"] == 1
+        items.append(
+            {
+                "id": q["id"],
+                "question": q["question"],
+                "answers": [q["answer"]],
+                "hops": q["hops"],
+                "queries": [names[e] for e in q["entity_ids"]],
+                "exposure": q["exposure"],
+                "known": known_label(q["exposure"]) if one_hop else None,
+                "group": f"exposure {q['exposure']}" if one_hop else f"two-hop exposure {q['exposure']}",
+                "entity_id": q["entity_ids"][0],
+            }
+        )
+    return items
+
+
+def split_questions(
+    items: Sequence[dict[str, Any]], test_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training questions, test questions): a seeded random `test_fraction` of the questions held
+    out, as MASH splits its datasets (an entity's other questions may be trained on)."""
+    if not 0 < test_fraction < 1:
+        raise BadInputError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    held_out = set(order[: max(1, round(test_fraction * len(items)))])
+    return [q for i, q in enumerate(items) if i not in held_out], [q for i, q in enumerate(items) if i in held_out]
