@@ -207,7 +207,10 @@ def mash_command(
     ] = None,
     corpus: Annotated[
         Optional[Path],
-        typer.Option(help="The search corpus (JSONL of doc_id, title, text).", show_default="the world's corpus.jsonl"),
+        typer.Option(
+            help="The search corpus (JSONL of doc_id, title, text).",
+            show_default="with --world, its corpus.jsonl cut into sentences, written to OUT/corpus.jsonl",
+        ),
     ] = None,
     prompt: Annotated[
         str, typer.Option(help="The prompt: mash (MASH's, verbatim), short (the world model's), or auto.")
@@ -233,16 +236,26 @@ def mash_command(
 ) -> None:
     """MASH's warm-start data: SFT traces that answer a random share of the questions directly
     (<answer> gold </answer>) and the rest after one search per query of their decomposition
-    (on a world: the person's name, then the spouse's for a two-hop question; else a 'queries'
-    field or the question itself), with the real BM25 results inserted as <document> blocks, which
-    the warm start does not train on.
+    (on a world: the person's name and the fact's word, "X born"; for a two-hop question "X married"
+    first; else a 'queries' field or the question itself), with the real BM25 results inserted as
+    <document> blocks, which the warm start does not train on.
 
     Writes train.jsonl (the traces), questions.jsonl (the questions GRPO trains on: the same ones,
     as MASH does), mash.json and, with --world, test.jsonl (the held-out questions, for
-    `llmkit eval abstention --mode search`). Train with `llmkit train mash --data OUT`.
+    `llmkit eval abstention --mode search`) and corpus.jsonl (the world's biographies cut into
+    sentences: each search finds the fact it names). Train with
+    `llmkit train mash --data OUT --corpus OUT/corpus.jsonl`.
     """
     from llmkit.data import dumps_jsonl, read_questions
-    from llmkit.methods.mash import SearchIndex, build_warm_start, prompt_style, read_corpus, with_prompts
+    from llmkit.methods.mash import (
+        SearchIndex,
+        build_warm_start,
+        prompt_style,
+        read_corpus,
+        sentence_passages,
+        with_prompts,
+        write_corpus,
+    )
     from llmkit.results import dumps_results, staged_directory
     from llmkit.world.questions import search_questions, split_questions
 
@@ -252,7 +265,6 @@ def mash_command(
         raise BadInputError("--data needs --corpus FILE, the documents to search")
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
-    corpus = corpus or world / "corpus.jsonl"
     check_output_path(out, output.overwrite, inputs=[world, data, corpus])
     tests: list[dict] = []
     if world is not None:
@@ -261,12 +273,13 @@ def mash_command(
         items = read_questions(data, fields)
     style = prompt_style(prompt, items)
     items, tests = with_prompts(items, style), with_prompts(tests, style)
-    index = SearchIndex(read_corpus(corpus))
+    documents = read_corpus(corpus) if corpus else sentence_passages(read_corpus(world / "corpus.jsonl"))
+    index = SearchIndex(documents)
     traces = build_warm_start(items, index, top_k=top_k, share_direct=direct_share, assign=assign, seed=seed)
     summary = {
         "world": str(world) if world else None,
         "data": data,
-        "corpus": str(corpus),
+        "corpus": str(corpus) if corpus else f"{world / 'corpus.jsonl'}, cut into sentences: corpus.jsonl",
         "prompt": style,
         "top_k": top_k,
         "direct_share": direct_share,
@@ -282,6 +295,8 @@ def mash_command(
         (staging / "questions.jsonl").write_text(dumps_jsonl(items), encoding="utf-8")
         if world is not None:
             (staging / "test.jsonl").write_text(dumps_jsonl(tests), encoding="utf-8")
+        if corpus is None:
+            write_corpus(staging / "corpus.jsonl", documents)
         (staging / "mash.json").write_text(dumps_results(summary), encoding="utf-8")
     if output.json:
         print_results_json(summary)

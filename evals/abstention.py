@@ -190,15 +190,17 @@ def ask_with_search(
     env: SearchEnvironment,
     segment_tokens: int,
     progress: Progress | None = None,
+    first_action: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Each item's greedy episode with the search tool: its answer, correctness (exact match with
-    a gold alias), searches, whether it abstained (searched) and the trajectory."""
+    """Each item's greedy episode with the search tool (its first action forced with
+    `first_action`): its answer, correctness (exact match with a gold alias), searches, whether it
+    abstained (searched) and the trajectory."""
     params = GenerationParams(max_new_tokens=segment_tokens, stop=STOP_TAGS)
 
     def policy(contexts: list[str]) -> list[str]:
         return [g.texts[0] for g in backend.generate(contexts, params)]
 
-    episodes = run_episodes(policy, [item["prompt"] for item in items], env)
+    episodes = run_episodes(policy, [item["prompt"] for item in items], env, first_action)
     if progress:
         progress(len(items), len(items))
     return [
@@ -234,10 +236,11 @@ def evaluate_search(
     env: SearchEnvironment,
     segment_tokens: int,
     progress: Progress | None = None,
+    first_action: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, samples): `summarize_search` of every question, of each group and of each hop
     count, and abstention precision/recall/F1 on the items labelled known or unknown."""
-    samples = ask_with_search(backend, items, env, segment_tokens, progress)
+    samples = ask_with_search(backend, items, env, segment_tokens, progress, first_action)
     labelled = [s for s in samples if isinstance(s.get("known"), bool)]
     groups = group_order(str(s["group"]) for s in samples if "group" in s)
     hops = sorted({s["hops"] for s in samples if "hops" in s})
@@ -495,7 +498,9 @@ class AbstentionEval:
         self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
     ) -> EvalRun:
         if self.env is not None:
-            metrics, samples = evaluate_search(backend, self.items, self.env, self.settings.segment_tokens, progress)
+            metrics, samples = evaluate_search(
+                backend, self.items, self.env, self.settings.segment_tokens, progress, self.settings.first_action
+            )
             if baseline_metrics is not None:
                 metrics["baseline"] = compare(metrics, baseline_metrics, SEARCH_COMPARED)
             return EvalRun(metrics, samples)

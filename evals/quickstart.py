@@ -20,7 +20,7 @@ from rich.table import Table
 from llmkit import arch
 from llmkit.configs import SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams, TrainingBudget
 from llmkit.data import read_records, record_texts
-from llmkit.evals.abstention import evaluate_abstention
+from llmkit.evals.abstention import ask_base_model, base_summary, evaluate_abstention, evaluate_search
 from llmkit.evals.common import limit_per_group
 from llmkit.evals.hallucination import evaluate_hallucination, world_items
 from llmkit.evals.knowledge import evaluate_knowledge
@@ -36,14 +36,14 @@ from llmkit.evals.ort import (
 )
 from llmkit.evals.skills import evaluate_skills, world_skill_items
 from llmkit.generation import Backend, HFBackend
-from llmkit.methods import gradient, ksd, neuron_adjust, rocr, rtuning
-from llmkit.methods.configs import RTuningConfig
+from llmkit.methods import gradient, ksd, mash, neuron_adjust, rocr, rtuning
+from llmkit.methods.configs import MashConfig, RTuningConfig, WarmStartConfig
 from llmkit.methods.intervened import IntervenedBackend
 from llmkit.training import build_sft_trainer, encode_records, train
 from llmkit.world.forget_set import KNOWN_EXPOSURE, forget_set, skill_set
 from llmkit.world.forms import FORMS, phrasing
 from llmkit.world.generator import NUMERIC_SKILL
-from llmkit.world.questions import abstention_sets
+from llmkit.world.questions import abstention_sets, search_questions, split_questions
 
 ProgressBar = Callable[[str, int], AbstractContextManager[Callable[[int, int], None]]]
 """`bar(label, total)`: a context yielding `progress(done, total)` (the CLI's progress bar)."""
@@ -71,6 +71,9 @@ class StageSettings:
     """R-Tuning's tuning on half of the entities of every exposure: on the default model the
     study's setting that declines unseen entities most while still answering known ones
     (docs/abstention.md)."""
+    mash_warm_start: WarmStartConfig = WarmStartConfig(3, 3e-4, 16)
+    mash_budget: TrainingBudget = TrainingBudget(max_steps=10, learning_rate=3e-5, batch_size=4, save_steps=10_000)
+    """MASH's smoke run: a short warm start and a few GRPO steps (the full run: docs/abstention.md)."""
 
 
 SETTINGS = {
@@ -88,6 +91,8 @@ SETTINGS = {
         biography_only_target=False,
         rocr_nullspace_threshold=1.0,
         rtuning_budget=TrainingBudget(epochs=10, learning_rate=1e-3, save_steps=10_000),
+        mash_warm_start=WarmStartConfig(2, 1e-3, 16),
+        mash_budget=TrainingBudget(max_steps=4, learning_rate=3e-5, batch_size=2, save_steps=10_000),
     ),
 }
 
@@ -463,6 +468,66 @@ def abstention_stage(ctx: Context) -> StageResult:
     return StageResult(metrics, samples, [table])
 
 
+MASH_CONFIG = MashConfig(top_k=1, segment_tokens=32, max_completion_length=256)
+"""The world's search settings: its biographies cut into sentences, each search returns the one that answers."""
+
+
+def mash_stage(ctx: Context) -> StageResult:
+    """MASH, a smoke run: a copy of the model warm-started on direct and search traces for 70% of
+    the world's search questions and trained by GRPO for a few steps with the pay-per-search
+    reward; then the other 30% asked with the search tool, beside the model as it was (no tool)."""
+    items = mash.with_prompts(search_questions(ctx.world_dir), "short")
+    train_items, test_items = split_questions(items, 0.3, seed=0)
+    test_items = limit_per_group(test_items, 10, "group")
+    index = mash.SearchIndex(mash.sentence_passages(mash.read_corpus(ctx.world_dir / "corpus.jsonl")))
+    env = mash.SearchEnvironment(index, MASH_CONFIG.top_k, MASH_CONFIG.max_searches)
+    traces = mash.build_warm_start(train_items, index, top_k=MASH_CONFIG.top_k, share_direct=mash.direct_share())
+    model, tokenizer = copy.deepcopy(ctx.backend.model), copy.deepcopy(ctx.backend.tokenizer)
+    budget, warm_start = ctx.settings.mash_budget, ctx.settings.mash_warm_start
+    started = time.perf_counter()
+    with ctx.progress_bar("MASH: warm start and GRPO", 1) as progress:
+        trainer, fields = mash.train_mash(
+            model, tokenizer, traces, train_items, env, MASH_CONFIG, warm_start, ctx.scratch / "mash", budget,
+            {"method": "mash"}, progress,
+        )  # fmt: skip
+    train_s = time.perf_counter() - started
+    trainer.model.eval()
+    with ctx.progress_bar("MASH: asking with search", len(test_items)) as progress:
+        tuned, samples = evaluate_search(HFBackend(trainer.model, tokenizer), test_items, env, 32, progress)
+    with ctx.progress_bar("MASH: asking the model as it was", len(test_items)) as progress:
+        base = base_summary(ask_base_model(ctx.backend, test_items, 1, 15, progress))
+    curve = fields["curve"]
+    metrics = {
+        "train_questions": len(train_items),
+        "test_questions": len(test_items),
+        **asdict(warm_start),
+        **asdict(budget),
+        "train_s": round(train_s, 2),
+        "curve": curve,
+        "tuned": tuned,
+        "base": base,
+    }
+    table = _table(
+        "Abstention: MASH (searching as abstaining), a smoke run, on held-out questions by group",
+        ("questions", "count", "as it was: accuracy", "MASH: accuracy", "MASH: searched", "MASH: right directly"),
+        [
+            (
+                group,
+                str(g["num_questions"]),
+                _percent(base["groups"][group]),
+                _percent(g["accuracy"]),
+                _percent(g["abstention_rate"]),
+                _percent(g["precision"]),
+            )
+            for group, g in tuned["groups"].items()
+        ],
+        f"A smoke run: {warm_start.warm_start_epochs:g} warm-start epochs and {len(curve)} GRPO steps "
+        f"({train_s:.1f} s); mean reward {curve[0]['reward']:.2f} at the first step, {curve[-1]['reward']:.2f} at "
+        f"the last. The full run (docs/abstention.md) is what teaches searching only where the model does not know.",
+    )
+    return StageResult(metrics, [{"model": "mash", **s} for s in samples], [table])
+
+
 # In order; the names are results.json's metrics keys and the samples' tasks.
 STAGES: dict[str, Callable[[Context], StageResult]] = {
     "knowledge": knowledge_stage,
@@ -473,6 +538,7 @@ STAGES: dict[str, Callable[[Context], StageResult]] = {
     "skill_unlearning": skill_unlearning_stage,
     "hallucination": hallucination_stage,
     "abstention": abstention_stage,
+    "mash": mash_stage,
 }
 
 

@@ -240,6 +240,11 @@ class AbstentionConfig:
     max_searches: int = option(5, "Search mode: searches that return documents (later ones: MASH's warning).")
     segment_tokens: int = option(64, "Search mode: longest segment the model writes between tool calls.")
     samples: int = option(10, "Search mode, with --pretrained: answers sampled from it per question (MASH's 10).")
+    first_action: str | None = option(
+        None,
+        "Search mode: force the first action, search or answer (answer: the tuned model's parametric accuracy; "
+        "search: its use of the tool).",
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in ABSTENTION_MODES:
@@ -250,6 +255,10 @@ class AbstentionConfig:
                 if self.mode == "search"
                 else "--corpus is for --mode search"
             )
+        if self.first_action not in (None, "search", "answer"):
+            raise BadInputError(f"--first-action must be search or answer, got {self.first_action!r}")
+        if self.first_action is not None and self.mode != "search":
+            raise BadInputError("--first-action is for --mode search")
         for flag, value in (("--top-k", self.top_k), ("--max-searches", self.max_searches),
                             ("--segment-tokens", self.segment_tokens), ("--samples", self.samples)):  # fmt: skip
             if value < 1:

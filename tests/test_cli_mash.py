@@ -26,7 +26,7 @@ def mash_data(micro_world, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(mash_data, micro_model, micro_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("mash") / "model"
-    corpus = micro_world / "corpus.jsonl"
+    corpus = mash_data / "corpus.jsonl"
     ok(llmkit("train", "mash", "-m", micro_model, "--data", mash_data, "--corpus", corpus, "--out", out, *SHORT_RUN))
     return out
 
@@ -46,9 +46,11 @@ def test_world_traces_split_questions_and_decompose_two_hop_ones(mash_data, micr
         assert trace["prompt"] == f"Question: {question['question']}\nAnswer:"
         assert trace["searches"] == (0 if trace["direct"] else question["hops"])
         documents = [text for text, by_policy in trace["segments"] if not by_policy]
-        # The first search, by the person's name, finds the person's own document first.
+        # Each search, the person's name and the fact's word, finds the sentence that states it.
         if documents:
-            assert documents[0].startswith(f"\n<document>\n(Title: {question['queries'][0]})")
+            name = question["queries"][0].rsplit(" ", 1)[0]
+            assert documents[0].startswith(f"\n<document>\n(Title: {name}) {name} was")
+            assert question["answers"][0] in documents[-1]
 
 
 def test_train_writes_the_model_the_curve_and_the_plot(trained):
@@ -62,9 +64,9 @@ def test_train_writes_the_model_the_curve_and_the_plot(trained):
     assert {"<search>", "</search>", "<answer>", "</answer>"} <= {t["content"] for t in tokenizer["added_tokens"]}
 
 
-def test_search_mode_metrics_equal_direct_computations(trained, mash_data, micro_model, micro_world, tmp_path):
+def test_search_mode_metrics_equal_direct_computations(trained, mash_data, micro_model, tmp_path):
     out = tmp_path / "eval"
-    corpus = micro_world / "corpus.jsonl"
+    corpus = mash_data / "corpus.jsonl"
     args = ("eval", "abstention", "--mode", "search", "-m", trained, "--data", mash_data / "test.jsonl")
     ok(llmkit(*args, "--corpus", corpus, "--top-k", "1", "--pretrained", micro_model, "--samples", "4",
               "--limit", "4", "-o", out))  # fmt: skip
@@ -98,7 +100,7 @@ def test_resumed_run_skips_the_finished_warm_start(mash_data, micro_model, micro
     import llmkit.training as training
 
     out, checkpoints = tmp_path / "m", tmp_path / "ck"
-    args = ("train", "mash", "-m", micro_model, "--data", mash_data, "--corpus", micro_world / "corpus.jsonl",
+    args = ("train", "mash", "-m", micro_model, "--data", mash_data, "--corpus", mash_data / "corpus.jsonl",
             "--out", out, "--checkpoint-dir", checkpoints, *SHORT_RUN)  # fmt: skip
 
     def interrupted(*a, **k):

@@ -30,6 +30,7 @@ from llmkit.methods.mash import (
     pay_per_search_rewards,
     penalty,
     run_episodes,
+    sentence_passages,
     stop_token_ids,
 )
 from llmkit.training import IGNORE, encode_records
@@ -307,3 +308,12 @@ def test_stop_ids_need_the_tags_to_be_tokens(loaded_models):
     _, tokenizer = loaded_models["llama"]
     with pytest.raises(BadInputError, match="train mash"):
         stop_token_ids(tokenizer)
+
+
+def test_sentence_passages_make_each_search_return_the_fact_it_names():
+    passages = sentence_passages([DOCS[0], DOCS[1]])
+    assert [p.doc_id for p in passages] == ["d2-0", "d2-1", "d1-0", "d1-1"]
+    assert passages[1] == Document("d2-1", "Ada Vell", "Ada Vell worked as a baker.")
+    index = SearchIndex(passages)
+    assert index.search("Ada Vell worked", 1)[0].text == "Ada Vell worked as a baker."
+    assert index.search("Bo Kern married", 1)[0].text == "Bo Kern was married to Ada Vell."

@@ -22,11 +22,12 @@ import torch
 from conftest import PROMPTS
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
-from llmkit.evals.abstention import evaluate_abstention
+from llmkit.evals.abstention import evaluate_abstention, evaluate_search
 from llmkit.generation import GenerationParams, VLLMBackend, load_backend
 from llmkit.methods.configs import RTuningConfig
+from llmkit.methods.mash import SearchEnvironment, SearchIndex, read_corpus, sentence_passages, with_prompts
 from llmkit.methods.rtuning import build_rtuning_data
-from llmkit.world.questions import abstention_sets, world_questions
+from llmkit.world.questions import abstention_sets, search_questions, world_questions
 from tiny import build_model_dir
 
 pytestmark = pytest.mark.vllm
@@ -91,6 +92,21 @@ class TestOnTheMicroWorldModel:
             assert max(abs(a[key] - b[key]) for a, b in zip(hf_samples, vllm_samples)) < 1e-3, key
         for name in ("accuracy", "ap", "answer_rate", "p_sure_mean"):
             assert abs(hf_metrics[name] - vllm_metrics[name]) < 1e-3, name
+
+    def test_search_mode_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit eval abstention --mode search --backend vllm`'s work: each episode's segments
+        (greedy, to a stop tag), searches and documents, and the next segment written over them,
+        as HF runs them, so the metrics agree. The micro model never learnt the tags, so its first
+        action is forced to be a search (--first-action search); what it writes then is its own."""
+        items = with_prompts(search_questions(micro_world), "short")[:60]
+        env = SearchEnvironment(
+            SearchIndex(sentence_passages(read_corpus(micro_world / "corpus.jsonl"))), top_k=1, max_searches=2
+        )
+        hf_metrics, hf_samples = evaluate_search(micro_hf, items, env, 12, first_action="search")
+        vllm_metrics, vllm_samples = evaluate_search(micro_vllm, items, env, 12, first_action="search")
+        assert [s["trajectory"] for s in vllm_samples] == [s["trajectory"] for s in hf_samples]
+        assert vllm_metrics == hf_metrics
+        assert all(s["searches"] >= 1 and "<document>" in s["trajectory"] for s in hf_samples)
 
     def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
         """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,

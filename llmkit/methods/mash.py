@@ -115,6 +115,24 @@ def read_corpus(path: str | Path) -> list[Document]:
     return documents
 
 
+def sentence_passages(documents: Sequence[Document]) -> list[Document]:
+    """Each document cut into its sentences, one passage each (id `{doc_id}-{n}`, the document's
+    title): a search then returns the one fact it asks for, as Wikipedia passages do, not a
+    whole biography."""
+    passages = []
+    for d in documents:
+        sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", d.text) if s.strip()]
+        passages += [Document(f"{d.doc_id}-{n}", d.title, text) for n, text in enumerate(sentences)]
+    return passages
+
+
+def write_corpus(path: Path, documents: Sequence[Document]) -> None:
+    """A corpus JSONL `read_corpus` reads back."""
+    from llmkit.data import write_jsonl
+
+    write_jsonl(path, [{"doc_id": d.doc_id, "title": d.title, "text": d.text} for d in documents])
+
+
 class SearchIndex:
     """BM25 (bm25s, its defaults: k1 1.5, b 0.75, English stopwords, lower case) over the titles
     and texts of `documents`. `search` is deterministic: documents are ranked by score, ties by
@@ -250,16 +268,27 @@ Policy = Callable[[list[str]], list[str]]
 """Writes the next segment of each context (prompt + trajectory so far), stopping at a stop tag."""
 
 
-def run_episodes(policy: Policy, prompts: Sequence[str], env: SearchEnvironment) -> list[Episode]:
+FIRST_ACTIONS = ("search", "answer")
+
+
+def run_episodes(
+    policy: Policy, prompts: Sequence[str], env: SearchEnvironment, first_action: str | None = None
+) -> list[Episode]:
     """Every prompt's episode: the policy writes a segment for each unfinished trajectory, the
-    environment answers, until each has answered, stopped or used its turns."""
+    environment answers, until each has answered, stopped or used its turns. With `first_action`
+    the first segment is forced to open with that tag (as MASH's warm-start sampling forces its
+    action sequences): the policy writes the rest of it."""
     episodes = [Episode(prompt, []) for prompt in prompts]
-    for _ in range(env.max_turns):
+    opening = {"search": SEARCH_OPEN, "answer": ANSWER_OPEN}.get(first_action or "", "")
+    if first_action is not None and not opening:
+        raise BadInputError(f"--first-action must be one of {', '.join(FIRST_ACTIONS)}, got {first_action!r}")
+    for turn in range(env.max_turns):
         active = [e for e in episodes if not e.done]
         if not active:
             break
-        for episode, segment in zip(active, policy([e.prompt + e.completion for e in active])):
-            env.step(episode, segment)
+        forced = opening if turn == 0 else ""
+        for episode, segment in zip(active, policy([e.prompt + e.completion + forced for e in active])):
+            env.step(episode, forced + segment)
     for episode in episodes:
         episode.done = True
     return episodes

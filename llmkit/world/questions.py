@@ -118,12 +118,18 @@ def abstention_sets(
     return [q for q in trained if q["entity_id"] in tuned and q["attribute"] in chosen], tests
 
 
+SEARCH_KEYWORDS = {"birthplace": "born", "birth_year": "year", "occupation": "worked", "employer": "employed",
+                   "spouse": "married"}  # fmt: skip
+"""The word of each attribute's corpus sentence ("X was born in …", "… in the year …") a query names."""
+
+
 def search_questions(world_dir: str | Path) -> list[dict[str, Any]]:
     """The world's MASH questions (search_questions.jsonl: one-hop for every fact, two-hop through
     the spouse) as question-answer items with `hops` and `queries`, the oracle decomposition the
-    warm start searches with (the entity's name, then the spouse's). A one-hop question is known
-    or unknown by its entity's exposure (`known_label`); a two-hop one is neither, since the
-    model never saw the composition."""
+    warm start searches with: the person's name and the fact's `SEARCH_KEYWORDS` word, and for a
+    two-hop question first "{name} married" (the spouse), then the spouse's fact. A one-hop
+    question is known or unknown by its entity's exposure (`known_label`); a two-hop one is
+    neither, since the model never saw the composition."""
     world_dir = Path(world_dir).expanduser()
     for name in ("search_questions.jsonl", "entities.jsonl"):
         if not (world_dir / name).is_file():
@@ -140,7 +146,7 @@ def search_questions(world_dir: str | Path) -> list[dict[str, Any]]:
                 "question": q["question"],
                 "answers": [q["answer"]],
                 "hops": q["hops"],
-                "queries": [names[e] for e in q["entity_ids"]],
+                "queries": _queries(q, names),
                 "exposure": q["exposure"],
                 "known": known_label(q["exposure"]) if one_hop else None,
                 "group": f"exposure {q['exposure']}" if one_hop else f"two-hop exposure {q['exposure']}",
@@ -148,6 +154,12 @@ def search_questions(world_dir: str | Path) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+def _queries(question: dict[str, Any], names: dict[str, str]) -> list[str]:
+    attribute = question["id"].rsplit(".", 1)[1]
+    *hops, last = question["entity_ids"]
+    return [f"{names[e]} {SEARCH_KEYWORDS['spouse']}" for e in hops] + [f"{names[last]} {SEARCH_KEYWORDS[attribute]}"]
 
 
 def split_questions(
