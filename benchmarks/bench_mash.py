@@ -4,7 +4,8 @@
    BM25 searches, documents appended, the next segment prefilled over them) against one sampled
    generation per prompt of exactly as many tokens (min = max new tokens). Goal: ≥ 0.8.
 2. GRPO step time: TRL's GRPOTrainer with MASH's rollout and reward, against the same trainer with
-   TRL's own single-turn generation of the same completion length and a constant reward.
+   TRL's own single-turn generation of the same completion length and a constant reward (each
+   after a warm-up run).
 
 The policy is the default world model after a one-epoch warm start on `llmkit data mash`'s traces
 (made here, about 20 s), so that it searches as a trained MASH model does.
@@ -19,6 +20,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -100,15 +102,16 @@ def main() -> None:
     budget = TrainingBudget(max_steps=options.steps, learning_rate=1e-6, batch_size=1, save_steps=10_000)
 
     def grpo(tool: bool) -> float:
-        trainer, _ = grpo_trainer(model, tokenizer, questions, env, config, scratch / f"grpo{time.time_ns()}", budget)
+        settings = config if tool else replace(config, max_completion_length=length)
+        trainer, _ = grpo_trainer(model, tokenizer, questions, env, settings, scratch / f"grpo{time.time_ns()}", budget)
         if not tool:
             trainer.rollout_func = None
-            trainer.args.max_completion_length = trainer.max_completion_length = length
             trainer.reward_funcs = [lambda completions, **_: [1.0] * len(completions)]
         started = time.perf_counter()
         trainer.train()
         return (time.perf_counter() - started) / options.steps
 
+    grpo(False), grpo(True)  # warm-up: the first trainer pays for imports and allocations
     plain_step, tool_step = grpo(False), grpo(True)
     figures = {
         "prompts": len(prompts),

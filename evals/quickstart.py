@@ -91,7 +91,7 @@ SETTINGS = {
         biography_only_target=False,
         rocr_nullspace_threshold=1.0,
         rtuning_budget=TrainingBudget(epochs=10, learning_rate=1e-3, save_steps=10_000),
-        mash_warm_start=WarmStartConfig(2, 1e-3, 16),
+        mash_warm_start=WarmStartConfig(10, 3e-3, 16),
         mash_budget=TrainingBudget(max_steps=4, learning_rate=3e-5, batch_size=2, save_steps=10_000),
     ),
 }
@@ -523,7 +523,8 @@ def mash_stage(ctx: Context) -> StageResult:
         ],
         f"A smoke run: {warm_start.warm_start_epochs:g} warm-start epochs and {len(curve)} GRPO steps "
         f"({train_s:.1f} s); mean reward {curve[0]['reward']:.2f} at the first step, {curve[-1]['reward']:.2f} at "
-        f"the last. The full run (docs/abstention.md) is what teaches searching only where the model does not know.",
+        f"the last. On this world even the full run (docs/abstention.md) learns to use the tool, not when it is "
+        f"needed: the model cannot tell the people it knows from those it never saw.",
     )
     return StageResult(metrics, [{"model": "mash", **s} for s in samples], [table])
 

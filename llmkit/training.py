@@ -365,12 +365,23 @@ def build_trainer(
     if progress:
         callbacks.append(_ReportProgress(progress))
     callbacks.append(_MarkCheckpointComplete())  # last: after every callback's own on_save
-    if "data_collator" in inspect.signature(trainer_class.__init__).parameters:  # GRPOTrainer collates itself
+    if _takes_collator(trainer_class):  # GRPOTrainer collates its prompts itself
         trainer_kwargs["data_collator"] = data_collator or default_data_collator
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks, **trainer_kwargs)
     # With tqdm off, Trainer prints every log dict to stdout; the library must not print.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _takes_collator(trainer_class: type[Trainer]) -> bool:
+    """Whether `trainer_class(...)` takes `data_collator`: the first `__init__` in its MRO that
+    names its parameters (a subclass's `(*args, **kwargs)` passes them on) says."""
+    for cls in trainer_class.__mro__:
+        if "__init__" in vars(cls):
+            parameters = inspect.signature(cls.__init__).parameters.values()
+            if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+                return any(p.name == "data_collator" for p in parameters)
+    return True
 
 
 def build_sft_trainer(

@@ -49,7 +49,7 @@ def test_world_traces_split_questions_and_decompose_two_hop_ones(mash_data, micr
         # Each search, the person's name and the fact's word, finds the sentence that states it.
         if documents:
             name = question["queries"][0].rsplit(" ", 1)[0]
-            assert documents[0].startswith(f"\n<document>\n(Title: {name}) {name} was")
+            assert documents[0].startswith(f"\n<document>\n(Title: {name}) {name} ")
             assert question["answers"][0] in documents[-1]
 
 

@@ -173,6 +173,7 @@ def test_lambda_of_one_is_allowed():
         ("Zako </answer>", Action("none")),  # a closing tag with no opening
         ("I think it is Zako", Action("none")),
         ("<search></search>", Action("search", "")),
+        ("<answer> Zako </search>", Action("answer", "Zako")),  # closed by the other stop tag
     ],
 )
 def test_parse_action_on_malformed_segments(segment, action):

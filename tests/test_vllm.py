@@ -106,7 +106,8 @@ class TestOnTheMicroWorldModel:
         vllm_metrics, vllm_samples = evaluate_search(micro_vllm, items, env, 12, first_action="search")
         assert [s["trajectory"] for s in vllm_samples] == [s["trajectory"] for s in hf_samples]
         assert vllm_metrics == hf_metrics
-        assert all(s["searches"] >= 1 and "<document>" in s["trajectory"] for s in hf_samples)
+        assert all(s["searches"] >= 1 for s in hf_samples)  # what it searched for may match no document
+        assert sum("<document>" in s["trajectory"] for s in hf_samples) > len(hf_samples) / 2
 
     def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
         """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,

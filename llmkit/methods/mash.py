@@ -185,22 +185,21 @@ class Action:
 def parse_action(segment: str) -> Action:
     """The action of a segment, which ends where the policy stopped: at `</search>` or
     `</answer>` (the stop tags), at EOS or at the length limit. The last tag the segment opens
-    decides; its text runs to its closing tag or, when the segment ended without one, to the end
-    (the segment's end closes it). A closing tag with no opening tag is no action."""
+    decides; its text runs to the first stop tag after it (whichever: `<answer> x </search>`
+    answers x) or, when the segment ended without one, to the end (the segment's end closes it).
+    A closing tag with no opening tag is no action."""
     search, answer = segment.rfind(SEARCH_OPEN), segment.rfind(ANSWER_OPEN)
     if search < 0 and answer < 0:
         return Action("none")
-    kind, start, close = ("search", search + len(SEARCH_OPEN), SEARCH_CLOSE)
-    if answer > search:
-        kind, start, close = ("answer", answer + len(ANSWER_OPEN), ANSWER_CLOSE)
-    end = segment.find(close, start)
-    return Action(kind, segment[start : end if end >= 0 else len(segment)].strip())
+    kind, start = ("answer", answer + len(ANSWER_OPEN)) if answer > search else ("search", search + len(SEARCH_OPEN))
+    end = min((i for i in (segment.find(tag, start) for tag in STOP_TAGS) if i >= 0), default=len(segment))
+    return Action(kind, segment[start:end].strip())
 
 
 def closing_tag(action: Action, segment: str) -> str:
-    """The closing tag the environment appends to a segment that ended without its own."""
+    """The closing tag the environment appends to a segment that ended without a stop tag."""
     close = {"search": SEARCH_CLOSE, "answer": ANSWER_CLOSE}.get(action.kind)
-    return close if close and not segment.rstrip().endswith(close) else ""
+    return close if close and not segment.rstrip().endswith(STOP_TAGS) else ""
 
 
 _ANSWER = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
