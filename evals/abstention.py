@@ -307,42 +307,46 @@ def base_summary(base: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+SEARCH_COLUMNS = (
+    ("accuracy", "accuracy", True),
+    ("parametric acc.", "parametric_accuracy", True),
+    ("precision", "precision", True),
+    ("searches", "searches_mean", False),
+    ("TP", "tool_productivity", False),
+    ("abstained", "abstention_rate", True),
+)
+
+
 def search_table(metrics: Mapping[str, Any]) -> Table:
-    """Search mode's figures per group and overall; abstention P/R/F1 and the buckets beneath."""
-    table = Table(title="Abstention (search mode)", title_justify="left")
-    columns = ("group", "questions", "accuracy", "parametric acc.", "precision", "searches", "TP", "abstained")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "group" else "right")
-    base = metrics.get("pretrained", {})
-
-    def row(name: str, m: Mapping[str, Any]) -> None:
-        table.add_row(
-            name,
-            str(m["num_questions"]),
-            cell(m["accuracy"], percent=True),
-            cell(m["parametric_accuracy"], percent=True),
-            cell(m["precision"], percent=True),
-            cell(m["searches_mean"]),
-            cell(m["tool_productivity"]),
-            cell(m["abstention_rate"], percent=True),
-        )
-
-    for group, m in metrics["groups"].items():
-        row(group, m)
-    row("all", metrics)
+    """Search mode's figures per group and overall; abstention P/R/F1 and the base model beneath."""
     lines = []
-    if metrics.get("abstention"):
-        a = metrics["abstention"]
-        lines.append(
-            f"abstention vs known/unknown: precision {cell(a['precision'])}, recall {cell(a['recall'])}, "
-            f"F1 {cell(a['f1'])}"
-        )
-    if base:
+    if "pretrained" in metrics:
+        base = metrics["pretrained"]
         lines.append(
             f"base model without search: accuracy {cell(base['accuracy'], percent=True)}; "
             f"Abs(0) {cell(base['answerability']['abs_0'])}, Δ {cell(base['answerability']['delta'])}"
         )
-    table.caption = "\n".join(lines)
+    return _groups_table("Abstention (search mode)", SEARCH_COLUMNS, metrics, lines)
+
+
+def _groups_table(
+    title: str, columns: Sequence[tuple[str, str, bool]], metrics: Mapping[str, Any], lines: Sequence[str]
+) -> Table:
+    """A row per group and one for all: `columns` are (header, metric, shown as a percentage);
+    beneath, abstention P/R/F1 against known/unknown where measured, then `lines`."""
+    table = Table(title=title, title_justify="left")
+    for header in ("group", "questions", *(c[0] for c in columns)):
+        table.add_column(header, justify="left" if header == "group" else "right")
+    for name, m in [*metrics["groups"].items(), ("all", metrics)]:
+        table.add_row(name, str(m["num_questions"]), *(cell(m[key], percent=percent) for _, key, percent in columns))
+    caption = []
+    if metrics.get("abstention"):
+        a = metrics["abstention"]
+        caption.append(
+            f"abstention vs known/unknown: precision {cell(a['precision'])}, recall {cell(a['recall'])}, "
+            f"F1 {cell(a['f1'])}"
+        )
+    table.caption = "\n".join([*caption, *lines])
     table.caption_justify = "left"
     return table
 
@@ -369,32 +373,17 @@ def plot_risk_coverage(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> byt
     return line_plot("Risk-coverage (ranked by ½·conf + ½·P(sure))", lines, "coverage", "risk (1 − accuracy)")
 
 
+CERTAINTY_COLUMNS = (
+    ("accuracy", "accuracy", True),
+    ("answered", "answer_rate", True),
+    ("accuracy answered", "accuracy_answered", True),
+    ("P(sure)", "p_sure_mean", False),
+)
+
+
 def abstention_table(metrics: Mapping[str, Any], mode: str) -> Table:
     """The figures per group and overall; AP, abstention P/R/F1 and the comparisons beneath."""
-    table = Table(title=f"Abstention ({mode} mode)", title_justify="left")
-    for column in ("group", "questions", "accuracy", "answered", "accuracy answered", "P(sure)"):
-        table.add_column(column, justify="left" if column == "group" else "right")
-
-    def row(name: str, m: Mapping[str, Any]) -> None:
-        table.add_row(
-            name,
-            str(m["num_questions"]),
-            cell(m["accuracy"], percent=True),
-            cell(m["answer_rate"], percent=True),
-            cell(m["accuracy_answered"], percent=True),
-            cell(m["p_sure_mean"]),
-        )
-
-    for group, m in metrics["groups"].items():
-        row(group, m)
-    row("all", metrics)
     lines = [f"AP {cell(metrics['ap'])}"]
-    if metrics.get("abstention"):
-        a = metrics["abstention"]
-        lines.append(
-            f"abstention vs known/unknown: precision {cell(a['precision'])}, recall {cell(a['recall'])}, "
-            f"F1 {cell(a['f1'])}"
-        )
     for name in ("pretrained", "baseline"):
         if name in metrics:
             other = metrics[name]["metrics"]
@@ -402,9 +391,7 @@ def abstention_table(metrics: Mapping[str, Any], mode: str) -> Table:
                 f"{name}: AP {cell(other['ap'])}, accuracy answered {cell(other['accuracy_answered'], percent=True)}, "
                 f"answered {cell(other['answer_rate'], percent=True)}"
             )
-    table.caption = "\n".join(lines)
-    table.caption_justify = "left"
-    return table
+    return _groups_table(f"Abstention ({mode} mode)", CERTAINTY_COLUMNS, metrics, lines)
 
 
 def _mean(values: Sequence[float]) -> float | None:
