@@ -18,14 +18,16 @@ Top-down, as the algorithm runs:
 3. the warm start: `build_warm_start` (direct and search traces, documents masked out of the loss);
 4. the reward: `penalty`, `pay_per_search_rewards`, `PayPerSearchReward` (TRL's reward function,
    with the running minimum saved in checkpoints by `MinSearchesCheckpoint`);
-5. the rollout: `Rollout`, TRL's `rollout_func` (the same protocol on token ids, with `env_mask`).
+5. the rollout: `Rollout`, TRL's `rollout_func` (the same protocol on token ids, with `env_mask`);
+6. training: `train_mash`, the warm start through the one training pipeline, then `grpo_trainer`.
 
 Where llmkit differs from the official code (momergul/mash): the retriever is BM25 over a JSONL
 corpus (the paper's e5 index over Wikipedia is not available here), with ties broken by document
 id so that results are the same on every machine; the answer is judged by exact match only (no
-LLM judge); and the warm-start traces are built programmatically (an oracle decomposition,
-the real retrieval results inserted) instead of sampled from Qwen2.5-32B, as the reference's tiny
-reproduction suggests.
+LLM judge); the warm-start traces are built programmatically (an oracle decomposition, the real
+retrieval results inserted) instead of sampled from Qwen2.5-32B, as the reference's tiny
+reproduction suggests; and the tags are added to the vocabulary, since GRPO's HF generation stops
+at token ids only.
 """
 
 from __future__ import annotations
