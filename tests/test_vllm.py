@@ -42,114 +42,6 @@ def probes(micro_world):
     return read_records(micro_world / "probes.jsonl")
 
 
-class TestOnTheMicroWorldModel:
-    """One engine for these tests, closed before the next test opens another: engines in one
-    process share vLLM's process-wide state."""
-
-    @pytest.fixture(scope="class")
-    def micro_vllm(self, micro_model):
-        with load_backend("vllm", str(micro_model)) as backend:
-            yield backend
-
-    @pytest.fixture(scope="class")
-    def micro_hf(self, micro_model):
-        return load_backend("hf", str(micro_model))
-
-    def test_auto_dtype_is_the_same_for_both_backends(self, micro_vllm, micro_hf):
-        assert micro_vllm.dtype == micro_hf.dtype == torch.float32  # on CPU; vLLM alone would pick bfloat16
-
-    def test_greedy_answers_match_hf_on_every_probe(self, micro_vllm, micro_hf, probes):
-        prompts = [p["prompt"] for p in probes]
-        params = GenerationParams(max_new_tokens=16, stop=("\n",))
-        vllm_texts = [g.texts for g in micro_vllm.generate(prompts, params)]
-        hf_texts = [g.texts for g in micro_hf.generate(prompts, params)]
-        differ = [(p, v, h) for p, v, h in zip(prompts, vllm_texts, hf_texts) if v != h]
-        assert not differ, f"{len(differ)} of {len(prompts)} probes differ, e.g. {differ[:3]}"
-        assert sum(t[0].strip() == p["answer"] for t, p in zip(hf_texts, probes)) > len(probes) / 4  # it knows things
-
-    def test_scores_match_hf(self, micro_vllm, micro_hf, probes):
-        prompts = [p["prompt"] for p in probes]
-        answers = [" " + p["answer"] for p in probes]
-        hf_scores = micro_hf.score(prompts, answers)
-        for v, h in zip(micro_vllm.score(prompts, answers), hf_scores):
-            assert v.token_ids == h.token_ids
-            assert max(abs(a - b) for a, b in zip(v.logprobs, h.logprobs)) <= 1e-4
-            assert v.greedy == h.greedy
-        # The next tokens' log-probabilities too (each one a request of its own on vLLM: a sample).
-        hf_next = micro_hf.score(prompts[:60], answers[:60], next_tokens=(3, 11))
-        for v, h in zip(micro_vllm.score(prompts[:60], answers[:60], next_tokens=(3, 11)), hf_next):
-            assert max(abs(a - b) for a, b in zip(v.next_logprobs, h.next_logprobs)) <= 1e-4
-        assert any(s.greedy for s in hf_scores)
-
-    def test_abstention_eval_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
-        """`llmkit eval abstention --backend vllm`'s work: every question's answer, confidence and
-        P(sure) (one scoring pass with next tokens) as HF gives them, so the metrics agree."""
-        questions = world_questions(micro_world)
-        hf_metrics, hf_samples = evaluate_abstention(micro_hf, questions)
-        vllm_metrics, vllm_samples = evaluate_abstention(micro_vllm, questions)
-        assert [s["answer"] for s in vllm_samples] == [s["answer"] for s in hf_samples] and len(hf_samples) == 120
-        for key in ("confidence", "p_sure"):
-            assert max(abs(a[key] - b[key]) for a, b in zip(hf_samples, vllm_samples)) < 1e-3, key
-        for name in ("accuracy", "ap", "answer_rate", "p_sure_mean"):
-            assert abs(hf_metrics[name] - vllm_metrics[name]) < 1e-3, name
-
-    def test_search_mode_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
-        """`llmkit eval abstention --mode search --backend vllm`'s work: each episode's segments
-        (greedy, to a stop tag), searches and documents, and the next segment written over them,
-        as HF runs them, so the metrics agree. The micro model never learnt the tags, so its first
-        action is forced to be a search (--first-action search); what it writes then is its own."""
-        items = with_prompts(search_questions(micro_world), "short")[:60]
-        env = SearchEnvironment(
-            SearchIndex(sentence_passages(read_corpus(micro_world / "corpus.jsonl"))), top_k=1, max_searches=2
-        )
-        hf_metrics, hf_samples = evaluate_search(micro_hf, items, env, 12, first_action="search")
-        vllm_metrics, vllm_samples = evaluate_search(micro_vllm, items, env, 12, first_action="search")
-        assert [s["trajectory"] for s in vllm_samples] == [s["trajectory"] for s in hf_samples]
-        assert vllm_metrics == hf_metrics
-        assert all(s["searches"] >= 1 for s in hf_samples)  # what it searched for may match no document
-        assert sum("<document>" in s["trajectory"] for s in hf_samples) > len(hf_samples) / 2
-
-    def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
-        """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,
-        and so the split and the training texts, are HF's."""
-        questions, _ = abstention_sets(micro_world, 0.5, seed=0)
-        vllm_records, vllm_split = build_rtuning_data(micro_vllm, questions, RTuningConfig())
-        hf_records, hf_split = build_rtuning_data(micro_hf, questions, RTuningConfig())
-        assert [(s["model_answer"], s["certain"]) for s in vllm_split] == [
-            (s["model_answer"], s["certain"]) for s in hf_split
-        ]
-        assert vllm_records == hf_records and 0 < sum(s["certain"] for s in hf_split) < len(hf_split)
-
-    def test_seeded_sampling_is_reproducible_beyond_one_scheduler_step(self, micro_vllm, probes):
-        budget = micro_vllm.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
-        prompts = [p["prompt"] for p in probes]
-        assert sum(len(micro_vllm.tokenizer(p)["input_ids"]) for p in prompts) > budget  # vLLM crashed past this
-        params = GenerationParams(max_new_tokens=8, temperature=1.0, num_samples=2, seed=11)
-        reported = []
-        first = [g.texts for g in micro_vllm.generate(prompts, params, lambda *progress: reported.append(progress))]
-        again = [g.texts for g in micro_vllm.generate(prompts, params)]
-        assert first == again
-        assert all(len(t) == 2 for t in first) and sum(t[0] != t[1] for t in first) > len(prompts) / 2
-        other_seed = GenerationParams(max_new_tokens=8, temperature=1.0, num_samples=2, seed=12)
-        assert [g.texts for g in micro_vllm.generate(prompts, other_seed)] != first
-        assert reported[-1] == (len(prompts), len(prompts))  # progress counts prompts, as HF's does
-        assert [done for done, _ in reported] == sorted(done for done, _ in reported)
-
-    def test_inputs_beyond_the_context_are_refused_as_hf_refuses_them(self, micro_vllm, micro_hf):
-        limit = micro_vllm.llm.model_config.max_model_len
-        for backend in (micro_vllm, micro_hf):
-            with pytest.raises(
-                BadInputError, match=f"--max-new-tokens asks for {limit} more, beyond the model's context of {limit}"
-            ):
-                backend.generate(["Alice"], GenerationParams(max_new_tokens=limit))
-            with pytest.raises(BadInputError, match=f"beyond the model's context of {limit} tokens"):
-                backend.score(["word " * limit], [" end"])
-
-    def test_a_second_engine_in_the_process_is_refused_while_one_is_open(self, micro_vllm, micro_model):
-        with pytest.raises(RuntimeError, match="already open in this process"):
-            VLLMBackend(str(micro_model))
-
-
 def test_text_ending_inside_a_multibyte_character_is_decoded_as_hf_decodes_it(tmp_path_factory):
     # A random byte-level model emits stray bytes of multi-byte characters (head size 64: vLLM's
     # CPU attention takes no head size below 32).
@@ -351,3 +243,113 @@ def test_eval_hallucination_samples_on_vllm_and_embeds_on_hf(micro_model, micro_
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["groups"]["exposure 30"]["accuracy"] > metrics["groups"]["exposure 0"]["accuracy"]
     assert metrics["groups"]["exposure 30"]["eigenscore"] < metrics["groups"]["exposure 0"]["eigenscore"]
+
+
+class TestOnTheMicroWorldModel:
+    """One engine for these tests, closed before the next test opens another: engines in one
+    process share vLLM's process-wide state. Last in the module: after its search-mode test, an
+    engine started later in the same process fails in vLLM's triton kernel dispatcher
+    ('_lib_fn_wrapper' object has no attribute 'get'); the cause is not yet found."""
+
+    @pytest.fixture(scope="class")
+    def micro_vllm(self, micro_model):
+        with load_backend("vllm", str(micro_model)) as backend:
+            yield backend
+
+    @pytest.fixture(scope="class")
+    def micro_hf(self, micro_model):
+        return load_backend("hf", str(micro_model))
+
+    def test_auto_dtype_is_the_same_for_both_backends(self, micro_vllm, micro_hf):
+        assert micro_vllm.dtype == micro_hf.dtype == torch.float32  # on CPU; vLLM alone would pick bfloat16
+
+    def test_greedy_answers_match_hf_on_every_probe(self, micro_vllm, micro_hf, probes):
+        prompts = [p["prompt"] for p in probes]
+        params = GenerationParams(max_new_tokens=16, stop=("\n",))
+        vllm_texts = [g.texts for g in micro_vllm.generate(prompts, params)]
+        hf_texts = [g.texts for g in micro_hf.generate(prompts, params)]
+        differ = [(p, v, h) for p, v, h in zip(prompts, vllm_texts, hf_texts) if v != h]
+        assert not differ, f"{len(differ)} of {len(prompts)} probes differ, e.g. {differ[:3]}"
+        assert sum(t[0].strip() == p["answer"] for t, p in zip(hf_texts, probes)) > len(probes) / 4  # it knows things
+
+    def test_scores_match_hf(self, micro_vllm, micro_hf, probes):
+        prompts = [p["prompt"] for p in probes]
+        answers = [" " + p["answer"] for p in probes]
+        hf_scores = micro_hf.score(prompts, answers)
+        for v, h in zip(micro_vllm.score(prompts, answers), hf_scores):
+            assert v.token_ids == h.token_ids
+            assert max(abs(a - b) for a, b in zip(v.logprobs, h.logprobs)) <= 1e-4
+            assert v.greedy == h.greedy
+        # The next tokens' log-probabilities too (each one a request of its own on vLLM: a sample).
+        hf_next = micro_hf.score(prompts[:60], answers[:60], next_tokens=(3, 11))
+        for v, h in zip(micro_vllm.score(prompts[:60], answers[:60], next_tokens=(3, 11)), hf_next):
+            assert max(abs(a - b) for a, b in zip(v.next_logprobs, h.next_logprobs)) <= 1e-4
+        assert any(s.greedy for s in hf_scores)
+
+    def test_abstention_eval_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit eval abstention --backend vllm`'s work: every question's answer, confidence and
+        P(sure) (one scoring pass with next tokens) as HF gives them, so the metrics agree."""
+        questions = world_questions(micro_world)
+        hf_metrics, hf_samples = evaluate_abstention(micro_hf, questions)
+        vllm_metrics, vllm_samples = evaluate_abstention(micro_vllm, questions)
+        assert [s["answer"] for s in vllm_samples] == [s["answer"] for s in hf_samples] and len(hf_samples) == 120
+        for key in ("confidence", "p_sure"):
+            assert max(abs(a[key] - b[key]) for a, b in zip(hf_samples, vllm_samples)) < 1e-3, key
+        for name in ("accuracy", "ap", "answer_rate", "p_sure_mean"):
+            assert abs(hf_metrics[name] - vllm_metrics[name]) < 1e-3, name
+
+    def test_search_mode_reports_what_hf_reports(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit eval abstention --mode search --backend vllm`'s work: each episode's segments
+        (greedy, to a stop tag), searches and documents, and the next segment written over them,
+        as HF runs them, so the metrics agree. The micro model never learnt the tags, so its first
+        action is forced to be a search (--first-action search); what it writes then is its own."""
+        items = with_prompts(search_questions(micro_world), "short")[:60]
+        env = SearchEnvironment(
+            SearchIndex(sentence_passages(read_corpus(micro_world / "corpus.jsonl"))), top_k=1, max_searches=2
+        )
+        hf_metrics, hf_samples = evaluate_search(micro_hf, items, env, 12, first_action="search")
+        vllm_metrics, vllm_samples = evaluate_search(micro_vllm, items, env, 12, first_action="search")
+        assert [s["trajectory"] for s in vllm_samples] == [s["trajectory"] for s in hf_samples]
+        assert vllm_metrics == hf_metrics
+        assert all(s["searches"] >= 1 for s in hf_samples)  # what it searched for may match no document
+        assert sum("<document>" in s["trajectory"] for s in hf_samples) > len(hf_samples) / 2
+
+    def test_rtuning_data_splits_as_on_hf(self, micro_vllm, micro_hf, micro_world):
+        """`llmkit data rtuning --backend vllm`'s work: the greedy answers that split the questions,
+        and so the split and the training texts, are HF's."""
+        questions, _ = abstention_sets(micro_world, 0.5, seed=0)
+        vllm_records, vllm_split = build_rtuning_data(micro_vllm, questions, RTuningConfig())
+        hf_records, hf_split = build_rtuning_data(micro_hf, questions, RTuningConfig())
+        assert [(s["model_answer"], s["certain"]) for s in vllm_split] == [
+            (s["model_answer"], s["certain"]) for s in hf_split
+        ]
+        assert vllm_records == hf_records and 0 < sum(s["certain"] for s in hf_split) < len(hf_split)
+
+    def test_seeded_sampling_is_reproducible_beyond_one_scheduler_step(self, micro_vllm, probes):
+        budget = micro_vllm.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+        prompts = [p["prompt"] for p in probes]
+        assert sum(len(micro_vllm.tokenizer(p)["input_ids"]) for p in prompts) > budget  # vLLM crashed past this
+        params = GenerationParams(max_new_tokens=8, temperature=1.0, num_samples=2, seed=11)
+        reported = []
+        first = [g.texts for g in micro_vllm.generate(prompts, params, lambda *progress: reported.append(progress))]
+        again = [g.texts for g in micro_vllm.generate(prompts, params)]
+        assert first == again
+        assert all(len(t) == 2 for t in first) and sum(t[0] != t[1] for t in first) > len(prompts) / 2
+        other_seed = GenerationParams(max_new_tokens=8, temperature=1.0, num_samples=2, seed=12)
+        assert [g.texts for g in micro_vllm.generate(prompts, other_seed)] != first
+        assert reported[-1] == (len(prompts), len(prompts))  # progress counts prompts, as HF's does
+        assert [done for done, _ in reported] == sorted(done for done, _ in reported)
+
+    def test_inputs_beyond_the_context_are_refused_as_hf_refuses_them(self, micro_vllm, micro_hf):
+        limit = micro_vllm.llm.model_config.max_model_len
+        for backend in (micro_vllm, micro_hf):
+            with pytest.raises(
+                BadInputError, match=f"--max-new-tokens asks for {limit} more, beyond the model's context of {limit}"
+            ):
+                backend.generate(["Alice"], GenerationParams(max_new_tokens=limit))
+            with pytest.raises(BadInputError, match=f"beyond the model's context of {limit} tokens"):
+                backend.score(["word " * limit], [" end"])
+
+    def test_a_second_engine_in_the_process_is_refused_while_one_is_open(self, micro_vllm, micro_model):
+        with pytest.raises(RuntimeError, match="already open in this process"):
+            VLLMBackend(str(micro_model))
