@@ -53,6 +53,10 @@ def percent(value):
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def number(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
 print("| model | searched (declined): " + " | ".join(groups) + " | two-hop | F1 | accuracy | two-hop acc. |"
       " direct acc. on exposure ≥ 10 | forced direct acc. on exposure ≥ 10 |")
 print("|---" * (len(groups) + 7) + "|")
@@ -66,14 +70,15 @@ for assign in ("random", "boundary"):
     forced_acc = sum(g["accuracy"] * g["num_questions"] for g in forced_known) / sum(g["num_questions"] for g in forced_known)
     two_hop = [g for name, g in m["groups"].items() if name.startswith("two-hop")]
     print(f"| MASH ({assign} warm start) | " + " | ".join(percent(m["groups"][g]["abstention_rate"]) for g in groups)
-          + f" | {percent(m['hops']['2']['abstention_rate'])} | {m['abstention']['f1']:.2f} | {percent(m['accuracy'])} |"
+          + f" | {percent(m['hops']['2']['abstention_rate'])} | {number(m['abstention']['f1'])} | {percent(m['accuracy'])} |"
           f" {percent(m['hops']['2']['accuracy'])} | {percent(direct / answered) if answered else '-'} |"
           f" {percent(forced_acc)} |")
 r = metrics("rtuning")
 print("| R-Tuning (certainty) | " + " | ".join(percent(r["groups"][g]["refusal_rate"]) for g in groups)
-      + f" | - | {r['abstention']['f1']:.2f} | {percent(r['accuracy'])} | - | {percent(r['accuracy_answered'])} | - |")
+      + f" | - | {number(r['abstention']['f1'])} | {percent(r['accuracy'])} | - | {percent(r['accuracy_answered'])} | - |")
 print(f"\nbase model, no search: accuracy {percent(base['accuracy'])}; per group "
       + ", ".join(f"{g} {percent(v)}" for g, v in base["groups"].items()))
 a = metrics("random")["pretrained"]["answerability"]
-print(f"answerability (random warm start): Abs(0) {a['abs_0']}, Abs(1) {a['abs_1']}, delta {a['delta']}")
+print(f"answerability (random warm start): Abs(0) {number(a['abs_0'])}, Abs(1) {number(a['abs_1'])}, "
+      f"delta {number(a['delta'])}")
 PY
