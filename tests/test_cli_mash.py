@@ -82,7 +82,8 @@ def test_search_mode_metrics_equal_direct_computations(trained, mash_data, micro
     )
     assert metrics["abstention_rate"] == pytest.approx(sum(s["searches"] > 0 for s in samples) / len(samples))
     for s in samples:
-        assert s["abstained"] == (s["searches"] > 0) and s["trajectory"].startswith(("<search>", "<answer>", ""))
+        assert s["abstained"] == (s["searches"] > 0)
+        assert s["trajectory"].count("</search>") >= s["searches"]  # each search closed, by the model or the tool
     assert metrics["hops"]["1"] == summarize_search([s for s in samples if s["hops"] == 1])
     # Answerability: each question's bucket from the base model's 4 samples.
     buckets = metrics["pretrained"]["answerability"]["buckets"]

@@ -24,6 +24,7 @@ from llmkit.methods.mash import (
     build_warm_start,
     direct_share,
     extract_answer,
+    fewest_searches,
     format_documents,
     min_searches_callback,
     parse_action,
@@ -81,9 +82,15 @@ def test_penalty_equals_hand_computed_values(kind, n, m, expected):
     assert penalty(kind, n, m, lam=0.5, max_searches=5) == pytest.approx(expected)
 
 
+def _step(ids, correct, searches, fewest, **settings):
+    """One training step's rewards, as the trainer computes them: m̂ first, then R."""
+    fewest.update(fewest_searches(ids, correct, searches, fewest))
+    return pay_per_search_rewards(ids, correct, searches, fewest, **settings)
+
+
 def test_exp_reward_uses_the_group_minimum_and_zero_for_wrong_answers():
     fewest: dict[str, int] = {}
-    rewards = pay_per_search_rewards(
+    rewards = _step(
         ["q", "q", "q", "r", "r"], [True, True, False, True, True], [1, 3, 0, 2, 2], fewest,
         kind="exp", lam=0.5, max_searches=5,
     )  # fmt: skip
@@ -94,20 +101,14 @@ def test_exp_reward_uses_the_group_minimum_and_zero_for_wrong_answers():
 def test_running_minimum_carries_across_steps_and_a_group_with_no_correct_rollout():
     fewest: dict[str, int] = {}
     step = dict(kind="exp", lam=0.8, max_searches=5)
-    assert pay_per_search_rewards(["q"] * 2, [True, True], [2, 3], fewest, **step) == pytest.approx([1.0, 0.8])
+    assert _step(["q"] * 2, [True, True], [2, 3], fewest, **step) == pytest.approx([1.0, 0.8])
     # Step 2: a direct correct answer lowers m̂ to 0, so the same 2 searches now cost λ².
-    assert pay_per_search_rewards(["q"] * 2, [True, True], [0, 2], fewest, **step) == pytest.approx([1.0, 0.64])
+    assert _step(["q"] * 2, [True, True], [0, 2], fewest, **step) == pytest.approx([1.0, 0.64])
     # Step 3: no rollout is right: every reward is 0 and the minimum stays.
-    assert pay_per_search_rewards(["q"] * 2, [False, False], [0, 1], fewest, **step) == [0.0, 0.0]
+    assert _step(["q"] * 2, [False, False], [0, 1], fewest, **step) == [0.0, 0.0]
     assert fewest == {"q": 0}
     # Step 4: the historical minimum still counts when this group's best needed a search.
-    assert pay_per_search_rewards(["q"], [True], [1], fewest, **step) == pytest.approx([0.8])
-
-
-def test_evaluation_reads_the_minimum_without_changing_it():
-    fewest = {"q": 2}
-    rewards = pay_per_search_rewards(["q"], [True], [0], fewest, kind="exp", lam=0.5, max_searches=5, update=False)
-    assert rewards == [1.0] and fewest == {"q": 2}
+    assert _step(["q"], [True], [1], fewest, **step) == pytest.approx([0.8])
 
 
 def _reward_call(reward, ids, answers, searches, golds):
@@ -288,7 +289,7 @@ def test_rollout_masks_the_environment_tokens_and_counts_searches(index, model_d
     script = {0: "<search> Bo Kern </search>", 1: "<answer> Zako </answer>"}
     turn = {"n": 0}
 
-    def scripted(self, model, tokenizer, contexts, max_new_tokens, stop_ids, torch):
+    def scripted(self, model, tokenizer, contexts, max_new_tokens, stop_ids):
         text = script[turn["n"]]
         turn["n"] += 1
         return [tokenizer(text, add_special_tokens=False)["input_ids"] for _ in contexts]

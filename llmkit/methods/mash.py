@@ -384,27 +384,30 @@ def penalty(kind: str, searches: int, fewest: int, lam: float, max_searches: int
     raise BadInputError(f"unknown penalty {kind!r}")
 
 
+def fewest_searches(
+    question_ids: Sequence[str], correct: Sequence[bool], searches: Sequence[int], so_far: Mapping[str, int]
+) -> dict[str, int]:
+    """m̂ per question: the running minimum `so_far` lowered to the searches of any correct
+    rollout here; a question with no correct rollout keeps what it had (or has none)."""
+    fewest = dict(so_far)
+    for qid, ok, n in zip(question_ids, correct, searches):
+        if ok:
+            fewest[qid] = min(n, fewest.get(qid, n))
+    return fewest
+
+
 def pay_per_search_rewards(
     question_ids: Sequence[str],
     correct: Sequence[bool],
     searches: Sequence[int],
-    fewest_so_far: dict[str, int],
+    fewest: Mapping[str, int],
     *,
     kind: str,
     lam: float,
     max_searches: int,
-    update: bool = True,
 ) -> list[float]:
-    """R = EM · penalty(n, m̂) per rollout, m̂ = min(fewest searches of this question's correct
-    rollouts here, `fewest_so_far[question]`); a question with no correct rollout earns 0 and
-    leaves the minimum as it was. With `update`, `fewest_so_far` takes the new minima (in
-    training; an evaluation reads it without changing it)."""
-    fewest = dict(fewest_so_far)
-    for qid, ok, n in zip(question_ids, correct, searches):
-        if ok:
-            fewest[qid] = min(n, fewest.get(qid, n))
-    if update:
-        fewest_so_far.update(fewest)
+    """R = EM · penalty(n, m̂) per rollout, m̂ = `fewest[question]` (`fewest_searches` of these
+    rollouts, so m̂ ≤ n for every correct one); a wrong rollout earns 0."""
     return [
         penalty(kind, n, fewest[qid], lam, max_searches) if ok else 0.0
         for qid, ok, n in zip(question_ids, correct, searches)
@@ -443,12 +446,9 @@ class PayPerSearchReward:
 
         correct = [is_correct_answer(a, golds) for a, golds in zip(answer_text, answers)]
         local = list(zip(id, correct, searches))
+        # Every process sees every rollout, so a group split over processes has one m̂.
         gathered = gather_object(local) if _distributed() else local
-        fewest = dict(self.fewest_so_far)
-        pay_per_search_rewards(
-            [g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered], fewest,
-            kind=self.config.penalty, lam=self.config.lam, max_searches=self.config.max_searches,
-        )  # fmt: skip
+        fewest = fewest_searches(*zip(*gathered), self.fewest_so_far)
         if self.training():
             self.fewest_so_far = fewest
         if log_metric is not None:
@@ -456,8 +456,8 @@ class PayPerSearchReward:
             log_metric("searches/rate", sum(g[2] > 0 for g in gathered) / len(gathered))
             log_metric("accuracy", sum(g[1] for g in gathered) / len(gathered))
         return pay_per_search_rewards(
-            list(id), correct, list(searches), dict(fewest),
-            kind=self.config.penalty, lam=self.config.lam, max_searches=self.config.max_searches, update=False,
+            id, correct, searches, fewest,
+            kind=self.config.penalty, lam=self.config.lam, max_searches=self.config.max_searches,
         )  # fmt: skip
 
     def save(self, directory: Path) -> None:
@@ -481,8 +481,10 @@ def min_searches_callback(reward: PayPerSearchReward) -> Any:
 
     class MinSearchesCheckpoint(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            reward.load(checkpoint) if state.global_step else reward.fewest_so_far.clear()
+            if state.global_step:  # resumed: the checkpoint's minimum, not one of later steps
+                reward.load(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            else:
+                reward.fewest_so_far = {}
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -537,8 +539,6 @@ class Rollout:
             return self.roll(model, trainer.processing_class, list(prompts))
 
     def roll(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, list]:
-        import torch
-
         from llmkit.generation import encode_prompts
 
         stops = stop_token_ids(tokenizer)
@@ -553,7 +553,7 @@ class Rollout:
                 break
             contexts = [prompt_ids[i] + completion_ids[i] for i in active]
             budget = min(self.config.segment_tokens, *(limit - len(completion_ids[i]) for i in active))
-            segments = self._sample(model, tokenizer, contexts, max(budget, 1), stops, torch)
+            segments = self._sample(model, tokenizer, contexts, max(budget, 1), stops)
             for i, ids in zip(active, segments):
                 ids = ids[: limit - len(completion_ids[i])]
                 completion_ids[i] += ids
@@ -575,8 +575,10 @@ class Rollout:
             "answer_text": [e.answer for e in episodes],
         }
 
-    def _sample(self, model, tokenizer, contexts, max_new_tokens, stops, torch) -> list[list[int]]:
+    def _sample(self, model, tokenizer, contexts, max_new_tokens, stops) -> list[list[int]]:
         """One segment per context, sampled in one batch (left-padded), cut after its first stop id."""
+        import torch
+
         from llmkit.batching import pad_batch
 
         batch = pad_batch(contexts, tokenizer.pad_token_id, "left")
