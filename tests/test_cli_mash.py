@@ -154,6 +154,15 @@ class TestBadInput:
             roots=[tmp_path],
         )  # fmt: skip
 
+    def test_queries_that_are_not_a_list_of_strings(self, micro_world, tmp_path):
+        questions = write_jsonl(tmp_path / "q.jsonl", [{"question": "Where?", "answer": "Zako", "queries": "Ada"}])
+        refused(
+            ("data", "mash", "--data", questions, "--corpus", micro_world / "corpus.jsonl", "--out", tmp_path / "d",
+             "--direct-share", "0"),
+            "'queries' must be a list of non-empty strings",
+            roots=[tmp_path],
+        )  # fmt: skip
+
     @pytest.mark.parametrize(
         ("option", "value", "message"),
         [

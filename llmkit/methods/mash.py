@@ -355,6 +355,8 @@ def build_warm_start(
         item = items[i]
         answer_directly = item.get("known") is True if assign == "boundary" else i in direct
         queries = () if answer_directly else item.get("queries") or [item["question"]]
+        if not all(isinstance(q, str) and q.strip() for q in queries) or isinstance(queries, str):
+            raise BadInputError(f"question {item['id']}: 'queries' must be a list of non-empty strings")
         traces.append({**warm_start_trace(item, index, top_k, queries), "direct": answer_directly})
     return traces
 
