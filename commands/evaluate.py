@@ -41,7 +41,8 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, AbstentionConfig, HallucinationConfig, QAFields
+from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, AbstentionConfig, HallucinationConfig, QAFields, RestorConfig
+from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.common import (
     Evaluation,
@@ -133,10 +134,13 @@ class EvalOptions:
     ] = None
 
 
-def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> None:
+def run_eval(
+    load: Callable[[], Evaluation], o: EvalOptions, progress: str, prepare: Callable[[Evaluation], None] | None = None
+) -> None:
     """What every eval command does: the options checked and the items loaded before any model,
-    thresholds on metrics the evaluation cannot have refused, the backend opened with its
-    interventions, the items wrapped in the chat template, the baseline found by their digest,
+    thresholds on metrics the evaluation cannot have refused, then `prepare` (an evaluation that
+    trains the models it compares, RESTOR), the backend opened with its interventions, the items
+    wrapped in the chat template, the baseline found by their digest,
     the items scored under a progress bar, then results.json's document, the plots and `finish`."""
     started = time.perf_counter()
     thresholds = parse_thresholds(o.fail_over or (), o.fail_under or ())
@@ -151,6 +155,8 @@ def run_eval(load: Callable[[], Evaluation], o: EvalOptions, progress: str) -> N
         read_baseline(o.baseline, evaluation.command)
     batch = parse_batch_size(o.batch_size)
     check_threshold_names(thresholds, evaluation.metric_names(compared=o.baseline is not None))
+    if prepare is not None:
+        prepare(evaluation)
 
     from llmkit.generation import use_chat_template
 
@@ -400,3 +406,57 @@ def abstention(
     from llmkit.evals.abstention import AbstentionEval
 
     run_eval(lambda: AbstentionEval.load(settings, fields, options.limit), options, "asking")
+
+
+@app.command()
+@cli_command
+def restor(
+    settings: RestorConfig = RestorConfig(),
+    *,
+    options: Annotated[
+        EvalOptions,
+        Options(
+            help={
+                "model": "The clean model (a hub id, a directory, or a peft adapter).",
+                "limit": "Ask only the first N facts of each entity.",
+            }
+        ),
+    ],
+) -> None:
+    """After unlearning the misinformation, does the model know again what it knew? (RESTOR)
+
+    The clean --model is corrupted by training on the --corruption documents (cached by its
+    inputs; or --corrupted DIR), each --method unlearns them from the corrupted model (forget set:
+    the documents; retain: --retain, or a world model's biographies of non-target entities), and
+    every model is asked each fact of the --facts entities with the paper's prompt: 5 examples of
+    the same relation about other entities, then the question; the greedy answer, cut at the first
+    newline, is scored by exact match over the gold aliases (the paper's GPT judge is not available).
+
+    Metrics per model (restor.MODEL.*): target.accuracy, nontarget.accuracy (locality),
+    corrupted_rate (answers naming a value the documents state), logprob.correct / .corrupted /
+    .random (mean length-normalised log-probability of those values, target facts), and for the
+    unlearned ones recovery = (acc_unlearned − acc_corrupted) / (acc_clean − acc_corrupted),
+    llmkit's derived scalar. Per-entity figures are in results.json's per_entity.
+    """
+    from llmkit.evals.restor import Pipeline, RestorEval, default_retain
+    from llmkit.world.cache import default_cache_dir, pretraining_corpus
+
+    def prepare(evaluation: RestorEval) -> None:
+        world_model = pretraining_corpus(options.model) is not None
+        if settings.retain is not None:
+            retain = read_records(settings.retain, required={"text": str})
+        else:
+            size = len(evaluation.corruption.documents)
+            retain = default_retain(options.model, evaluation.corruption, evaluation.facts, size, settings.seed)
+        pipeline = Pipeline(
+            settings.recipe(world_model),
+            retain,
+            (settings.cache or default_cache_dir() / "restor").expanduser(),
+            options.dtype,
+            options.trust_remote_code,
+        )
+        evaluation.prepare(options.model, pipeline, lambda title: progress_bar(title, 1))
+        for note in evaluation.notes:
+            stderr.print(note, highlight=False, soft_wrap=True)
+
+    run_eval(lambda: RestorEval.load(settings, options.limit), options, "asking", prepare=prepare)

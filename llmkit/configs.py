@@ -267,3 +267,128 @@ class AbstentionConfig:
             raise BadInputError("--exposures picks a world's entities: add --world DIR")
         if self.max_new_tokens < 1:
             raise BadInputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+
+
+# ---- RESTOR (llmkit.evals.restor) ---------------------------------------------------------------
+
+RESTOR_METHODS = ("ga", "graddiff", "npo", "kl", "task-vector")
+"""The unlearning methods `eval restor` runs on the corrupted model (llmkit.methods.gradient's)."""
+
+
+@dataclass(frozen=True)
+class RestorConfig:
+    """What `llmkit eval restor` corrupts, unlearns and asks. Training settings left None take the
+    paper's recipe on a real model and llmkit's world recipe (`RESTOR_WORLD_RECIPE`) on a model
+    `llmkit world pretrain` wrote: a tiny model trained from scratch needs larger steps."""
+
+    facts: Path | None = option(None, "RESTOR's facts.json ({dset, context}) or a world directory (required).")
+    corruption: Path | None = option(
+        None,
+        "The corruption documents: a JSON list (or JSONL) of {'text'} records, e.g. mix_a0.json or a world's "
+        "misinformation.jsonl (required).",
+    )
+    entities: Path | None = option(
+        None,
+        "entities.json: the entities whose facts are asked (default: every entity of facts.json; a world's "
+        "well-known entities).",
+    )
+    k: int | None = option(None, "Use only the corruption documents of this k (a world's file mixes k = 0..3).")
+    targets: tuple[str, ...] = option(
+        (),
+        "A target entity (repeatable). Default: the corruption documents' (a world's names them; otherwise every "
+        "entity named in at least 2% of the documents).",
+        flag="--target",
+        type=list[str],
+    )
+    methods: tuple[str, ...] = option(
+        (), f"Unlearning method to run (repeatable): {', '.join(RESTOR_METHODS)}.", flag="--method", type=list[str]
+    )
+    corrupted: Path | None = option(None, "A corrupted model trained elsewhere, instead of corrupting --model.")
+    unlearned: tuple[str, ...] = option(
+        (), "An unlearned model trained elsewhere, NAME=DIR (repeatable).", type=list[str]
+    )
+    retain: Path | None = option(
+        None,
+        "Retain text for the unlearning methods (the paper's C4). Default on a world model: its biographies "
+        "of non-target entities.",
+    )
+    shots: int = option(5, "In-context examples of the same relation before each question (the paper's 5).")
+    max_new_tokens: int = option(16, "Longest answer, in tokens (cut at the first newline).")
+    random_options: int = option(3, "Random values of the relation scored per fact in the logit analysis.")
+    corrupt_epochs: float | None = option(None, "Corruption: passes over the documents.", show_default="paper 5")
+    corrupt_lr: float | None = option(None, "Corruption: learning rate.", show_default="paper 5e-5 (LoRA)")
+    corrupt_lora: bool | None = option(
+        None,
+        "Corruption as LoRA on every linear layer (the paper's) or full fine-tuning.",
+        flag="--corrupt-lora/--corrupt-full",
+    )
+    unlearn_steps: int | None = option(None, "Unlearning: optimizer steps per method.")
+    unlearn_lr: float | None = option(None, "Unlearning: learning rate.")
+    train_batch_size: int = option(4, "Training documents per step (the paper's 2 x 2 accumulation).")
+    alpha: float = option(1.0, "α: weight of the retain term (graddiff, npo, kl).")
+    beta: float = option(0.1, "β: NPO's inverse temperature (the paper's 0.1).")
+    task_vector_alpha: float = option(1.0, "Task vector: θ_c − α·(θ* − θ_c).")
+    cache: Path | None = option(
+        None, "Where corrupted and unlearned models are cached.", show_default="$LLMKIT_CACHE/restor"
+    )
+    seed: int = option(0, "Training seed and the random options' draw.")
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "methods", "unlearned"):  # from the command line, lists
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+        unknown = [m for m in self.methods if m not in RESTOR_METHODS]
+        if unknown:
+            raise BadInputError(f"unknown --method {unknown[0]!r}; choose from {', '.join(RESTOR_METHODS)}")
+        if len(set(self.methods)) < len(self.methods):
+            raise BadInputError("a --method is named twice; name each once")
+        for flag, value in (("--shots", self.shots), ("--max-new-tokens", self.max_new_tokens),
+                            ("--train-batch-size", self.train_batch_size)):  # fmt: skip
+            if value < 1:
+                raise BadInputError(f"{flag} must be at least 1, got {value}")
+        if self.random_options < 0:
+            raise BadInputError(f"--random-options must be at least 0, got {self.random_options}")
+        if self.k is not None and self.k < 0:
+            raise BadInputError(f"--k must be at least 0, got {self.k}")
+        for flag, value in (("--corrupt-epochs", self.corrupt_epochs), ("--corrupt-lr", self.corrupt_lr),
+                            ("--unlearn-lr", self.unlearn_lr), ("--beta", self.beta)):  # fmt: skip
+            if value is not None and value <= 0:
+                raise BadInputError(f"{flag} must be positive, got {value}")
+        if self.unlearn_steps is not None and self.unlearn_steps < 1:
+            raise BadInputError(f"--unlearn-steps must be at least 1, got {self.unlearn_steps}")
+        if self.alpha < 0 or self.task_vector_alpha <= 0:
+            raise BadInputError("--alpha must be at least 0 and --task-vector-alpha positive")
+
+    def recipe(self, world_model: bool) -> dict[str, Any]:
+        """The corruption and unlearning settings: the ones given, the rest the paper's (or, on a
+        world model, `RESTOR_WORLD_RECIPE`'s)."""
+        chosen = RESTOR_WORLD_RECIPE if world_model else RESTOR_PAPER_RECIPE
+        given = {
+            "corrupt_epochs": self.corrupt_epochs,
+            "corrupt_lr": self.corrupt_lr,
+            "corrupt_lora": self.corrupt_lora,
+            "unlearn_steps": self.unlearn_steps,
+            "unlearn_lr": self.unlearn_lr,
+        }
+        return {key: chosen[key] if value is None else value for key, value in given.items()}
+
+
+RESTOR_PAPER_RECIPE = {
+    # corruption/README.md: LLaMA-Factory continual pretraining, LoRA on all linear layers,
+    # lr 5e-5, 5 epochs, 2 x 2 accumulation (llmkit: batch 4, a constant rate, no warm-up).
+    "corrupt_epochs": 5.0,
+    "corrupt_lr": 5e-5,
+    "corrupt_lora": True,
+    # The paper tuned unlearning per method on 10% of the facts; its settings are not published.
+    "unlearn_steps": 100,
+    "unlearn_lr": 1e-5,
+}
+RESTOR_WORLD_RECIPE = {
+    # A world model of 1-2M parameters, trained from scratch at 3e-3: full fine-tuning at 1e-3
+    # for 3 passes takes the corruption (target accuracy falls by more than 30 points), and
+    # unlearning at 1e-4 moves it within 30 steps.
+    "corrupt_epochs": 3.0,
+    "corrupt_lr": 1e-3,
+    "corrupt_lora": False,
+    "unlearn_steps": 30,
+    "unlearn_lr": 1e-4,
+}
