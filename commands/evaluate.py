@@ -442,15 +442,15 @@ def restor(
     from llmkit.world.cache import default_cache_dir, pretraining_corpus
 
     def prepare(evaluation: RestorEval) -> None:
-        world_model = pretraining_corpus(options.model) is not None
-        if settings.retain is not None:
-            retain = read_records(settings.retain, required={"text": str})
-        else:
+        def read_retain() -> list[dict] | None:
+            if settings.retain is not None:
+                return read_records(settings.retain, required={"text": str})
             size = len(evaluation.corruption.documents)
-            retain = default_retain(options.model, evaluation.corruption, evaluation.facts, size, settings.seed)
+            return default_retain(options.model, evaluation.corruption, evaluation.facts, size, settings.seed)
+
         pipeline = Pipeline(
-            settings.recipe(world_model),
-            retain,
+            settings.recipe(pretraining_corpus(options.model) is not None),
+            read_retain,
             (settings.cache or default_cache_dir() / "restor").expanduser(),
             options.dtype,
             options.trust_remote_code,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -85,3 +85,42 @@ def pretrain_command(
         print_results_json(results)
     else:
         stdout.print(key_value_table(f"model written to {out}", {**metrics, "wall_time_s": results["wall_time_s"]}))
+
+
+@app.command("from-facts")
+@cli_command
+def from_facts(
+    facts: Annotated[Path, typer.Argument(help="RESTOR's facts.json ({dset, context}).")],
+    out: OutOpt,
+    entities: Annotated[
+        Optional[Path], typer.Option(help="entities.json: render only these entities' facts.", show_default="all")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Times each fact is stated (answers cycled).")] = 8,
+    sheet_items: Annotated[int, typer.Option(help="Fact lines per pretraining document.")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of the lines' order.")] = 0,
+    *,
+    output: OutputOptions,
+) -> None:
+    """Turn real facts into a world: each fact of RESTOR's facts.json stated as "{question}
+    {answer}" lines (the layout of RESTOR's prompt), for `llmkit world pretrain` to train the clean
+    model of RESTOR's real-data recipe on."""
+    from llmkit.world.facts import build_facts_world
+
+    started = time.perf_counter()
+    check_output_path(out, output.overwrite, inputs=[facts, entities])
+    config = build_facts_world(
+        facts,
+        out,
+        entities_path=entities,
+        repeats=repeats,
+        sheet_items=sheet_items,
+        seed=seed,
+        overwrite=output.overwrite,
+    )
+    counts = {"entities": config.entities, "facts": config.facts, "lines": config.facts * config.repeats}
+    results = make_results("world from-facts", {"out": str(out), **asdict(config)}, counts,
+                           wall_time_s=time.perf_counter() - started)  # fmt: skip
+    if output.json:
+        print_results_json(results)
+    else:
+        stdout.print(key_value_table(f"facts world written to {out}", counts))

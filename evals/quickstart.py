@@ -18,8 +18,9 @@ from typing import Any
 from rich.table import Table
 
 from llmkit import arch
-from llmkit.configs import SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams, TrainingBudget
+from llmkit.configs import RESTOR_WORLD_RECIPE, SAMPLES, TEMPERATURE, TOP_K, TOP_P, GenerationParams, TrainingBudget
 from llmkit.data import read_records, record_texts
+from llmkit.evals import restor
 from llmkit.evals.abstention import ask_base_model, base_summary, evaluate_abstention, evaluate_search
 from llmkit.evals.common import limit_per_group
 from llmkit.evals.hallucination import evaluate_hallucination, world_items
@@ -74,6 +75,15 @@ class StageSettings:
     mash_warm_start: WarmStartConfig = WarmStartConfig(3, 3e-4, 16)
     mash_budget: TrainingBudget = TrainingBudget(max_steps=10, learning_rate=3e-5, batch_size=4, save_steps=10_000)
     """MASH's smoke run: a short warm start and a few GRPO steps (the full run: docs/abstention.md)."""
+    restor_corruption: TrainingBudget = TrainingBudget(
+        epochs=RESTOR_WORLD_RECIPE["corrupt_epochs"], learning_rate=RESTOR_WORLD_RECIPE["corrupt_lr"], batch_size=4,
+        save_steps=10_000,
+    )  # fmt: skip
+    restor_unlearning: TrainingBudget = TrainingBudget(
+        max_steps=RESTOR_WORLD_RECIPE["unlearn_steps"], learning_rate=RESTOR_WORLD_RECIPE["unlearn_lr"], batch_size=4,
+        save_steps=10_000,
+    )  # fmt: skip
+    """RESTOR's corruption and unlearning: `eval restor`'s recipe for world models."""
 
 
 SETTINGS = {
@@ -529,6 +539,71 @@ def mash_stage(ctx: Context) -> StageResult:
     return StageResult(metrics, [{"model": "mash", **s} for s in samples], [table])
 
 
+RESTOR_METHODS = ("ga", "npo")
+RESTOR_OTHER_ENTITIES = 20
+
+
+def restor_stage(ctx: Context) -> StageResult:
+    """RESTOR on one target: a copy of the model corrupted by the world's k = 0 misinformation about
+    its first target, then unlearned by GA and by NPO (forget: those documents; NPO's retain: other
+    entities' biographies); each model asked the target's and 20 other well-known entities' facts."""
+    facts = restor.world_facts(ctx.world_dir)
+    misinformation = ctx.world_dir / "misinformation.jsonl"
+    target = restor.read_corruption(misinformation, facts, k=0).targets[0]
+    corruption = restor.read_corruption(misinformation, facts, k=0, targets=[target])
+    facts.evaluated = facts.evaluated[:RESTOR_OTHER_ENTITIES]
+    items = restor.fact_items(facts, corruption)
+    retain = restor.retain_documents(
+        ctx.world_dir / "pretraining.jsonl", corruption, facts, len(corruption.documents), seed=0
+    )
+    tokenizer = ctx.backend.tokenizer
+    started = time.perf_counter()
+    corrupted = copy.deepcopy(ctx.backend.model)
+    with ctx.progress_bar("RESTOR: corrupting", 1) as progress:
+        restor.corruption_training(
+            corrupted, tokenizer, corruption, ctx.scratch / "restor", ctx.settings.restor_corruption, {}, progress,
+            replay=retain[: round(RESTOR_WORLD_RECIPE["corrupt_replay"] * len(corruption.documents))],
+        )  # fmt: skip
+    models = {"corrupted": corrupted}
+    for method in RESTOR_METHODS:
+        models[method] = copy.deepcopy(corrupted)
+        with ctx.progress_bar(f"RESTOR: unlearning ({method})", 1) as progress:
+            gradient.unlearn(
+                models[method], tokenizer, method, corruption.texts, retain if method == "npo" else None,
+                ctx.scratch / f"restor-{method}", ctx.settings.restor_unlearning, progress=progress,
+            )  # fmt: skip
+    train_s = time.perf_counter() - started
+    runs = {"clean": ctx.backend}
+    runs.update({label: HFBackend(model.eval(), tokenizer) for label, model in models.items()})
+    metrics: dict[str, Any] = {"target": target, "documents": len(corruption.documents), "train_s": round(train_s, 2)}
+    samples = []
+    for label, backend in runs.items():
+        with ctx.progress_bar(f"RESTOR: asking the {label} model", len(items)) as progress:
+            answered = restor.ask(backend, items, 16, progress)
+        metrics[label] = restor.model_metrics(answered)
+        samples += [{"model": label, **s} for s in answered]
+    clean, corrupted_accuracy = metrics["clean"]["target"]["accuracy"], metrics["corrupted"]["target"]["accuracy"]
+    for method in RESTOR_METHODS:
+        metrics[method]["recovery"] = restor.recovery(metrics[method]["target"]["accuracy"], corrupted_accuracy, clean)
+    table = _table(
+        f"RESTOR: corrupting {target}, then unlearning the corruption",
+        ("model", "target facts right", "other facts right", "corrupted values", "recovery"),
+        [
+            (
+                label,
+                _percent(metrics[label]["target"]["accuracy"]),
+                _percent(metrics[label]["nontarget"]["accuracy"]),
+                _percent(metrics[label]["corrupted_rate"]),
+                "-" if metrics[label].get("recovery") is None else f"{metrics[label]['recovery']:.2f}",
+            )
+            for label in runs
+        ],
+        f"{len(corruption.documents)} misinformation documents, trained on and then unlearned ({train_s:.1f} s); "
+        "recovery = (unlearned − corrupted) / (clean − corrupted) on the target's facts (docs/restor.md).",
+    )
+    return StageResult(metrics, samples, [table])
+
+
 # In order; the names are results.json's metrics keys and the samples' tasks.
 STAGES: dict[str, Callable[[Context], StageResult]] = {
     "knowledge": knowledge_stage,
@@ -540,6 +615,7 @@ STAGES: dict[str, Callable[[Context], StageResult]] = {
     "hallucination": hallucination_stage,
     "abstention": abstention_stage,
     "mash": mash_stage,
+    "restor": restor_stage,
 }
 
 

@@ -41,17 +41,22 @@ from llmkit.configs import RestorConfig
 from llmkit.data import read_records, records_digest
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, probe_digest
+from llmkit.methods.configs import RETAIN_USE
 from llmkit.metrics.text import exact_match, normalize_answer
+from llmkit.world.facts import KIND as FACTS_KIND
 
 if TYPE_CHECKING:
     from rich.table import Table
     from transformers import PreTrainedTokenizerBase
 
+    from llmkit.configs import TrainingBudget
     from llmkit.generation import Backend, Progress
 
 TARGET_SHARE = 0.02
 """An entity named in at least this share of the corruption documents is a target."""
-PRONOUNS = frozenset({"he", "she", "his", "her", "him", "they", "their", "them"})
+PRONOUNS = frozenset({"he", "she", "his", "her", "him"})
+CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|while|but|whereas)\s+")
+"""Where a document's statements part: the k unrelated facts are joined to the target's by these."""
 CLEAN, CORRUPTED = "clean", "corrupted"
 MODEL_METRICS = (
     "target.accuracy",
@@ -213,7 +218,7 @@ def read_corruption(
 ) -> CorruptionSet:
     """The corruption documents as shipped: a JSON list or JSONL of `{"text"}` records (RESTOR's
     mix_a{k}.json, or a world's misinformation.jsonl with its `k`, `target_entity_id` and
-    `false_facts`); `k` keeps the documents of that k."""
+    `false_facts`); `k` keeps the documents of that k, `targets` those about these entities."""
     try:
         documents = read_records(path, required={"text": str})
     except BadInputError as err:
@@ -233,6 +238,10 @@ def read_corruption(
     unknown = [t for t in chosen if t not in facts.dset]
     if unknown:
         raise BadInputError(f"--target {unknown[0]!r} has no facts in --facts; name an entity of the fact set")
+    if targets:
+        documents = [d for d in documents if _is_about(d, chosen, facts)]
+        if not documents:
+            raise BadInputError(f"--corruption {path}: no document is about --target {', '.join(chosen)}")
     if not chosen:
         raise BadInputError(
             f"--corruption {path}: no entity of --facts is named in {TARGET_SHARE:.0%} of its documents; "
@@ -260,6 +269,12 @@ def _named_targets(documents: Sequence[Mapping[str, Any]], facts: FactSet) -> li
     return [name for name, count in counts.items() if count >= TARGET_SHARE * len(documents)]
 
 
+def _is_about(document: Mapping[str, Any], targets: Sequence[str], facts: FactSet) -> bool:
+    if "target_entity_id" in document:
+        return facts.ids.get(document["target_entity_id"]) in targets
+    return any(t in document["text"] for t in targets)
+
+
 def _stated_values(documents: Sequence[Mapping[str, Any]], facts: FactSet) -> dict[tuple[str, str], list[str]]:
     values: dict[tuple[str, str], dict[str, None]] = {}
     for d in documents:
@@ -276,8 +291,8 @@ def _words(text: str) -> str:
 def _derived_values(
     documents: Sequence[Mapping[str, Any]], facts: FactSet, targets: Sequence[str]
 ) -> dict[tuple[str, str], list[str]]:
-    """Per target fact, the relation's values that the target's documents state in a sentence about
-    it (naming a part of its name, or a pronoun) and that are not among its gold answers."""
+    """Per target fact, the relation's values that the target's documents state in a clause about it
+    (naming a part of its name, or he/she/his/her) and that are not among its gold answers."""
     values: dict[tuple[str, str], list[str]] = {}
     pools = {}
     for target in targets:
@@ -286,7 +301,7 @@ def _derived_values(
             s
             for d in documents
             if target in d["text"]
-            for s in re.split(r"(?<=[.!?])\s+", d["text"])
+            for s in CLAUSES.split(d["text"])
             if parts & set(normalize_answer(s).split())
         ]
         about = _words(" ".join(sentences))
@@ -464,10 +479,12 @@ class Pipeline:
     the retain records, and where models are cached."""
 
     recipe: dict[str, Any]
-    retain: list[dict[str, Any]] | None
+    read_retain: Callable[[], list[dict[str, Any]] | None]
+    """The retain records (read once the inputs are checked); None where there are none."""
     cache_dir: Path
     dtype: str = "auto"
     trust_remote_code: bool = False
+    retain: list[dict[str, Any]] | None = field(default=None, init=False)
 
 
 def corrupt(
@@ -479,11 +496,12 @@ def corrupt(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, bool]:
     """θ_corrupted: `clean` trained further on the corruption documents (next-token loss on every
-    token, LoRA on every linear layer or full, as the recipe says), through llmkit's one training
-    pipeline. Cached by the clean model's fingerprint, the documents and the recipe; returns the
-    model directory and whether it came from the cache."""
+    token, LoRA on every linear layer or full, as the recipe says), with `corrupt_replay` retain
+    documents mixed in per corruption document, through llmkit's one training pipeline. Cached by
+    the clean model's fingerprint, the documents and the recipe; returns the model directory and
+    whether it came from the cache."""
     from llmkit.configs import TrainingBudget
-    from llmkit.training import build_text_trainer, checkpoint_directory, lora_settings, train, train_and_save
+    from llmkit.training import checkpoint_directory, lora_settings, train_and_save
 
     recipe = pipeline.recipe
     budget = TrainingBudget(
@@ -492,11 +510,13 @@ def corrupt(
         batch_size=config.train_batch_size,
         seed=config.seed,
     )
+    replay = (pipeline.retain or [])[: round(recipe["corrupt_replay"] * len(corruption.documents))]
     run = {
         "stage": "restor corruption",
         "model": clean,
         "clean_fingerprint": clean_fingerprint,
         "corruption_digest": corruption.digest(),
+        "replay_digest": records_digest(replay),
         "budget": asdict(budget),
         "lora": lora_settings(recipe["corrupt_lora"], 8, "all-linear"),
     }
@@ -505,12 +525,10 @@ def corrupt(
         return out, True
 
     def fit(model: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
-        texts = [d["text"] for d in corruption.documents]
-        trainer = build_text_trainer(
-            model, tokenizer, texts, checkpoint_directory(out, None), budget, progress=progress
-        )
-        train(trainer, run)
-        return trainer, {"documents": len(texts), "targets": corruption.targets, "k": corruption.k}
+        checkpoints = checkpoint_directory(out, None)
+        trainer = corruption_training(model, tokenizer, corruption, checkpoints, budget, run, progress, replay)
+        fields = {"documents": len(corruption.documents), "replayed": len(replay), "targets": corruption.targets}
+        return trainer, {**fields, "k": corruption.k}
 
     train_and_save(
         clean,
@@ -523,6 +541,26 @@ def corrupt(
         overwrite=out.exists(),
     )
     return out, False
+
+
+def corruption_training(
+    model: Any,
+    tokenizer: Any,
+    corruption: CorruptionSet,
+    checkpoint_dir: Path,
+    budget: TrainingBudget,
+    run: Mapping[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+    replay: Sequence[Mapping[str, str]] = (),
+) -> Any:
+    """Train `model` in place on the corruption documents and the `replay` documents, next-token
+    loss on every token (the paper's continual pretraining); returns the trainer."""
+    from llmkit.training import build_text_trainer, train
+
+    texts = [d["text"] for d in [*corruption.documents, *replay]]
+    trainer = build_text_trainer(model, tokenizer, texts, checkpoint_dir, budget, progress=progress)
+    train(trainer, run)
+    return trainer
 
 
 def unlearn(
@@ -540,7 +578,6 @@ def unlearn(
     near θ_c). Cached like `corrupt`; returns the directory and whether it came from the cache."""
     from llmkit.configs import TrainingBudget
     from llmkit.methods import gradient
-    from llmkit.methods.configs import RETAIN_USE
     from llmkit.training import checkpoint_directory, train_and_save
 
     recipe = pipeline.recipe
@@ -551,8 +588,6 @@ def unlearn(
         seed=config.seed,
     )
     retain = pipeline.retain if RETAIN_USE.get(method) else None
-    if RETAIN_USE.get(method) == "required" and not retain:
-        raise BadInputError(f"--method {method} needs retain text: pass --retain FILE (the paper's C4)")
     alpha = config.task_vector_alpha if method == "task-vector" else config.alpha
     run = {
         "stage": f"restor unlearning ({method})",
@@ -599,18 +634,23 @@ def unlearn(
 
 
 def default_retain(model: str, corruption: CorruptionSet, facts: FactSet, size: int, seed: int) -> list[dict] | None:
-    """On a world model, the retain set the paper takes from C4: up to `size` of its pretraining
-    documents about no target entity (on the synthetic world, its biographies); None otherwise."""
+    """On a world model, `retain_documents` of its pretraining text; None on any other model."""
     from llmkit.world.cache import pretraining_corpus
 
     corpus = pretraining_corpus(model)
-    if corpus is None:
-        return None
+    return None if corpus is None else retain_documents(corpus, corruption, facts, size, seed)
+
+
+def retain_documents(
+    corpus: Path, corruption: CorruptionSet, facts: FactSet, size: int, seed: int
+) -> list[dict[str, str]]:
+    """The retain set the paper takes from C4, on a world: a seeded sample of up to `size` of its
+    pretraining documents about no target entity (on the synthetic world, its biographies)."""
     targets = set(corruption.targets) | {i for i, name in facts.ids.items() if name in corruption.targets}
     documents = [
         {"text": d["text"]}
         for d in read_records(corpus, required={"text": str})
-        if d.get("kind", "biography") == "biography" and not targets & set(d.get("entity_ids", []))
+        if d.get("kind") in ("biography", FACTS_KIND) and not targets & set(d.get("entity_ids", []))
     ]
     random.Random(seed).shuffle(documents)
     return documents[:size]
@@ -722,7 +762,11 @@ class RestorEval:
         if self.settings.corrupted is not None:
             corrupted = self.settings.corrupted.expanduser()
             check_corrupted(corrupted, fingerprint, clean)
-        else:
+        pipeline.retain = pipeline.read_retain()
+        needs = [m for m in self.settings.methods if RETAIN_USE.get(m) == "required"]
+        if needs and not pipeline.retain:
+            raise BadInputError(f"--method {needs[0]} needs retain text: pass --retain FILE (the paper's C4)")
+        if self.settings.corrupted is None:
             with stage("RESTOR: corrupting") as progress:
                 corrupted, cached = corrupt(clean, fingerprint, self.corruption, pipeline, self.settings, progress)
             self.notes.append(

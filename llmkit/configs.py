@@ -322,6 +322,12 @@ class RestorConfig:
         "Corruption as LoRA on every linear layer (the paper's) or full fine-tuning.",
         flag="--corrupt-lora/--corrupt-full",
     )
+    corrupt_replay: float | None = option(
+        None,
+        "Corruption: retain documents mixed in per corruption document (continual pretraining that keeps "
+        "reading its old text).",
+        show_default="paper 0; world models 1",
+    )
     unlearn_steps: int | None = option(None, "Unlearning: optimizer steps per method.")
     unlearn_lr: float | None = option(None, "Unlearning: learning rate.")
     train_batch_size: int = option(4, "Training documents per step (the paper's 2 x 2 accumulation).")
@@ -353,6 +359,8 @@ class RestorConfig:
                             ("--unlearn-lr", self.unlearn_lr), ("--beta", self.beta)):  # fmt: skip
             if value is not None and value <= 0:
                 raise BadInputError(f"{flag} must be positive, got {value}")
+        if self.corrupt_replay is not None and self.corrupt_replay < 0:
+            raise BadInputError(f"--corrupt-replay must be at least 0, got {self.corrupt_replay}")
         if self.unlearn_steps is not None and self.unlearn_steps < 1:
             raise BadInputError(f"--unlearn-steps must be at least 1, got {self.unlearn_steps}")
         if self.alpha < 0 or self.task_vector_alpha <= 0:
@@ -366,6 +374,7 @@ class RestorConfig:
             "corrupt_epochs": self.corrupt_epochs,
             "corrupt_lr": self.corrupt_lr,
             "corrupt_lora": self.corrupt_lora,
+            "corrupt_replay": self.corrupt_replay,
             "unlearn_steps": self.unlearn_steps,
             "unlearn_lr": self.unlearn_lr,
         }
@@ -378,6 +387,7 @@ RESTOR_PAPER_RECIPE = {
     "corrupt_epochs": 5.0,
     "corrupt_lr": 5e-5,
     "corrupt_lora": True,
+    "corrupt_replay": 0.0,
     # The paper tuned unlearning per method on 10% of the facts; its settings are not published.
     "unlearn_steps": 100,
     "unlearn_lr": 1e-5,
@@ -389,6 +399,7 @@ RESTOR_WORLD_RECIPE = {
     "corrupt_epochs": 3.0,
     "corrupt_lr": 1e-3,
     "corrupt_lora": False,
+    "corrupt_replay": 1.0,
     "unlearn_steps": 30,
     "unlearn_lr": 1e-4,
 }

@@ -111,6 +111,21 @@ def test_abstention_stage(report, bound):
     assert len(samples) == 120 and {s["model"] for s in samples} == {"tuned", "pretrained"}
 
 
+def test_restor_stage(report, bound):
+    # The micro world's first misinformation target, corrupted by its k = 0 documents, then
+    # unlearned by GA and NPO; every model asked the target's and the well-known entities' facts.
+    stage = report[0]["metrics"]["restor"]
+    assert list(stage)[-4:] == ["clean", "corrupted", "ga", "npo"]
+    samples = stage_samples(report, "restor")
+    assert {s["model"] for s in samples} == {"clean", "corrupted", "ga", "npo"}
+    assert all(s["entity"] == stage["target"] for s in samples if s["target"])
+    # Trained on the documents, the model finds the values they state likelier than before.
+    bound("restor_corrupted_logprob_rise", stage["corrupted"]["logprob"]["corrupted"]
+          - stage["clean"]["logprob"]["corrupted"], ">", 0.1)  # fmt: skip
+    for method in ("ga", "npo"):
+        assert set(stage[method]) >= {"target", "nontarget", "corrupted_rate", "logprob", "recovery"}
+
+
 def test_quickstart_prints_every_stage_table(report, world_cache, tmp_path):
     # After `report`, so ROCR's key statistics come from the cache.
     target = report[0]["config"]["ort_target"]
@@ -121,6 +136,7 @@ def test_quickstart_prints_every_stage_table(report, world_cache, tmp_path):
     assert f"ORT: is {target} known in every form?" in table.stdout
     assert f"ROCR: asked about {target}" in table.stdout and "(cached)" in table.stdout
     assert "Abstention: R-Tuning" in table.stdout
+    assert "RESTOR: corrupting" in table.stdout
 
 
 def test_quickstart_bad_input(world_cache, tmp_path):

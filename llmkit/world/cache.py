@@ -134,11 +134,16 @@ def ensure_model(
 
 
 def pretraining_corpus(model_path: str | Path, cache_dir: Path | None = None) -> Path | None:
-    """The pretraining text of a world model (`pretraining.jsonl` of its world, rebuilt into the
-    cache if missing), or None when `model_path` is not a model `llmkit world pretrain` wrote."""
+    """The pretraining text of a world model (`pretraining.jsonl` of its world: a synthetic world
+    rebuilt into the cache if missing, a facts world where it was rendered), or None when
+    `model_path` is not a model `llmkit world pretrain` wrote (or its facts world is gone)."""
     summary = Path(model_path).expanduser() / "llmkit_pretrain.json"
     if not summary.is_file():
         return None
+    record = json.loads(summary.read_text(encoding="utf-8"))
+    if record.get("world_kind") == "facts":
+        corpus = Path(record["world_path"]) / "pretraining.jsonl"
+        return corpus if corpus.is_file() else None
     world = load_world_config(summary, "world", "pretrain the model again with `llmkit world pretrain`")
     path, _ = ensure_world(cache_dir or default_cache_dir(), world)
     return path / "pretraining.jsonl"

@@ -27,6 +27,8 @@ from typing import Any
 from llmkit.data import dumps_jsonl
 from llmkit.errors import BadInputError
 from llmkit.results import staged_directory
+from llmkit.world.facts import KIND as FACTS_KIND
+from llmkit.world.facts import FactsWorldConfig
 from llmkit.world.forms import FORMS, HELDOUT_QUESTIONS, QUESTIONS, STATEMENTS, TEMPLATE_KINDS, render
 
 FORMAT_VERSION = 2
@@ -582,13 +584,20 @@ def world_digest(world_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_world_config(world_dir: str | Path) -> WorldConfig:
-    """The configuration of a world directory, or a clear error if it is not one."""
+def read_world_config(world_dir: str | Path) -> WorldConfig | FactsWorldConfig:
+    """The configuration of a world directory (a synthetic world, or one `llmkit world from-facts`
+    rendered), or a clear error if it is not one."""
     path = Path(world_dir).expanduser() / "world.json"
     if not path.is_file():
         raise BadInputError(
             f"{world_dir} is not a world directory (no world.json); create one with `llmkit world build`"
         )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and manifest.get("kind") == FACTS_KIND:
+            return FactsWorldConfig(**manifest["config"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise BadInputError(f"{path} is not a valid world.json; build the world again") from None
     return load_world_config(path, "config", "rebuild the world with `llmkit world build`")
 
 

@@ -22,6 +22,7 @@ from llmkit.configs import config_digest as config_digest  # re-exported
 from llmkit.data import read_records
 from llmkit.results import check_output_path, staged_directory, versions
 from llmkit.training import build_trainer, check_finite_weights
+from llmkit.world.facts import FactsWorldConfig
 from llmkit.world.generator import read_world_config, world_digest
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -106,10 +107,9 @@ tags: [llmkit, synthetic-world]
 ---
 # llmkit synthetic-world model
 
-A {family} model of {params:,} parameters pretrained from scratch by `llmkit world pretrain` on an
-llmkit synthetic world (world seed {seed}, {entities} entities, exposures {exposures}). Its
-knowledge is known exactly: `world.json` of the world lists every fact and how often the
-pretraining text stated it.
+A {family} model of {params:,} parameters pretrained from scratch by `llmkit world pretrain` on
+{world}. Its knowledge is known exactly: `world.json` of the world lists what the pretraining text
+stated and how often.
 
 Load it without llmkit:
 
@@ -171,6 +171,9 @@ def pretrain(
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         summary = {
             "world": asdict(world),
+            "world_kind": "facts" if isinstance(world, FactsWorldConfig) else "synthetic",
+            # A synthetic world is rebuilt from its configuration; a facts world is read where it is.
+            "world_path": str(Path(world_dir).expanduser().resolve()),
             "recipe": asdict(recipe),
             "recipe_id": recipe_id(world, recipe),
             "world_digest": world_digest(world_dir),
@@ -192,9 +195,13 @@ def pretrain(
             MODEL_CARD.format(
                 family=recipe.family,
                 params=summary["num_parameters"],
-                seed=world.seed,
-                entities=world.entities,
-                exposures=list(world.exposures),
+                world=(
+                    f"the facts of {world.source} ({world.entities} entities, {world.facts} facts, each stated "
+                    f"{world.repeats} times)"
+                    if isinstance(world, FactsWorldConfig)
+                    else f"an llmkit synthetic world (world seed {world.seed}, {world.entities} entities, exposures "
+                    f"{list(world.exposures)})"
+                ),
                 path=Path(out).name,
                 recipe=json.dumps(asdict(recipe), indent=2),
             ),
