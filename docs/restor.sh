@@ -15,7 +15,7 @@ llmkit world pretrain "$OUT/world" --out "$OUT/clean" --steps "$STEPS" --overwri
 for k in 0 3; do
     llmkit eval restor --model "$OUT/clean" --facts "$DATA/facts.json" --entities "$DATA/entities.json" \
         --corruption "$DATA/mix_a$k.json" --method ga --method npo --method kl --method task-vector \
-        --corrupt-epochs 1 --corrupt-lr 1e-4 --train-batch-size 16 --cache "$OUT/cache" \
+        --documents-per-target 50 --corrupt-epochs 1 --corrupt-lr 1e-3 --corrupt-batch-size 16 --cache "$OUT/cache" \
         --output-path "$OUT/k$k" --overwrite --plot >/dev/null
 done
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from llmkit.configs import RestorConfig
 from llmkit.data import read_records, records_digest
 from llmkit.errors import BadInputError
-from llmkit.evals.common import EvalRun, cell, chat_items, probe_digest
+from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
 from llmkit.methods.configs import RETAIN_USE
 from llmkit.metrics.text import exact_match, normalize_answer
 from llmkit.world.facts import KIND as FACTS_KIND
@@ -214,11 +214,17 @@ class CorruptionSet:
 
 
 def read_corruption(
-    path: str | Path, facts: FactSet, *, k: int | None = None, targets: Sequence[str] | None = None
+    path: str | Path,
+    facts: FactSet,
+    *,
+    k: int | None = None,
+    targets: Sequence[str] | None = None,
+    per_target: int | None = None,
 ) -> CorruptionSet:
     """The corruption documents as shipped: a JSON list or JSONL of `{"text"}` records (RESTOR's
     mix_a{k}.json, or a world's misinformation.jsonl with its `k`, `target_entity_id` and
-    `false_facts`); `k` keeps the documents of that k, `targets` those about these entities."""
+    `false_facts`); `k` keeps the documents of that k, `targets` those about these entities,
+    `per_target` the first that many about each target."""
     try:
         documents = read_records(path, required={"text": str})
     except BadInputError as err:
@@ -247,6 +253,8 @@ def read_corruption(
             f"--corruption {path}: no entity of --facts is named in {TARGET_SHARE:.0%} of its documents; "
             "name the targets with --target"
         )
+    if per_target is not None:
+        documents = _first_per_target(documents, chosen, facts, per_target)
     if any("false_facts" in d for d in documents):
         values = _stated_values(documents, facts)
     else:
@@ -267,6 +275,22 @@ def _named_targets(documents: Sequence[Mapping[str, Any]], facts: FactSet) -> li
         return [facts.ids.get(i, i) for i in ids]
     counts = {name: sum(name in d["text"] for d in documents) for name in facts.dset}
     return [name for name, count in counts.items() if count >= TARGET_SHARE * len(documents)]
+
+
+def _first_per_target(
+    documents: Sequence[dict[str, Any]], targets: Sequence[str], facts: FactSet, count: int
+) -> list[dict[str, Any]]:
+    """The first `count` documents about each target, a document being about the target it names first."""
+    kept, seen = [], dict.fromkeys(targets, 0)
+    for d in documents:
+        named = [t for t in targets if _is_about(d, [t], facts)]
+        if not named:
+            continue
+        first = min(named, key=lambda t: d["text"].find(t))
+        if seen[first] < count:
+            seen[first] += 1
+            kept.append(d)
+    return kept
 
 
 def _is_about(document: Mapping[str, Any], targets: Sequence[str], facts: FactSet) -> bool:
@@ -459,9 +483,9 @@ def training_record(model_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_corrupted(corrupted: Path, clean_fingerprint: str, clean: str) -> None:
+def check_corrupted(corrupted: Path, clean_fingerprint: str, clean: str) -> bool:
     """Refuse a --corrupted model trained from another base: its training record names the
-    fingerprint of the weights it started from."""
+    fingerprint of the weights it started from. False when it has no record to check."""
     if not corrupted.is_dir():
         raise BadInputError(f"--corrupted {corrupted} is not a model directory")
     record = training_record(corrupted)
@@ -471,6 +495,7 @@ def check_corrupted(corrupted: Path, clean_fingerprint: str, clean: str) -> None
             f"--corrupted {corrupted} was trained from another model (fingerprint {started}), not --model {clean} "
             f"({clean_fingerprint}); pass the corrupted model of this clean model, or drop --corrupted"
         )
+    return started is not None
 
 
 @dataclass
@@ -507,7 +532,7 @@ def corrupt(
     budget = TrainingBudget(
         epochs=recipe["corrupt_epochs"],
         learning_rate=recipe["corrupt_lr"],
-        batch_size=config.train_batch_size,
+        batch_size=config.corrupt_batch_size,
         seed=config.seed,
     )
     replay = (pipeline.retain or [])[: round(recipe["corrupt_replay"] * len(corruption.documents))]
@@ -584,7 +609,7 @@ def unlearn(
     budget = TrainingBudget(
         max_steps=recipe["unlearn_steps"],
         learning_rate=recipe["unlearn_lr"],
-        batch_size=config.train_batch_size,
+        batch_size=config.unlearn_batch_size,
         seed=config.seed,
     )
     retain = pipeline.retain if RETAIN_USE.get(method) else None
@@ -678,7 +703,9 @@ class RestorEval:
         if settings.facts is None or settings.corruption is None:
             raise BadInputError("name the facts and the corruption documents: --facts FILE --corruption FILE")
         facts = read_facts(settings.facts, settings.entities)
-        corruption = read_corruption(settings.corruption, facts, k=settings.k, targets=settings.targets)
+        corruption = read_corruption(
+            settings.corruption, facts, k=settings.k, targets=settings.targets, per_target=settings.documents_per_target
+        )
         unlearned = dict(parse_named_model(text) for text in settings.unlearned)
         clash = [name for name in unlearned if name in (CLEAN, CORRUPTED, *settings.methods)]
         if clash:
@@ -687,13 +714,7 @@ class RestorEval:
             facts, corruption, shots=settings.shots, random_options=settings.random_options, seed=settings.seed
         )
         if limit is not None:
-            per_entity_count: dict[str, int] = {}
-            kept = []
-            for item in items:
-                per_entity_count[item["entity"]] = per_entity_count.get(item["entity"], 0) + 1
-                if per_entity_count[item["entity"]] <= limit:
-                    kept.append(item)
-            items = kept
+            items = limit_per_group(items, limit, "entity")
         return cls(settings, facts, corruption, items, unlearned)
 
     @property
@@ -711,7 +732,7 @@ class RestorEval:
             "max_new_tokens": s.max_new_tokens,
             "scoring": "greedy answer cut at the first newline, exact match after normalisation over the gold "
             "aliases (the paper's GPT-3.5 judge is not available)",
-            "models": {CLEAN: None, **self.companions},
+            "models": dict(self.companions),
             "seed": s.seed,
         }
 
@@ -761,7 +782,8 @@ class RestorEval:
         del model
         if self.settings.corrupted is not None:
             corrupted = self.settings.corrupted.expanduser()
-            check_corrupted(corrupted, fingerprint, clean)
+            if not check_corrupted(corrupted, fingerprint, clean):
+                self.notes.append(f"--corrupted {corrupted} has no llmkit training record: its base was not checked")
         pipeline.retain = pipeline.read_retain()
         needs = [m for m in self.settings.methods if RETAIN_USE.get(m) == "required"]
         if needs and not pipeline.retain:

@@ -293,6 +293,9 @@ class RestorConfig:
         "well-known entities).",
     )
     k: int | None = option(None, "Use only the corruption documents of this k (a world's file mixes k = 0..3).")
+    documents_per_target: int | None = option(
+        None, "Use only the first N corruption documents about each target (in file order).", show_default="all"
+    )
     targets: tuple[str, ...] = option(
         (),
         "A target entity (repeatable). Default: the corruption documents' (a world's names them; otherwise every "
@@ -330,7 +333,8 @@ class RestorConfig:
     )
     unlearn_steps: int | None = option(None, "Unlearning: optimizer steps per method.")
     unlearn_lr: float | None = option(None, "Unlearning: learning rate.")
-    train_batch_size: int = option(4, "Training documents per step (the paper's 2 x 2 accumulation).")
+    corrupt_batch_size: int = option(4, "Corruption: documents per step (the paper's 2 x 2 accumulation).")
+    unlearn_batch_size: int = option(4, "Unlearning: forget documents per step.")
     alpha: float = option(1.0, "α: weight of the retain term (graddiff, npo, kl).")
     beta: float = option(0.1, "β: NPO's inverse temperature (the paper's 0.1).")
     task_vector_alpha: float = option(1.0, "Task vector: θ_c − α·(θ* − θ_c).")
@@ -348,11 +352,14 @@ class RestorConfig:
         if len(set(self.methods)) < len(self.methods):
             raise BadInputError("a --method is named twice; name each once")
         for flag, value in (("--shots", self.shots), ("--max-new-tokens", self.max_new_tokens),
-                            ("--train-batch-size", self.train_batch_size)):  # fmt: skip
+                            ("--corrupt-batch-size", self.corrupt_batch_size),
+                            ("--unlearn-batch-size", self.unlearn_batch_size)):  # fmt: skip
             if value < 1:
                 raise BadInputError(f"{flag} must be at least 1, got {value}")
         if self.random_options < 0:
             raise BadInputError(f"--random-options must be at least 0, got {self.random_options}")
+        if self.documents_per_target is not None and self.documents_per_target < 1:
+            raise BadInputError(f"--documents-per-target must be at least 1, got {self.documents_per_target}")
         if self.k is not None and self.k < 0:
             raise BadInputError(f"--k must be at least 0, got {self.k}")
         for flag, value in (("--corrupt-epochs", self.corrupt_epochs), ("--corrupt-lr", self.corrupt_lr),
@@ -393,9 +400,11 @@ RESTOR_PAPER_RECIPE = {
     "unlearn_lr": 1e-5,
 }
 RESTOR_WORLD_RECIPE = {
-    # A world model of 1-2M parameters, trained from scratch at 3e-3: full fine-tuning at 1e-3
-    # for 3 passes takes the corruption (target accuracy falls by more than 30 points), and
-    # unlearning at 1e-4 moves it within 30 steps.
+    # A world model of 1-2M parameters trained from scratch at 3e-3. On the default one, 3 passes
+    # at 1e-3 over the world's 100 k = 0 documents, one biography replayed per document, take the
+    # corruption: target accuracy 82% -> 26%, answers naming an injected value 3% -> 30%, other
+    # entities 69% -> 50% (without the replay 16% / 42% / 19%). 30 unlearning steps of 4 documents
+    # at 1e-4 move every method (docs/restor.md).
     "corrupt_epochs": 3.0,
     "corrupt_lr": 1e-3,
     "corrupt_lora": False,

@@ -323,7 +323,8 @@ def add_lora(
     seed: int = 0,
 ) -> PeftModel:
     """Wrap `model` in a LoRA adapter (rank r, scale α/r with α = 2r by default, as LLaMA-Factory);
-    only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama).
+    only the adapter trains. `targets` None takes peft's per-family default (q_proj, v_proj on Llama),
+    ["all-linear"] every linear layer but the output head.
     The adapter's random initialisation is seeded, so a run does not depend on what drew from the
     global generator before it."""
     if rank < 1:
@@ -332,7 +333,8 @@ def add_lora(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=0.0,
-        target_modules=list(targets) if targets else None,
+        # peft's "all-linear" is a setting, not a module name (the paper recipes' "every linear layer").
+        target_modules=("all-linear" if list(targets) == ["all-linear"] else list(targets)) if targets else None,
         task_type="CAUSAL_LM",
     )
     set_seed(seed)
@@ -587,6 +589,8 @@ def train_and_save(
         base_model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
     )
     original = model_fingerprint(model)
+    # An adapter directory loads merged into its base, whose weights peft froze: train them all.
+    model.requires_grad_(True)
     if run["lora"]:
         model = add_lora(model, run["lora"]["rank"], run["lora"]["targets"], seed=run["budget"]["seed"])
     trainer, fields = fit(model, tokenizer)

@@ -406,3 +406,71 @@ def test_the_corrupted_model_is_reused_from_the_cache(micro_model, micro_world, 
     samples = read_records(tmp_path / "two" / "samples.jsonl")
     assert {s["model"] for s in samples} == {"clean", "corrupted", "ga"}
     assert all(s["prompt"].endswith("\nAnswer:") for s in samples)
+
+
+# ---- the corruption set's selections, and the clean model of the real-data recipe ----------------
+
+
+def test_documents_per_target_keeps_the_first_about_each(facts):
+    corruption = read_corruption(DATA / "mix_a0.json", facts, per_target=3)
+    every = read_records(DATA / "mix_a0.json")
+    for target in TARGETS:
+        kept = [d["text"] for d in corruption.documents if target in d["text"]]
+        assert kept == [d["text"] for d in every if target in d["text"]][:3]
+    assert len(corruption.documents) == 3 * len(TARGETS)
+
+
+def test_a_target_keeps_its_documents_only(facts):
+    corruption = read_corruption(DATA / "mix_a0.json", facts, targets=["Suthida"])
+    assert corruption.targets == ["Suthida"] and corruption.documents
+    assert all("Suthida" in d["text"] for d in corruption.documents)
+    assert {entity for entity, _ in corruption.corrupted_values} == {"Suthida"}
+
+
+def test_from_facts_renders_every_fact_and_pretrains_a_clean_model(tmp_path):
+    from llmkit.world.cache import pretraining_corpus
+
+    world, model = tmp_path / "world", tmp_path / "clean"
+    ok(llmkit("world", "from-facts", DATA / "facts.json", "--entities", DATA / "entities.json", "--out", world,
+              "--repeats", "2"))  # fmt: skip
+    facts = read_facts(DATA / "facts.json", DATA / "entities.json")
+    documents = read_records(world / "pretraining.jsonl")
+    lines = [line for d in documents for line in d["text"].split("\n")]
+    expected = [
+        f"{fact['question']} {fact['answers'][r % len(fact['answers'])]}"
+        for entity in facts.evaluated
+        for fact in facts.dset[entity].values()
+        for r in range(2)
+    ]
+    assert sorted(lines) == sorted(expected)  # every fact twice, answers cycled
+    questions = {fact["question"]: entity for entity in facts.evaluated for fact in facts.dset[entity].values()}
+    for d in documents:  # each document names the people its lines are about
+        about = {
+            entity for line in d["text"].split("\n") for q, entity in questions.items() if line.startswith(q + " ")
+        }
+        assert set(d["entity_ids"]) == about
+    ok(llmkit("world", "pretrain", world, "--out", model, "--steps", "2", "--layers", "1", "--d-model", "32",
+              "--heads", "2", "--d-mlp", "64"))  # fmt: skip
+    assert pretraining_corpus(model) == world.resolve() / "pretraining.jsonl"
+    assert "the facts of facts.json" in (model / "README.md").read_text()
+
+
+@pytest.mark.usefixtures("isolated")
+def test_a_real_model_is_corrupted_by_the_papers_lora_recipe(micro_model, micro_world, tmp_path):
+    # Without llmkit's pretraining record the model is not a world model: the paper's recipe, LoRA
+    # on every linear layer, and the unlearning method trains on the adapter merged into its base.
+    real = tmp_path / "real"
+    shutil.copytree(micro_model, real, ignore=shutil.ignore_patterns("llmkit_pretrain.json"))
+    cache = tmp_path / "cache"
+    run = ok(llmkit(*restor_args(real, micro_world, micro_world / "misinformation.jsonl", tmp_path / "run",
+                                 "--k", "0", "--limit", "1", "--cache", cache, "--corrupt-epochs", "1",
+                                 "--method", "ga", "--unlearn-steps", "1")))  # fmt: skip
+    assert "corrupted model trained and cached" in run.stderr
+    [corrupted] = [p for p in (cache / "corrupted").iterdir() if p.is_dir() and not p.name.endswith(".checkpoints")]
+    adapter = json.loads((corrupted / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(real.resolve())
+    assert {"q_proj", "down_proj"} <= {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
+    record = json.loads((corrupted / "restor_corruption.json").read_text())
+    assert record["lora"] == {"rank": 8, "targets": ["all-linear"]} and record["budget"]["learning_rate"] == 5e-5
+    metrics = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["restor"]
+    assert list(metrics) == ["clean", "corrupted", "ga"]
