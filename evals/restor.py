@@ -512,6 +512,26 @@ class Pipeline:
     retain: list[dict[str, Any]] | None = field(default=None, init=False)
 
 
+def train_cached(base: str, out: Path, run: dict[str, Any], fit: Any, record_file: str, pipeline: Pipeline) -> bool:
+    """`train_and_save` `base` into the cache directory `out` (named by `run`'s digest) unless a
+    finished run is there; True when it was."""
+    from llmkit.training import train_and_save
+
+    if (out / record_file).is_file():
+        return True
+    train_and_save(
+        base,
+        out,
+        run,
+        fit,
+        record_file=record_file,
+        dtype=pipeline.dtype,
+        trust_remote_code=pipeline.trust_remote_code,
+        overwrite=out.exists(),
+    )
+    return False
+
+
 def corrupt(
     clean: str,
     clean_fingerprint: str,
@@ -526,7 +546,7 @@ def corrupt(
     the clean model's fingerprint, the documents and the recipe; returns the model directory and
     whether it came from the cache."""
     from llmkit.configs import TrainingBudget
-    from llmkit.training import checkpoint_directory, lora_settings, train_and_save
+    from llmkit.training import checkpoint_directory, lora_settings
 
     recipe = pipeline.recipe
     budget = TrainingBudget(
@@ -546,8 +566,6 @@ def corrupt(
         "lora": lora_settings(recipe["corrupt_lora"], 8, "all-linear"),
     }
     out = pipeline.cache_dir / "corrupted" / _key(**run)
-    if (out / CORRUPTION_RECORD).is_file():
-        return out, True
 
     def fit(model: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
         checkpoints = checkpoint_directory(out, None)
@@ -555,17 +573,7 @@ def corrupt(
         fields = {"documents": len(corruption.documents), "replayed": len(replay), "targets": corruption.targets}
         return trainer, {**fields, "k": corruption.k}
 
-    train_and_save(
-        clean,
-        out,
-        run,
-        fit,
-        record_file=CORRUPTION_RECORD,
-        dtype=pipeline.dtype,
-        trust_remote_code=pipeline.trust_remote_code,
-        overwrite=out.exists(),
-    )
-    return out, False
+    return out, train_cached(clean, out, run, fit, CORRUPTION_RECORD, pipeline)
 
 
 def corruption_training(
@@ -603,7 +611,7 @@ def unlearn(
     near θ_c). Cached like `corrupt`; returns the directory and whether it came from the cache."""
     from llmkit.configs import TrainingBudget
     from llmkit.methods import gradient
-    from llmkit.training import checkpoint_directory, train_and_save
+    from llmkit.training import checkpoint_directory
 
     recipe = pipeline.recipe
     budget = TrainingBudget(
@@ -625,8 +633,6 @@ def unlearn(
         "lora": None,
     }
     out = pipeline.cache_dir / "unlearned" / _key(**run)
-    if (out / UNLEARNING_RECORD).is_file():
-        return out, True
     forget = corruption.texts
 
     def fit(model: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
@@ -645,17 +651,7 @@ def unlearn(
         )
         return trainer, {"forget_records": len(forget), "retain_records": len(retain) if retain else None}
 
-    train_and_save(
-        str(corrupted),
-        out,
-        run,
-        fit,
-        record_file=UNLEARNING_RECORD,
-        dtype=pipeline.dtype,
-        trust_remote_code=pipeline.trust_remote_code,
-        overwrite=out.exists(),
-    )
-    return out, False
+    return out, train_cached(str(corrupted), out, run, fit, UNLEARNING_RECORD, pipeline)
 
 
 def default_retain(model: str, corruption: CorruptionSet, facts: FactSet, size: int, seed: int) -> list[dict] | None:
@@ -840,10 +836,10 @@ class RestorEval:
             title=f"RESTOR: {len(self.corruption.targets)} targets, {len(self.corruption.documents)} documents{k}",
             title_justify="left",
         )
-        columns = ("model", "target acc", "non-target acc", "corrupted rate", "ℓ correct", "ℓ corrupted",
-                   "ℓ random", "recovery")  # fmt: skip
-        for column in columns:
-            table.add_column(column, justify="left" if column == "model" else "right")
+        columns = ("model", "target", "others", "injected", "ℓ gold", "ℓ inj.", "ℓ rand.", "recovery")
+        table.add_column(columns[0], no_wrap=True, min_width=max(len(label) for label in run.metrics["restor"]))
+        for column in columns[1:]:
+            table.add_column(column, justify="right")
         for label, m in run.metrics["restor"].items():
             table.add_row(
                 label,
@@ -855,7 +851,11 @@ class RestorEval:
                 cell(m["logprob"]["random"]),
                 cell(m.get("recovery")),
             )
-        table.caption = "exact match over the gold aliases (no GPT judge); recovery = (unl − corr) / (clean − corr)"
+        table.caption = (
+            "accuracy on the targets' and the other entities' facts (exact match over the gold aliases, no GPT "
+            "judge); injected: answers naming a corrupted value; ℓ: mean length-normalised log-probability of the "
+            "gold, the injected and random values; recovery = (unlearned − corrupted) / (clean − corrupted)"
+        )
         return table
 
     def plots(self, run: EvalRun, baseline_metrics: Mapping[str, Any] | None) -> dict[str, bytes]:
