@@ -281,20 +281,31 @@ class RestorConfig:
     paper's recipe on a real model and llmkit's world recipe (`RESTOR_WORLD_RECIPE`) on a model
     `llmkit world pretrain` wrote: a tiny model trained from scratch needs larger steps."""
 
-    facts: Path | None = option(None, "RESTOR's facts.json ({dset, context}) or a world directory (required).")
+    facts: Path | None = option(
+        None, "RESTOR's facts.json ({dset, context}) or a world directory (required).", rich_help_panel="RESTOR data"
+    )
     corruption: Path | None = option(
         None,
         "The corruption documents: a JSON list (or JSONL) of {'text'} records, e.g. mix_a0.json or a world's "
         "misinformation.jsonl (required).",
+        rich_help_panel="RESTOR data",
     )
     entities: Path | None = option(
         None,
         "entities.json: the entities whose facts are asked (default: every entity of facts.json; a world's "
         "well-known entities).",
+        rich_help_panel="RESTOR data",
     )
-    k: int | None = option(None, "Use only the corruption documents of this k (a world's file mixes k = 0..3).")
+    k: int | None = option(
+        None,
+        "Use only the corruption documents of this k (a world's file mixes k = 0..3).",
+        rich_help_panel="RESTOR data",
+    )
     documents_per_target: int | None = option(
-        None, "Use only the first N corruption documents about each target (in file order).", show_default="all"
+        None,
+        "Use only the first N corruption documents about each target (in file order).",
+        show_default="all",
+        rich_help_panel="RESTOR data",
     )
     targets: tuple[str, ...] = option(
         (),
@@ -302,46 +313,78 @@ class RestorConfig:
         "entity named in at least 2% of the documents).",
         flag="--target",
         type=list[str],
+        rich_help_panel="RESTOR data",
     )
     methods: tuple[str, ...] = option(
-        (), f"Unlearning method to run (repeatable): {', '.join(RESTOR_METHODS)}.", flag="--method", type=list[str]
+        (),
+        f"Unlearning method to run (repeatable): {', '.join(RESTOR_METHODS)}.",
+        flag="--method",
+        type=list[str],
+        rich_help_panel="RESTOR models",
     )
-    corrupted: Path | None = option(None, "A corrupted model trained elsewhere, instead of corrupting --model.")
+    corrupted: Path | None = option(
+        None, "A corrupted model trained elsewhere, instead of corrupting --model.", rich_help_panel="RESTOR models"
+    )
     unlearned: tuple[str, ...] = option(
-        (), "An unlearned model trained elsewhere, NAME=DIR (repeatable).", type=list[str]
+        (),
+        "An unlearned model trained elsewhere, NAME=DIR (repeatable).",
+        type=list[str],
+        rich_help_panel="RESTOR models",
     )
     retain: Path | None = option(
         None,
         "Retain text for the unlearning methods (the paper's C4). Default on a world model: its biographies "
         "of non-target entities.",
+        rich_help_panel="RESTOR models",
     )
-    shots: int = option(5, "In-context examples of the same relation before each question (the paper's 5).")
-    max_new_tokens: int = option(16, "Longest answer, in tokens (cut at the first newline).")
-    random_options: int = option(3, "Random values of the relation scored per fact in the logit analysis.")
-    corrupt_epochs: float | None = option(None, "Corruption: passes over the documents.", show_default="paper 5")
-    corrupt_lr: float | None = option(None, "Corruption: learning rate.", show_default="paper 5e-5 (LoRA)")
+    shots: int = option(
+        5,
+        "In-context examples of the same relation before each question (the paper's 5).",
+        rich_help_panel="RESTOR asking",
+    )
+    max_new_tokens: int = option(
+        16, "Longest answer, in tokens (cut at the first newline).", rich_help_panel="RESTOR asking"
+    )
+    random_options: int = option(
+        3, "Random values of the relation scored per fact in the logit analysis.", rich_help_panel="RESTOR asking"
+    )
+    corrupt_epochs: float | None = option(
+        None, "Corruption: passes over the documents.", show_default="paper 5", rich_help_panel="RESTOR corruption"
+    )
+    corrupt_lr: float | None = option(
+        None, "Corruption: learning rate.", show_default="paper 5e-5 (LoRA)", rich_help_panel="RESTOR corruption"
+    )
     corrupt_lora: bool | None = option(
         None,
         "Corruption as LoRA on every linear layer (the paper's) or full fine-tuning.",
         flag="--corrupt-lora/--corrupt-full",
+        rich_help_panel="RESTOR corruption",
     )
     corrupt_replay: float | None = option(
         None,
         "Corruption: retain documents mixed in per corruption document (continual pretraining that keeps "
         "reading its old text).",
         show_default="paper 0; world models 1",
+        rich_help_panel="RESTOR corruption",
     )
-    unlearn_steps: int | None = option(None, "Unlearning: optimizer steps per method.")
-    unlearn_lr: float | None = option(None, "Unlearning: learning rate.")
-    corrupt_batch_size: int = option(4, "Corruption: documents per step (the paper's 2 x 2 accumulation).")
-    unlearn_batch_size: int = option(4, "Unlearning: forget documents per step.")
-    alpha: float = option(1.0, "α: weight of the retain term (graddiff, npo, kl).")
-    beta: float = option(0.1, "β: NPO's inverse temperature (the paper's 0.1).")
-    task_vector_alpha: float = option(1.0, "Task vector: θ_c − α·(θ* − θ_c).")
+    unlearn_steps: int | None = option(
+        None, "Unlearning: optimizer steps per method.", rich_help_panel="RESTOR unlearning"
+    )
+    unlearn_lr: float | None = option(None, "Unlearning: learning rate.", rich_help_panel="RESTOR unlearning")
+    corrupt_batch_size: int = option(
+        4, "Corruption: documents per step (the paper's 2 x 2 accumulation).", rich_help_panel="RESTOR corruption"
+    )
+    unlearn_batch_size: int = option(4, "Unlearning: forget documents per step.", rich_help_panel="RESTOR unlearning")
+    alpha: float = option(1.0, "α: weight of the retain term (graddiff, npo, kl).", rich_help_panel="RESTOR unlearning")
+    beta: float = option(0.1, "β: NPO's inverse temperature (the paper's 0.1).", rich_help_panel="RESTOR unlearning")
+    task_vector_alpha: float = option(1.0, "Task vector: θ_c − α·(θ* − θ_c).", rich_help_panel="RESTOR unlearning")
     cache: Path | None = option(
-        None, "Where corrupted and unlearned models are cached.", show_default="$LLMKIT_CACHE/restor"
+        None,
+        "Where corrupted and unlearned models are cached.",
+        show_default="$LLMKIT_CACHE/restor",
+        rich_help_panel="RESTOR models",
     )
-    seed: int = option(0, "Training seed and the random options' draw.")
+    seed: int = option(0, "Training seed and the random options' draw.", rich_help_panel="RESTOR models")
 
     def __post_init__(self) -> None:
         for name in ("targets", "methods", "unlearned"):  # from the command line, lists
