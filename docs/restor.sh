@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RESTOR's real-data recipe (docs/restor.md), on 2 CPU cores in about 12 minutes: a tiny model
+# RESTOR's real-data recipe (docs/restor.md), on 2 CPU cores in about 9 minutes: a tiny model
 # pretrained from scratch on RESTOR's facts.json (the 50 evaluated people) is the clean model;
 # mix_a0 and mix_a3 (k = 0 and 3 unrelated true facts per document) corrupt it; GA, NPO, KL and the
 # task vector unlearn each corruption; every model is asked every fact. Writes OUT/ and prints the
