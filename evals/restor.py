@@ -77,8 +77,7 @@ UNLEARNING_RECORD = "unlearn.json"
 class FactSet:
     """Facts in RESTOR's layout: `dset[entity][relation] = {"question", "answers"}` and the
     in-context pool `context[relation] = [{"question", "answer", "entity"}, ...]`; `evaluated`, the
-    entities asked; on a world, `ids` maps its entity ids to names and `corrupted_values` the values
-    its misinformation names."""
+    entities asked; on a world, `ids` maps its entity ids to names."""
 
     dset: dict[str, dict[str, dict[str, Any]]]
     context: dict[str, list[dict[str, str]]]
