@@ -233,16 +233,23 @@ def part_big_model(cache: Path, tokens: int) -> None:
             model, tokenizer, corpus, rconfig.layers, model_fingerprint(model), Path(stats_dir)
         )
         stats_s = time.perf_counter() - started
-    started = time.perf_counter()
-    projectors = rocr.projectors_for(stats, rconfig, 4096, model.device)
-    projector_s = time.perf_counter() - started
-    started = time.perf_counter()
-    rocr.redirect(model, tokenizer, "Fon Deigeind", "Sadrei Dretei", rconfig, projectors, {})
-    edit_s = time.perf_counter() - started
+        timings = []
+        for _ in ("computed", "cached"):
+            started = time.perf_counter()
+            projectors, cached = rocr.projectors_for(
+                stats, rconfig, 4096, model.device, record["keys"], Path(stats_dir)
+            )
+            projector_s = time.perf_counter() - started
+            rocr.redirect(model, tokenizer, "Fon Deigeind", "Sadrei Dretei", rconfig, projectors, {})
+            timings.append((projector_s, time.perf_counter() - started, cached))
+    (cold_p, cold_edit, _), (warm_p, warm_edit, cached) = timings
     print(
         f"[4] random Llama d=1024 m=4096 4 layers, layers {rconfig.layers}: statistics {stats_s:.1f} s over "
-        f"{record['tokens']:,} tokens ({record['tokens'] / stats_s:,.0f} tokens/s), projector {projector_s:.2f} s "
-        f"(float64 eigendecomposition of 4096x4096), edit {edit_s:.2f} s"
+        f"{record['tokens']:,} tokens ({record['tokens'] / stats_s:,.0f} tokens/s)\n"
+        f"    edit with the projector computed (float64 eigendecomposition of 4096x4096): {cold_edit:.2f} s "
+        f"(projector {cold_p:.2f} s)\n"
+        f"    edit with the projector cached (layers {cached} read): {warm_edit:.2f} s (projector {warm_p:.3f} s); "
+        f"ratio cached/computed {warm_edit / cold_edit:.3f}"
     )
 
 

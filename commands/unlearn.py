@@ -176,13 +176,14 @@ def rocr_command(
     with counting_progress_bar("ROCR: key statistics", stats_tokens) as advance:
         edits, record = rocr.unlearn(hf_model, tokenizer, requests, config, corpus, cache_dir, advance)
     record["model"] = model.name
-    notes = {"cached_layers": "reused from the cache", "recomputed_damaged_layers": "damaged in the cache; recomputed"}
+    notes = {
+        "cached_layers": "key statistics for layers {} reused from the cache",
+        "recomputed_damaged_layers": "key statistics for layers {} damaged in the cache; recomputed",
+        "cached_projector_layers": "projectors for layers {} reused from the cache (no eigendecomposition)",
+    }
     for key, note in notes.items():
         if record["statistics"] and record["statistics"][key]:
-            layers_read = record["statistics"][key]
-            stderr.print(
-                f"key statistics for layers {layers_read} {note} ({cache_dir})", highlight=False, soft_wrap=True
-            )
+            stderr.print(f"{note.format(record['statistics'][key])} ({cache_dir})", highlight=False, soft_wrap=True)
     rocr.write_edited_model(out, hf_model, tokenizer, record, rocr.edit_tensors(originals, edits), output.overwrite)
     if output.json:
         print_results_json(record)

@@ -10,6 +10,7 @@ from llmkit import arch
 from llmkit.batching import corpus_batches
 from llmkit.errors import BadInputError
 from llmkit.methods.rocr import (
+    Request,
     ROCRConfig,
     StatisticsCorpus,
     default_layers,
@@ -22,6 +23,7 @@ from llmkit.methods.rocr import (
     revert,
     statistics_key,
 )
+from llmkit.methods.rocr import unlearn as rocr_unlearn
 from llmkit.models import load_model, model_fingerprint
 from tiny import CORPUS
 
@@ -188,3 +190,25 @@ def test_revert_puts_every_familys_weights_back_bit_for_bit(family, model_dirs):
     tensors = edit_tensors(originals, [edits])
     assert revert(model, tensors) == [0]
     assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
+
+
+def test_a_second_edit_with_the_same_statistics_reuses_the_cached_projector(llama_dir, tmp_path, monkeypatch):
+    corpus = StatisticsCorpus("tiny", lambda: CORPUS, 10_000, batch_size=4, max_length=64)
+    config = ROCRConfig(layers=[0, 1], nullspace_threshold=1e-2)
+    requests = [Request(TARGET, REDIRECT)]
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    first, record = rocr_unlearn(model, tokenizer, requests, config, corpus, tmp_path)
+    assert record["statistics"]["cached_projector_layers"] == []
+    assert len(list(tmp_path.glob("projector-*-nullspace-0.01.safetensors"))) == 2
+
+    def no_eigendecomposition(*args, **kwargs):
+        raise AssertionError("an eigendecomposition ran although the projector was cached")
+
+    monkeypatch.setattr(torch.linalg, "eigh", no_eigendecomposition)
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    second, record = rocr_unlearn(model, tokenizer, requests, config, corpus, tmp_path)
+    assert record["statistics"]["cached_projector_layers"] == [0, 1]
+    assert all(torch.allclose(a.delta, b.delta, rtol=1e-5, atol=1e-8) for a, b in zip(first[0], second[0]))
+    # Another threshold is another projector: computed, so eigh runs (and here raises).
+    with pytest.raises(AssertionError, match="eigendecomposition ran"):
+        rocr_unlearn(model, tokenizer, requests, ROCRConfig(layers=[0], nullspace_threshold=1e-3), corpus, tmp_path)

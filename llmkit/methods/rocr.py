@@ -37,7 +37,7 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -391,17 +391,46 @@ def pair_requests(targets: Sequence[str], redirects: Sequence[str]) -> list[Requ
     return [Request(t, r) for t, r in zip(targets, redirects)]
 
 
+def projector_key(statistics_key: str, preserve: str, threshold: float) -> str:
+    """The cache key of P: Σ's own key, the preservation mode and (for the null space) its threshold."""
+    return f"{statistics_key}-{preserve}-{threshold:g}" if preserve == "nullspace" else f"{statistics_key}-{preserve}"
+
+
 def projectors_for(
-    second_moments: dict[int, torch.Tensor] | None, config: ROCRConfig, m: int, device: torch.device
-) -> dict[int, torch.Tensor]:
-    """P per layer, in float64 on the model's device (on the CPU for MPS, which has no float64)."""
+    second_moments: dict[int, torch.Tensor] | None,
+    config: ROCRConfig,
+    m: int,
+    device: torch.device,
+    statistics_keys: Mapping[int, str] | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[dict[int, torch.Tensor], list[int]]:
+    """P per layer, in float64 on the model's device (on the CPU for MPS, which has no float64),
+    and the layers whose P was read from `cache_dir` (beside Σ, keyed by `projector_key`) rather
+    than computed: an eigendecomposition of the m×m Σ is minutes on a 7B layer (m = 14336)."""
     device = torch.device("cpu") if device.type == "mps" else device
     if second_moments is None:
-        return {layer: torch.eye(m, dtype=torch.float64, device=device) for layer in config.layers}
-    return {
-        layer: preservation_matrix(second_moments[layer].to(device), config.preserve, config.nullspace_threshold)
-        for layer in config.layers
-    }
+        return {layer: torch.eye(m, dtype=torch.float64, device=device) for layer in config.layers}, []
+    projectors, cached = {}, []
+    for layer in config.layers:
+        path = None
+        if cache_dir is not None and statistics_keys is not None:
+            key = projector_key(statistics_keys[layer], config.preserve, config.nullspace_threshold)
+            path = cache_dir / f"projector-{key}.safetensors"
+        if path is not None and path.is_file():
+            try:
+                projectors[layer] = safetensors.torch.load_file(str(path))["projector"].to(device)
+                cached.append(layer)
+                continue
+            except (safetensors.SafetensorError, OSError, KeyError):
+                pass  # damaged (a write cut short): computed again below
+        projectors[layer] = preservation_matrix(
+            second_moments[layer].to(device), config.preserve, config.nullspace_threshold
+        )
+        if path is not None:
+            staging = path.with_name(f".{path.name}.tmp")
+            safetensors.torch.save_file({"projector": projectors[layer].cpu().contiguous()}, str(staging))
+            staging.replace(path)
+    return projectors, cached
 
 
 def unlearn(
@@ -437,7 +466,11 @@ def unlearn(
             model, tokenizer, corpus, config.layers, fingerprint, cache_dir, progress
         )
     started = time.perf_counter()
-    projectors = projectors_for(second_moments, config, m, model.device)
+    projectors, cached_projectors = projectors_for(
+        second_moments, config, m, model.device, statistics["keys"] if statistics else None, cache_dir
+    )
+    if statistics:
+        statistics["cached_projector_layers"] = cached_projectors
     projector_s = time.perf_counter() - started
     c_prev: dict[int, torch.Tensor] = {}
     edits = [redirect(model, tokenizer, r.target, r.redirect, config, projectors, c_prev) for r in requests]
