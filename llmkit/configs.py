@@ -88,15 +88,51 @@ class TrainingBudget:
     max_steps: int | None = option(None, "Stop after this many steps (overrides --epochs).")
     seed: int = option(0, "Seed for initialisation and data order (and the command's own draws).")
     save_steps: int = option(100, "Checkpoint every N steps; an interrupted run resumes from the newest.")
+    gradient_accumulation_steps: int = option(
+        1,
+        "Batches whose gradients add up to one optimizer step: an effective batch of "
+        "--batch-size × N × processes in the memory of --batch-size.",
+        rich_help_panel="Scaling",
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute activations in the backward pass instead of keeping them (less memory, about 30% slower).",
+        rich_help_panel="Scaling",
+    )
+    deepspeed: str | None = option(
+        None,
+        "DeepSpeed config JSON (e.g. ZeRO-3) for the Trainer; run the command under `accelerate launch` or "
+        "`deepspeed`. Needs `pip install deepspeed`.",
+        rich_help_panel="Scaling",
+    )
 
     def __post_init__(self) -> None:
         for flag, value in (("--epochs", self.epochs), ("--lr", self.learning_rate), ("--batch-size", self.batch_size)):
             if value <= 0:
                 raise BadInputError(f"{flag} must be positive, got {value}")
+        if self.gradient_accumulation_steps < 1:
+            raise BadInputError(
+                f"--gradient-accumulation-steps must be at least 1, got {self.gradient_accumulation_steps}"
+            )
+        if self.deepspeed is not None:
+            check_deepspeed_config(self.deepspeed)
         if self.max_steps is not None and self.max_steps < 1:
             raise BadInputError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.save_steps < 1:
             raise BadInputError(f"--save-steps must be at least 1, got {self.save_steps}")
+
+
+def check_deepspeed_config(path: str) -> None:
+    """A --deepspeed file must exist and hold a JSON object (the Trainer would fail mid-start)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BadInputError(f"--deepspeed config {path} does not exist; pass a DeepSpeed JSON file (see docs/scale.md)")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadInputError(f"--deepspeed config {path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise BadInputError(f'--deepspeed config {path} must hold a JSON object, e.g. {{"zero_optimization": ...}}')
 
 
 # ---- the world model's pretraining (llmkit.world.pretrain) ---------------------------------------

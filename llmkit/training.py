@@ -17,6 +17,7 @@ and on whole texts `build_text_trainer`; a method with its own loss subclasses T
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import math
@@ -269,17 +270,37 @@ def training_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
+def mixed_precision(weights: torch.dtype) -> dict[str, bool]:
+    """The Trainer's own precision flags for weights of this dtype: bf16 autocast for bfloat16
+    weights, none for float32. Float16 weights are refused: they train only with a loss scaler
+    over float32 master weights, which the Trainer's fp16 flag refuses on float16 weights."""
+    if weights == torch.float16:
+        raise BadInputError(
+            "training in float16 underflows without float32 master weights; use --dtype bfloat16 or float32"
+        )
+    return {"bf16": weights == torch.bfloat16, "fp16": False}
+
+
+def check_deepspeed_installed(budget: TrainingBudget) -> None:
+    if budget.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
+        raise BadInputError("--deepspeed needs DeepSpeed, which is not installed: pip install deepspeed")
+
+
 def training_arguments(
     checkpoint_dir: str | Path,
     budget: TrainingBudget,
     *,
+    weights: torch.dtype = torch.float32,
     args_class: type[TrainingArguments] = TrainingArguments,
     **extra: Any,
 ) -> TrainingArguments:
     """TrainingArguments for `budget` with llmkit's defaults: a constant learning rate, no weight
     decay, one checkpoint kept (the newest: what a resumed run needs), logging every step, no tqdm
     and no reporting integrations, and every dataset column passed to the loss (methods read their
-    own). `extra` goes to `args_class` (TRL's configs take their method's settings)."""
+    own); mixed precision follows the `weights` dtype (`mixed_precision`); gradient accumulation,
+    gradient checkpointing and DeepSpeed as the budget asks. `extra` goes to `args_class` (TRL's
+    configs take their method's settings)."""
+    check_deepspeed_installed(budget)
     return args_class(
         output_dir=str(checkpoint_dir),
         num_train_epochs=budget.epochs,
@@ -296,8 +317,12 @@ def training_arguments(
         disable_tqdm=True,
         seed=budget.seed,
         data_seed=budget.seed,
-        bf16=False,
-        fp16=False,
+        **mixed_precision(weights),
+        gradient_accumulation_steps=budget.gradient_accumulation_steps,
+        gradient_checkpointing=budget.gradient_checkpointing,
+        # Reentrant checkpointing needs inputs that require grad; the non-reentrant kind does not (PyTorch's advice).
+        gradient_checkpointing_kwargs={"use_reentrant": False} if budget.gradient_checkpointing else None,
+        deepspeed=budget.deepspeed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -402,7 +427,7 @@ def build_sft_trainer(
     return build_trainer(
         model,
         Dataset.from_list(list(examples)),
-        training_arguments(checkpoint_dir, budget),
+        training_arguments(checkpoint_dir, budget, weights=model.dtype),
         data_collator=PadCollator(tokenizer.pad_token_id),
         progress=progress,
         callbacks=callbacks,

@@ -7,6 +7,7 @@ runs on one output."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -363,6 +364,9 @@ def test_checkpoints_of_another_run_are_bad_input(recorded, message, llama_dir, 
         ("npo", ["--beta", "0"], QUESTIONS, "--beta must be positive"),
         ("simnpo", ["--beta", "-1"], QUESTIONS, "--beta must be positive"),
         ("ga", ["--lora", "--lora-target", "no_such_proj"], QUESTIONS, "--lora-target"),
+        ("npo", ["--gradient-accumulation-steps", "0"], QUESTIONS, "must be at least 1"),
+        ("npo", ["--deepspeed", "no/such/ds.json"], QUESTIONS, "does not exist"),
+        ("npo", ["--dtype", "float16"], QUESTIONS, "float16 underflows"),
     ],
     ids=[
         "empty-forget",
@@ -373,9 +377,13 @@ def test_checkpoints_of_another_run_are_bad_input(recorded, message, llama_dir, 
         "beta-zero",
         "simnpo-beta-negative",
         "missing-lora-target",
+        "zero-accumulation",
+        "missing-deepspeed-config",
+        "float16-training",
     ],
 )
 def test_bad_input(method, args, records, message, llama_dir, tmp_path):
+    """Each refused in one line, exit 2, with no output or checkpoints left behind."""
     forget = write_jsonl(tmp_path / "forget.jsonl", records)
     out = tmp_path / "out"
     result = llmkit("unlearn", method, "--model", llama_dir, "--forget", forget, "--out", out, "--max-steps", 1, *args)
@@ -383,11 +391,26 @@ def test_bad_input(method, args, records, message, llama_dir, tmp_path):
     assert not (tmp_path / "out.checkpoints").exists()
 
 
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(Path(__file__).parents[1] / "examples" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        "0",
+    ],
+}
+
+
 @pytest.mark.training
-def test_torchrun_two_processes_match_one_with_the_same_global_batch(llama_dir, forget_file, tmp_path):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_processes_match_one_with_the_same_global_batch(launcher, llama_dir, forget_file, tmp_path):
     """NPO without retain data averages per-sequence terms, so two processes of 2 give the mean
     one process of 4 gives; DDP averages their gradients. Float32 sums in another order differ by
-    rounding only: weights agree within 1e-5."""
+    rounding only: weights agree within 1e-5. `accelerate launch` with the README's two-process
+    config file runs the same as torchrun."""
     llmkit_script = shutil.which("llmkit", path=str(Path(sys.executable).parent))
     common = [
         "unlearn",
@@ -413,11 +436,7 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(llama_dir, 
     double = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
+            *LAUNCHERS[launcher],
             llmkit_script,
             *common,
             "--batch-size",
@@ -736,3 +755,13 @@ def test_concurrent_unlearning_runs_one_wins(llama_dir, tmp_path):
     record = json.loads((out / "unlearn.json").read_text())
     assert record["budget"]["seed"] == winner and (out / "model.safetensors").is_file()
     assert not [name for name in leftovers(tmp_path, "g") if name.startswith(".")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed here")
+def test_deepspeed_without_deepspeed_installed_names_the_install(llama_dir, forget_file, tmp_path):
+    config = Path(__file__).parents[1] / "examples" / "accelerate" / "ds_zero3.json"
+    out = tmp_path / "out"
+    result = llmkit(
+        "unlearn", "npo", "--model", llama_dir, "--forget", forget_file, "--out", out, "--deepspeed", config
+    )
+    assert_bad_input(result, "pip install deepspeed", out)

@@ -18,7 +18,17 @@ from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import gradient
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
-from llmkit.training import COMPLETE_FILE, TrainingBudget, add_lora, check_checkpoints, train
+from llmkit.errors import BadInputError
+from llmkit.training import (
+    COMPLETE_FILE,
+    TrainingBudget,
+    add_lora,
+    build_sft_trainer,
+    check_checkpoints,
+    encode_records,
+    train,
+    training_arguments,
+)
 from llmkit.world.forget_set import forget_set
 
 pytestmark = pytest.mark.training  # every test here trains or unlearns: the outcome depends on the CPU's kernels
@@ -289,3 +299,70 @@ def test_rejection_tuning_makes_the_micro_model_refuse(micro_model, micro_target
     model.eval()
     count, answers = refused()
     bound("refused", count / len(forget), ">=", 0.8)
+
+
+# --- training that scales: accumulation, checkpointing, precision ------------------------------
+
+EIGHT = FORGET + RETAIN + FORGET[:2]
+
+
+def trained_weights(llama_dir, tmp_path, name, fit):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    trainer = fit(model, tokenizer, tmp_path / name)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, trainer
+
+
+def npo_run(settings):
+    return lambda model, tokenizer, out: gradient.unlearn(model, tokenizer, "npo", EIGHT, None, out, settings)
+
+
+def sft_run(settings):
+    def fit(model, tokenizer, out):
+        trainer = build_sft_trainer(model, tokenizer, encode_records(tokenizer, EIGHT), out, settings)
+        train(trainer, {"test": out.name})
+        return trainer
+
+    return fit
+
+
+@pytest.mark.parametrize("run", [npo_run, sft_run], ids=["npo", "sft"])
+def test_two_accumulated_batches_of_two_train_as_one_batch_of_four(run, llama_dir, tmp_path):
+    """NPO averages per-sequence terms, and the Trainer normalises the SFT loss by the labelled
+    tokens of the whole accumulated batch: either way 2 × 2 is the batch of 4, up to rounding."""
+    whole, _ = trained_weights(llama_dir, tmp_path, "whole", run(budget(batch_size=4, max_steps=2)))
+    accumulated, trainer = trained_weights(
+        llama_dir, tmp_path, "accumulated", run(budget(batch_size=2, gradient_accumulation_steps=2, max_steps=2))
+    )
+    assert trainer.state.global_step == 2
+    original = load_model(str(llama_dir), device="cpu", dtype="float32")[0].state_dict()
+    assert any(not torch.equal(whole[n], original[n]) for n in whole)
+    for name in whole:
+        assert torch.allclose(whole[name], accumulated[name], atol=1e-5), name
+    # Without the accumulation, batches of 2 take other steps.
+    halves, _ = trained_weights(llama_dir, tmp_path, "halves", run(budget(batch_size=2, max_steps=2)))
+    assert any(not torch.allclose(whole[n], halves[n], atol=1e-5) for n in whole)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_curve(llama_dir, tmp_path):
+    plain, plain_trainer = trained_weights(llama_dir, tmp_path, "plain", sft_run(budget(batch_size=2, max_steps=4)))
+    checkpointed, trainer = trained_weights(
+        llama_dir, tmp_path, "checkpointed", sft_run(budget(batch_size=2, max_steps=4, gradient_checkpointing=True))
+    )
+    assert trainer.args.gradient_checkpointing and trainer.model.is_gradient_checkpointing
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in (plain_trainer, trainer)]
+    assert len(losses[0]) == 4 and losses[0][-1] < losses[0][0]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-5), name
+
+
+def test_mixed_precision_follows_the_weights(llama_dir, tmp_path):
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="bfloat16")
+    trainer = build_sft_trainer(model, tokenizer, encode_records(tokenizer, EIGHT), tmp_path / "bf16", budget())
+    assert trainer.args.bf16 and not trainer.args.fp16
+    model, tokenizer = load_model(str(llama_dir), device="cpu", dtype="float32")
+    assert not build_sft_trainer(
+        model, tokenizer, encode_records(tokenizer, EIGHT), tmp_path / "fp32", budget()
+    ).args.bf16
+    with pytest.raises(BadInputError, match="float16 underflows"):
+        training_arguments(tmp_path / "fp16", budget(), weights=torch.float16)

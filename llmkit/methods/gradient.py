@@ -290,7 +290,7 @@ def build_unlearning_trainer(
         from trl import DPOConfig
         from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-        args = training_arguments(checkpoint_dir, budget, args_class=DPOConfig, beta=beta)
+        args = training_arguments(checkpoint_dir, budget, weights=model.dtype, args_class=DPOConfig, beta=beta)
         collator = PadCollator(tokenizer.pad_token_id, DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
         return build_trainer(
             model,
@@ -308,7 +308,7 @@ def build_unlearning_trainer(
     return build_trainer(
         model,
         unlearning_dataset(tokenizer, data, retain, budget.seed),
-        training_arguments(checkpoint_dir, budget),
+        training_arguments(checkpoint_dir, budget, weights=model.dtype),
         trainer_class=UnlearningTrainer,
         data_collator=PadCollator(tokenizer.pad_token_id),
         progress=progress,

@@ -642,6 +642,7 @@ def grpo_trainer(
     args = training_arguments(
         checkpoint_dir,
         replace(budget, batch_size=budget.batch_size * config.num_generations),
+        weights=model.dtype,
         args_class=GRPOConfig,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
