@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from conftest import Interrupt, perturb
 from llmkit.data import read_records
+from llmkit.errors import BadInputError
 from llmkit.evals.ort import demonstration_entities
 from llmkit.generation import GenerationParams, HFBackend
 from llmkit.methods import gradient
 from llmkit.metrics.probability import answer_probability
 from llmkit.models import load_model
-from llmkit.errors import BadInputError
 from llmkit.training import (
     COMPLETE_FILE,
     TrainingBudget,
