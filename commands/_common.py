@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from copy import copy
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, get_args, get_origin, get_type_hints
 
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
+from llmkit.configs import Placement, VLLMEngineOptions
 from llmkit.errors import BadInputError
 from llmkit.results import dumps_results
 
@@ -62,13 +63,20 @@ class ModelOptions:
     dtype: DtypeOpt = "auto"
     device: DeviceOpt = "auto"
     trust_remote_code: TrustRemoteCodeOpt = False
+    placement: Placement = field(default_factory=Placement)
 
     def load(self) -> tuple[Any, Any]:
-        """The model and its tokenizer (`llmkit.models.load_model`)."""
+        """The model and its tokenizer (`llmkit.models.load_model`), placed as --device-map asks."""
         from llmkit.models import load_model
 
         with stderr.status(f"loading {self.name}"):
-            return load_model(self.name, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
+            return load_model(
+                self.name,
+                dtype=self.dtype,
+                device=self.device,
+                trust_remote_code=self.trust_remote_code,
+                placement=self.placement,
+            )
 
 
 @dataclass
@@ -113,6 +121,9 @@ def _option_parameters(kind: type, how: Options) -> list[inspect.Parameter]:
         hint = hints[f.name]
         if f.name in how.exclude:
             continue
+        if isinstance(hint, type) and is_dataclass(hint):  # a group within the group: its options too
+            parameters += _option_parameters(hint, Options())
+            continue
         if get_origin(hint) is Annotated:
             hint, info = get_args(hint)[0], copy(get_args(hint)[1])
         elif "help" in f.metadata:
@@ -151,6 +162,20 @@ def _expand_options(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str
     return signature.replace(parameters=parameters), groups
 
 
+def _build(kind: type, options: dict[str, Any], offered: set[str]) -> Any:
+    """`kind` built from the `offered` options it took (popped from `options`), a dataclass field
+    that is itself a group built from its own."""
+    hints = get_type_hints(kind, include_extras=True)
+    values = {}
+    for f in fields(kind):
+        hint = hints[f.name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            values[f.name] = _build(hint, options, offered)
+        elif f.name in offered:
+            values[f.name] = options.pop(f.name)
+    return kind(**values)
+
+
 def check_finite(parameters: Mapping[str, inspect.Parameter], options: dict[str, Any]) -> None:
     """Every float option must be a finite number: `nan` and `inf` parse as floats, and would run
     to the end and write NaN weights or records that are not JSON."""
@@ -186,7 +211,7 @@ def cli_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             check_finite(signature.parameters, options)
             for name, (kind, offered) in groups.items():
-                options[name] = kind(**{option: options.pop(option) for option in offered})
+                options[name] = _build(kind, options, set(offered))
             return fn(**options)
         except BadInputError as err:
             if debug:
@@ -377,7 +402,27 @@ def loss_change(record: dict[str, Any]) -> str:
     return "-" if record["first_loss"] is None else f"{record['first_loss']:.4g} → {record['final_loss']:.4g}"
 
 
-def backend_config(engine: Backend, backend: str, batch_size: int | str, dtype: str, device: str) -> dict[str, Any]:
-    """How a command's backend ran, for its results.json config: the options and the dtype they resolved to."""
+def backend_config(
+    engine: Backend,
+    backend: str,
+    batch_size: int | str,
+    dtype: str,
+    device: str,
+    placement: Placement | None = None,
+    engine_options: VLLMEngineOptions | None = None,
+) -> dict[str, Any]:
+    """How a command's backend ran, for its results.json config: the options, the dtype they
+    resolved to, the HF placement (a device map) or the vLLM engine arguments given to `vllm.LLM`."""
     resolved = str(engine.dtype).removeprefix("torch.")
-    return {"backend": backend, "batch_size": batch_size, "dtype": dtype, "resolved_dtype": resolved, "device": device}
+    config = {
+        "backend": backend,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "resolved_dtype": resolved,
+        "device": device,
+    }
+    if backend == "hf":
+        config["placement"] = asdict(placement or Placement())
+    else:
+        config["vllm_engine_args"] = (engine_options or VLLMEngineOptions()).engine_kwargs()
+    return config

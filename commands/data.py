@@ -21,7 +21,7 @@ from llmkit.commands._common import (
     progress_bar,
     stdout,
 )
-from llmkit.configs import BACKENDS, QAFields
+from llmkit.configs import BACKENDS, QAFields, VLLMEngineOptions
 from llmkit.errors import BadInputError
 from llmkit.methods.configs import VARIANT_HELP, RTuningConfig
 from llmkit.results import check_output_path
@@ -106,6 +106,7 @@ def rtuning_command(
     backend: Annotated[str, typer.Option(help=f"Backend that asks the model: {' or '.join(BACKENDS)}.")] = "hf",
     batch_size: BatchSizeOpt = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    vllm: VLLMEngineOptions = VLLMEngineOptions(),
     *,
     output: OutputOptions,
 ) -> None:
@@ -155,6 +156,8 @@ def rtuning_command(
         batch_size=batch,
         seed=settings.seed,
         trust_remote_code=model.trust_remote_code,
+        placement=model.placement,
+        engine_options=vllm,
     )
     with engine, progress_bar("asking the pretrained model", len(items)) as progress:
         records, split = build_rtuning_data(engine, items, settings, progress)

@@ -13,7 +13,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from copy import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional, get_args
 
@@ -41,7 +41,16 @@ from llmkit.commands._common import (
     stderr,
     stdout,
 )
-from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, AbstentionConfig, HallucinationConfig, QAFields, RestorConfig
+from llmkit.configs import (
+    BACKENDS,
+    CHAT_TEMPLATE_MODES,
+    AbstentionConfig,
+    HallucinationConfig,
+    Placement,
+    QAFields,
+    RestorConfig,
+    VLLMEngineOptions,
+)
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.common import (
@@ -113,6 +122,8 @@ class EvalOptions:
         ),
     ] = False
     debug: _option(DebugOpt, rich_help_panel="Output") = False
+    placement: Placement = field(default_factory=Placement)
+    vllm: VLLMEngineOptions = field(default_factory=VLLMEngineOptions)
     fail_over: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -181,7 +192,7 @@ def run_eval(
         "intervention": [str(p) for p in o.intervention or []],
         "chat_template": o.chat_template,
         "chat_template_used": chat,
-        **backend_config(engine, o.backend, batch, o.dtype, o.device),
+        **backend_config(engine, o.backend, batch, o.dtype, o.device, o.placement, o.vllm),
         "limit": o.limit,
         "baseline": str(o.baseline) if o.baseline else None,
     }
@@ -217,6 +228,8 @@ def _open(o: EvalOptions, model: str, interventions: list[Path] | None, batch: i
         batch_size=batch,
         seed=seed,
         trust_remote_code=o.trust_remote_code,
+        placement=o.placement,
+        engine_options=o.vllm,
     )
 
 

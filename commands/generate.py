@@ -25,7 +25,7 @@ from llmkit.commands._common import (
     progress_bar,
     stderr,
 )
-from llmkit.configs import BACKENDS, GenerationParams
+from llmkit.configs import BACKENDS, GenerationParams, VLLMEngineOptions
 from llmkit.data import dumps_jsonl, read_records
 from llmkit.errors import BadInputError
 from llmkit.results import check_output_path, make_results, write_run
@@ -51,6 +51,7 @@ def generate(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")] = None,
     prompt_field: Annotated[str, typer.Option(help="Field of each record that holds the prompt.")] = "prompt",
     split: Annotated[str, typer.Option(help="Split, when --input is a dataset.")] = "train",
+    vllm: VLLMEngineOptions = VLLMEngineOptions(),
     *,
     output: OutputOptions,
 ) -> None:
@@ -79,6 +80,8 @@ def generate(
         batch_size=batch,
         seed=params.seed,
         trust_remote_code=model.trust_remote_code,
+        placement=model.placement,
+        engine_options=vllm,
     )
     prompts = [r[prompt_field] for r in records]
     with engine, progress_bar("generating", len(prompts)) as progress:
@@ -96,7 +99,7 @@ def generate(
     config = {
         "model": model.name,
         "input": input,
-        **backend_config(engine, backend, batch, model.dtype, model.device),
+        **backend_config(engine, backend, batch, model.dtype, model.device, model.placement, vllm),
         **asdict(params),
         "intervention": [str(p) for p in intervention or []],
         "limit": limit,

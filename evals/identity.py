@@ -20,6 +20,7 @@ from llmkit import arch
 from llmkit.generation import encode_prompts
 from llmkit.hooks import intervene
 from llmkit.methods.rocr import read_at, subject_prompt
+from llmkit.models import input_device
 
 POSITIONS = ("first", "last")
 
@@ -47,7 +48,7 @@ def subject_patching(
     clean = 0
     for source, source_value, target, target_value in kept:
         target_text, _ = subject_prompt(tokenizer, template, target, False, "last", cue)
-        ids = torch.tensor(encode_prompts(tokenizer, [target_text]), device=model.device)
+        ids = torch.tensor(encode_prompts(tokenizer, [target_text]), device=input_device(model))
         clean += int(model(input_ids=ids).logits[0, -1].argmax() == _first_answer_token(tokenizer, target_value))
         wanted = _first_answer_token(tokenizer, source_value)
         for position in POSITIONS:

@@ -72,6 +72,140 @@ class GenerationParams:
             raise BadInputError("--stop takes a non-empty string (an empty one would cut every generation to nothing)")
 
 
+@dataclass(frozen=True)
+class VLLMEngineOptions:
+    """vLLM's engine arguments beyond the model, in the spirit of lm-evaluation-harness's
+    `--model_args`: the common ones named, any other as `--vllm-arg KEY=VALUE` (checked against
+    vLLM's `EngineArgs` when the engine starts; VALUE read as JSON where it parses, else a string)."""
+
+    tensor_parallel_size: int = option(
+        1, "GPUs each model is split across (tensor parallelism).", rich_help_panel="vLLM engine"
+    )
+    pipeline_parallel_size: int = option(
+        1, "Pipeline stages (GPUs or nodes) the layers are split into.", rich_help_panel="vLLM engine"
+    )
+    gpu_memory_utilization: float = option(
+        0.9,
+        "Share of each GPU's memory vLLM takes; lower it to leave room for an HF model beside it "
+        "(a KSD gate, EigenScore's embeddings).",
+        rich_help_panel="vLLM engine",
+    )
+    max_model_len: int | None = option(
+        None, "Context length vLLM plans its KV cache for.", rich_help_panel="vLLM engine", show_default="the model's"
+    )
+    enable_prefix_caching: bool = option(
+        True,
+        "Reuse the KV cache of shared prompt prefixes (few-shot prompts, a text scored against several endings).",
+        flag="--enable-prefix-caching/--no-enable-prefix-caching",
+        rich_help_panel="vLLM engine",
+    )
+    vllm_arg: tuple[str, ...] = option(
+        (),
+        "Any other vLLM engine argument as KEY=VALUE (repeatable), e.g. enforce_eager=true or kv_cache_dtype=fp8.",
+        type=list[str],
+        flag="--vllm-arg",
+        metavar="KEY=VALUE",
+        rich_help_panel="vLLM engine",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vllm_arg", tuple(self.vllm_arg))  # from the command line, a list
+        for flag, value in (
+            ("--tensor-parallel-size", self.tensor_parallel_size),
+            ("--pipeline-parallel-size", self.pipeline_parallel_size),
+        ):
+            if value < 1:
+                raise BadInputError(f"{flag} must be at least 1, got {value}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise BadInputError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise BadInputError(f"--max-model-len must be at least 1, got {self.max_model_len}")
+        self.extra()
+
+    def extra(self) -> dict[str, Any]:
+        """The --vllm-arg pairs, their values read as JSON where they parse (8, true, {"a": 1})."""
+        pairs: dict[str, Any] = {}
+        for item in self.vllm_arg:
+            key, sep, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not key.isidentifier():
+                raise BadInputError(f"--vllm-arg takes KEY=VALUE, e.g. enforce_eager=true; got {item!r}")
+            try:
+                pairs[key] = json.loads(value)
+            except ValueError:
+                pairs[key] = value
+        return pairs
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """What `vllm.LLM` is given besides the model, dtype and seed."""
+        named = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "pipeline_parallel_size": self.pipeline_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enable_prefix_caching": self.enable_prefix_caching,
+        }
+        if self.max_model_len is not None:
+            named["max_model_len"] = self.max_model_len
+        return {**named, **self.extra()}
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How an HF model too large for one device is spread over several (accelerate's big-model
+    inference): `device_map` as transformers takes it, per-device `max_memory`
+    ("0=70GiB,1=70GiB,cpu=200GiB"), and what fits nowhere offloaded to disk in `offload_folder`.
+    None keeps the whole model on `--device`."""
+
+    device_map: str | None = option(
+        None,
+        f"Spread the model over the GPUs, then CPU memory, then disk: {', '.join(DEVICE_MAPS)} "
+        "(accelerate's big-model inference). Overrides --device.",
+        rich_help_panel="Placement",
+    )
+    max_memory: str | None = option(
+        None,
+        "Memory per device for --device-map, e.g. '0=70GiB,1=70GiB,cpu=200GiB'; the rest goes to disk.",
+        rich_help_panel="Placement",
+    )
+    offload_folder: str | None = option(
+        None,
+        "Where --device-map keeps weights offloaded to disk.",
+        rich_help_panel="Placement",
+        show_default="a temporary directory",
+    )
+
+    def __post_init__(self) -> None:
+        if self.device_map is None:
+            if self.max_memory or self.offload_folder:
+                raise BadInputError("--max-memory and --offload-folder take effect with --device-map; add it")
+            return
+        if self.device_map not in DEVICE_MAPS:
+            raise BadInputError(f"--device-map takes {', '.join(DEVICE_MAPS)}, got {self.device_map!r}")
+        self.memory_limits()
+
+    def memory_limits(self) -> dict[int | str, str] | None:
+        """--max-memory as accelerate takes it: {0: "70GiB", "cpu": "200GiB"}."""
+        if not self.max_memory:
+            return None
+        limits: dict[int | str, str] = {}
+        for item in self.max_memory.split(","):
+            device, sep, amount = item.strip().partition("=")
+            device = device.strip()
+            if not sep or not amount.strip() or not (device.isdigit() or device in ("cpu", "mps")):
+                raise BadInputError(
+                    f"--max-memory takes DEVICE=AMOUNT pairs (a GPU index, cpu or mps), e.g. '0=70GiB,cpu=200GiB'; "
+                    f"got {item.strip()!r}"
+                )
+            limits[int(device) if device.isdigit() else device] = amount.strip()
+        return limits
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 # ---- a training run (llmkit.training) -----------------------------------------------------------
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import io
+import json
 import os
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -28,13 +30,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from llmkit.batching import length_sorted_batches, pad_batch
-from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams
+from llmkit.configs import BACKENDS, CHAT_TEMPLATE_MODES, GenerationParams, Placement, VLLMEngineOptions
 from llmkit.errors import BadInputError, first_line
 from llmkit.models import (
     adapter_base,
     check_context,
     check_model_path,
     context_length,
+    input_device,
     load_model,
     load_tokenizer,
     resolve_device,
@@ -217,7 +220,7 @@ class HFBackend(Backend):
             run_all(self.batch_size)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.model.device) for k, v in batch.items()}
+        return {k: v.to(input_device(self.model)) for k, v in batch.items()}
 
     @torch.inference_mode()
     def generate(
@@ -282,7 +285,7 @@ class HFBackend(Backend):
             width = batch["input_ids"].shape[1]
             # Right padding under a causal mask: no real token attends to a pad after it, so the
             # pads need no attention mask and the model takes its plain causal path.
-            inputs = {"input_ids": batch["input_ids"].to(self.model.device)}
+            inputs = {"input_ids": batch["input_ids"].to(input_device(self.model))}
             # Only positions from the shortest context on predict continuation tokens.
             first_needed = min(len(pairs[i][0]) for i in indices) - 1
             extra = {"logits_to_keep": width - first_needed} if self._keeps_logits else {}
@@ -396,7 +399,11 @@ class VLLMBackend(Backend):
         seed: int | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        engine_options: VLLMEngineOptions | None = None,
+        adapter: str | None = None,
     ) -> None:
+        """`model` on vLLM's engine with `engine_options`; with `adapter` (a peft LoRA directory
+        trained on `model`), every request runs through vLLM's LoRA support (a `LoRARequest`)."""
         vllm = import_vllm()
         from vllm.platforms import current_platform
 
@@ -410,7 +417,20 @@ class VLLMBackend(Backend):
 
         self._vllm, self._on_cpu = vllm, current_platform.is_cpu()
         self.dtype = resolve_dtype(dtype, _vllm_device(device, current_platform.device_type))
-        self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=revision)
+        # An adapter directory's own tokenizer, where it has one, as the HF backend loads it.
+        has_tokenizer = adapter is not None and any(
+            Path(adapter, name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
+        )
+        self.tokenizer = load_tokenizer(
+            adapter if has_tokenizer else model, trust_remote_code=trust_remote_code, revision=revision
+        )
+        self.engine_args = check_engine_args((engine_options or VLLMEngineOptions()).engine_kwargs())
+        self.lora_request = None
+        if adapter is not None:
+            self.engine_args.update(lora_engine_args(adapter, current_platform))
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest("adapter", 1, str(Path(adapter).expanduser().resolve()))
         try:
             self.llm = vllm.LLM(
                 model=model,
@@ -418,6 +438,7 @@ class VLLMBackend(Backend):
                 seed=0 if seed is None else seed,
                 trust_remote_code=trust_remote_code,
                 revision=revision,
+                **self.engine_args,
             )
         except ValueError as err:  # vLLM's config validation (pydantic) of what it was given
             raise BadInputError(f"vLLM cannot load model {model!r}: {_vllm_reason(err)}") from err
@@ -466,6 +487,7 @@ class VLLMBackend(Backend):
                 [TokensPrompt(prompt_token_ids=encoded[i]) for i, _ in call],
                 [sampling for _, sampling in call],
                 use_tqdm=_forward_to(progress, done, len(prompts), per_prompt=n),
+                lora_request=self.lora_request,
             )
             for (i, _), output in zip(call, outputs):
                 texts[i] += [decode_generation(self.tokenizer, c.token_ids, params.stop) for c in output.outputs]
@@ -516,7 +538,9 @@ class VLLMBackend(Backend):
         sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         appended = [[t] for t in next_tokens] or [[]]
         requests = [TokensPrompt(prompt_token_ids=ctx + cont + tail) for ctx, cont in pairs for tail in appended]
-        outputs = self.llm.generate(requests, sampling, use_tqdm=_forward_to(progress, 0, len(requests)))
+        outputs = self.llm.generate(
+            requests, sampling, use_tqdm=_forward_to(progress, 0, len(requests)), lora_request=self.lora_request
+        )
         results = []
         for k, (context, continuation) in enumerate(pairs):
             mine = outputs[k * len(appended) : (k + 1) * len(appended)]
@@ -531,6 +555,55 @@ class VLLMBackend(Backend):
                 )
             )
         return results
+
+
+SET_BY_LLMKIT = ("model", "tokenizer", "dtype", "seed", "trust_remote_code", "revision", "enable_lora")
+
+
+def check_engine_args(engine_args: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an engine argument vLLM's `EngineArgs` does not have (naming the closest that it
+    does), or one llmkit's own options set; `engine_args` itself otherwise."""
+    import dataclasses
+    import difflib
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    for key in engine_args:
+        if key in SET_BY_LLMKIT:
+            raise BadInputError(
+                f"--vllm-arg {key}: llmkit sets it from its own options (--model, --dtype, --seed, "
+                "--trust-remote-code; an adapter directory enables LoRA)"
+            )
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise BadInputError(f"--vllm-arg {key}: vLLM's engine has no argument of that name{hint}")
+    return dict(engine_args)
+
+
+def lora_engine_args(adapter: str, platform: Any) -> dict[str, Any]:
+    """The engine arguments that serve `adapter` (its rank from adapter_config.json), or, where
+    vLLM's platform has no LoRA kernels, the one-line refusal naming the HF backend."""
+    if not platform.get_punica_wrapper():
+        raise BadInputError(
+            f"vLLM on {platform.device_type} has no LoRA support, so it cannot run the adapter {adapter}; "
+            "use --backend hf (it merges the adapter into its base)"
+        )
+    config = json.loads((Path(adapter).expanduser() / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("peft_type", "LORA") != "LORA":
+        raise BadInputError(
+            f"{adapter} is a {config['peft_type']} adapter; vLLM serves LoRA adapters only: use --backend hf"
+        )
+    rank = int(config.get("r", 8))
+    # vLLM takes one of a few ranks: the smallest that holds the adapter's.
+    supported = next((r for r in VLLM_LORA_RANKS if r >= rank), None)
+    if supported is None:
+        raise BadInputError(f"{adapter} has LoRA rank {rank}, above vLLM's {VLLM_LORA_RANKS[-1]}: use --backend hf")
+    return {"enable_lora": True, "max_lora_rank": supported, "max_loras": 1}
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def _vllm_device(device: str, platform_device: str) -> torch.device:
@@ -568,33 +641,51 @@ def load_backend(
     seed: int | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    placement: Placement | None = None,
+    engine_options: VLLMEngineOptions | None = None,
 ) -> Backend:
-    """Build the named backend for `model` (a hub id or a local directory)."""
+    """Build the named backend for `model` (a hub id or a local directory): HF with its
+    `placement` (a device map, for a model larger than one device), vLLM with its `engine_options`."""
     if backend == "hf":
         hf_model, tokenizer = load_model(
-            model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
+            model,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            placement=placement,
         )
         return HFBackend(hf_model, tokenizer, batch_size=batch_size)
     if backend == "vllm":
         check_model_path(model)
-        if adapter_base(model) is not None:
-            raise BadInputError(
-                f"{model} is a peft adapter, which the vllm backend does not load; use --backend hf (it merges the "
-                "adapter into its base)"
-            )
+        base = adapter_base(model)
         return VLLMBackend(
-            model, dtype=dtype, device=device, seed=seed, trust_remote_code=trust_remote_code, revision=revision
+            base or model,
+            dtype=dtype,
+            device=device,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            engine_options=engine_options,
+            adapter=model if base else None,
         )
     raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def hf_model(
-    engine: Backend, model_name: str, *, device: str = "auto", trust_remote_code: bool = False
+    engine: Backend,
+    model_name: str,
+    *,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ) -> PreTrainedModel:
     """The transformers model behind `engine`, for hidden-state work: the HF backend's own, or, for
-    vLLM, `model_name` loaded beside it in the engine's dtype."""
+    vLLM, `model_name` loaded beside it in the engine's dtype (with `placement`'s device map)."""
     model = getattr(engine, "model", None)
     if isinstance(model, PreTrainedModel):
         return model
     dtype = str(engine.dtype).removeprefix("torch.")
-    return load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)[0]
+    return load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, placement=placement)[
+        0
+    ]

@@ -24,6 +24,7 @@ from torch import nn
 from llmkit import arch
 from llmkit.batching import last_token_index, length_sorted_batches, pad_batch, position_ids
 from llmkit.errors import BadInputError
+from llmkit.models import input_device
 
 Activation = torch.Tensor
 InterventionFn = Callable[[Activation, int], Activation]
@@ -176,7 +177,7 @@ def pooled_states(
 ) -> torch.Tensor:
     """(N, d) float32: `pool` of block `layer`'s output for each token-id sequence, from
     length-sorted, right-padded batches whose forward pass stops at the layer."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     pooled = torch.empty(0, 0)
     for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
         batch = pad_batch([sequences[i] for i in indices], pad_token_id, "right")
@@ -197,7 +198,7 @@ def last_token(hidden: Activation, mask: torch.Tensor) -> Activation:
 def describe_points(model: nn.Module, tokenizer) -> list[dict[str, object]]:
     """The architecture map as `llmkit model inspect` reports it: per point, its module path, what
     is read there and its shape, the widths measured by one short forward pass at layer 0."""
-    batch = tokenizer(["Hello world"], return_tensors="pt").to(model.device)
+    batch = tokenizer(["Hello world"], return_tensors="pt").to(input_device(model))
     with ExitStack() as stack:
         captured = {point: stack.enter_context(capture(model, point, [0])) for point in arch.POINTS}
         with torch.inference_mode():

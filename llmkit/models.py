@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llmkit.configs import Placement
 from llmkit.errors import BadInputError, first_line
 from llmkit.hub import check_hub_reachable, model_cached
 
@@ -108,25 +110,33 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    placement: Placement | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load `(model, tokenizer)` in eval mode on the resolved device and dtype. A peft adapter
-    directory is loaded on the base model its adapter_config.json names and merged into it."""
+    """Load `(model, tokenizer)` in eval mode on the resolved device and dtype, or, with a
+    `placement` that names a device map, dispatched over the GPUs, CPU memory and disk by
+    accelerate. A peft adapter directory is loaded on the base model its adapter_config.json
+    names and merged into it."""
     check_model_path(name_or_path)
     base = adapter_base(name_or_path)
     if base is not None:
-        return _load_adapter(name_or_path, base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return _load_adapter(
+            name_or_path, base, dtype=dtype, device=device, trust_remote_code=trust_remote_code, placement=placement
+        )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     tokenizer = load_tokenizer(name_or_path, **common)
+    # No device map on CPU: Trainer then moves a model it trains to its own device.
+    where: dict[str, Any] = {"device_map": None if torch_device.type == "cpu" else str(torch_device)}
+    if placement is not None and placement.device_map is not None:
+        where = {
+            "device_map": placement.device_map,
+            "max_memory": placement.memory_limits(),
+            "offload_folder": placement.offload_folder or tempfile.mkdtemp(prefix="llmkit-offload-"),
+        }
     with loading_errors(name_or_path, trust_remote_code):
         model, loading_info = AutoModelForCausalLM.from_pretrained(
-            # No device map on CPU: Trainer then moves a model it trains to its own device.
-            name_or_path,
-            dtype=torch_dtype,
-            device_map=None if torch_device.type == "cpu" else str(torch_device),
-            output_loading_info=True,
-            **common,
+            name_or_path, dtype=torch_dtype, output_loading_info=True, **where, **common
         )
     check_loaded_weights(name_or_path, loading_info)
     set_pad_token(model, tokenizer)
@@ -223,12 +233,64 @@ def model_fingerprint(model: PreTrainedModel) -> str:
     update changes every entry) changes it, while a 7B model is fingerprinted in a second rather
     than hashed whole. Not a tamper check."""
     sha = hashlib.sha256(model.config.model_type.encode())
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state_tensors(model):
         flat = tensor.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // 4096)].cpu().contiguous()
         sha.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         sha.update(sample.view(torch.uint8).numpy().tobytes())
     return sha.hexdigest()[:16]
+
+
+# ---- models dispatched by accelerate (a device map): their devices, and weights kept offloaded ----
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where `module` computes: its accelerate hook's execution device (its weights may wait on
+    the CPU or on disk, as meta tensors), else the device of its first parameter."""
+    execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if execution is not None:
+        return torch.device(execution)
+    return next(module.parameters()).device
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where a model takes its input ids: its embedding's device (`model.device` is the meta
+    device when the embedding is offloaded)."""
+    device = model.device
+    return module_device(model.get_input_embeddings()) if device.type == "meta" else device
+
+
+@contextmanager
+def materialized(module: torch.nn.Module, *, write: bool = False) -> Iterator[None]:
+    """`module`'s own parameters real inside the block, on its execution device; for a module whose
+    weights accelerate offloaded, loaded from where it keeps them, and with `write`, what the
+    block changed written back there (into the offload loader's in-memory state, which it reads
+    before the disk), so that later forward passes and `save_pretrained` see the edit. An
+    ordinary module is left as it is."""
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    if not has_offloaded_params(module):
+        yield
+        return
+    with align_module_device(module):
+        yield
+        if write:
+            weights = module._hf_hook.weights_map
+            store = getattr(weights.dataset, "state_dict", weights.dataset)
+            for name, parameter in module.named_parameters(recurse=False):
+                store[weights.prefix + name] = parameter.detach().to("cpu", copy=True)
+
+
+def state_tensors(model: PreTrainedModel) -> Iterator[tuple[str, torch.Tensor]]:
+    """`model.state_dict()`'s items, with the tensors accelerate offloaded (meta in the state dict)
+    read from where it keeps them, one at a time."""
+    for name, tensor in model.state_dict().items():
+        if tensor.device.type == "meta":
+            owner, _, leaf = name.rpartition(".")
+            module = model.get_submodule(owner)
+            with materialized(module):
+                tensor = getattr(module, leaf).detach().cpu()
+        yield name, tensor
 
 
 def set_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel
 
 from llmkit.batching import last_token_index
+from llmkit.configs import Placement, VLLMEngineOptions
 from llmkit.errors import BadInputError
 from llmkit.generation import (
     Backend,
@@ -198,12 +199,13 @@ def apply_interventions(
     *,
     device: str = "auto",
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ) -> Backend:
     """`engine` with `read_interventions`' artifacts applied (itself when there are none). The HF
     backend lends its model; for vLLM the gate loads the HF model beside it, in the engine's dtype."""
     if not artifacts:
         return engine
-    model = hf_model(engine, model_name, device=device, trust_remote_code=trust_remote_code)
+    model = hf_model(engine, model_name, device=device, trust_remote_code=trust_remote_code, placement=placement)
     adjusters, gates = load_interventions(artifacts, model)
     return IntervenedBackend(engine, model, adjusters, gates)
 
@@ -218,6 +220,8 @@ def open_intervened_backend(
     batch_size: int | str = "auto",
     seed: int | None = None,
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
+    engine_options: VLLMEngineOptions | None = None,
 ) -> Backend:
     """`generation.load_backend` with the artifacts at `interventions` applied; they are read
     first, so a bad artifact fails before any model loads."""
@@ -230,9 +234,13 @@ def open_intervened_backend(
         batch_size=batch_size,
         seed=seed,
         trust_remote_code=trust_remote_code,
+        placement=placement,
+        engine_options=engine_options,
     )
     try:
-        return apply_interventions(engine, artifacts, model, device=device, trust_remote_code=trust_remote_code)
+        return apply_interventions(
+            engine, artifacts, model, device=device, trust_remote_code=trust_remote_code, placement=placement
+        )
     except BaseException:
         engine.close()
         raise

@@ -32,7 +32,7 @@ from llmkit.interventions import Artifact
 from llmkit.methods.configs import DEFAULT_REFUSAL as DEFAULT_REFUSAL  # re-exported
 from llmkit.methods.configs import KSD_METHOD, KSDConfig
 from llmkit.methods.configs import POSITIONS as POSITIONS  # re-exported
-from llmkit.models import model_fingerprint
+from llmkit.models import input_device, model_fingerprint
 
 METHOD = KSD_METHOD
 STD_FLOOR = 1e-6
@@ -63,8 +63,10 @@ def key_vectors(
     for indices in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
         batch = pad_batch([token_ids[i] for i in indices], pad_token_id, "right")
         with capture(model, "mlp_key", [layer], position=positions, stop=True) as keys:
-            model(**{k: v.to(model.device) for k, v in batch.items()})
-        vectors = keys[layer] if positions == "last" else keys[layer][batch["attention_mask"].bool().to(model.device)]
+            model(**{k: v.to(input_device(model)) for k, v in batch.items()})
+        vectors = keys[layer]
+        if positions != "last":
+            vectors = vectors[batch["attention_mask"].bool().to(vectors.device)]
         yield indices, vectors.float()
 
 
@@ -115,7 +117,7 @@ class KeySpaceGate:
             if not continuation:
                 refused.append(False)
                 continue
-            ids = torch.tensor([context + continuation], device=model.device)
+            ids = torch.tensor([context + continuation], device=input_device(model))
             with capture(model, "mlp_key", [self.layer], stop=True) as keys:
                 model(input_ids=ids)
             refused.append(bool(self.inside(keys[self.layer][0, len(context) :]).any()))

@@ -36,7 +36,7 @@ from llmkit.errors import BadInputError
 from llmkit.hooks import ForwardInputs, StopForward, intervene, track_inputs
 from llmkit.interventions import Artifact
 from llmkit.methods.configs import NEURON_ADJUST_METHOD, NeuronAdjustConfig
-from llmkit.models import model_fingerprint
+from llmkit.models import input_device, model_fingerprint, module_device
 
 METHOD = NEURON_ADJUST_METHOD
 STD_FLOOR = 1e-5
@@ -80,7 +80,7 @@ def neuron_gaussians(
             for sequences in token_batches:
                 batch = pad_batch(sequences, pad_token_id, "right")
                 with suppress(StopForward):
-                    model(**{k: v.to(model.device) for k, v in batch.items()})
+                    model(**{k: v.to(input_device(model)) for k, v in batch.items()})
                 tokens += int(batch["attention_mask"].sum())
                 if progress:
                     progress(len(sequences))
@@ -160,8 +160,10 @@ class NeuronAdjust:
     @contextmanager
     def applied(self, model: PreTrainedModel) -> Iterator[None]:
         """Adjust the selected neurons on every forward call (prefill and each decoding step)."""
-        device = arch.mlp_in_module(model, 0).weight.device
-        by_layer = {int(i): self.layer_gaussians(int(i), device) for i in self.layer.unique()}
+        by_layer = {
+            int(i): self.layer_gaussians(int(i), module_device(arch.mlp_in_module(model, int(i))))
+            for i in self.layer.unique()
+        }
         with ExitStack() as stack:
             inputs = stack.enter_context(track_inputs(model))
 

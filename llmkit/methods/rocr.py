@@ -57,7 +57,7 @@ from llmkit.hooks import capture
 from llmkit.methods.configs import CONTEXT_STARTERS as CONTEXT_STARTERS  # re-exported
 from llmkit.methods.configs import PRESERVE_MODES, SUBJECT_TOKENS, ROCRConfig, check_layers
 from llmkit.methods.configs import default_layers as default_layers  # re-exported
-from llmkit.models import load_model, model_fingerprint
+from llmkit.models import input_device, load_model, materialized, model_fingerprint
 from llmkit.results import check_output_path, staged_directory
 
 # --- key statistics ----------------------------------------------------------------------------
@@ -79,13 +79,12 @@ def key_second_moment(
     count = 0
     for sequences in token_batches:
         batch = pad_batch(sequences, pad_token_id, "right")
-        mask = batch["attention_mask"].bool().to(model.device)
+        mask = batch["attention_mask"].bool()
+        device = input_device(model)
         with capture(model, "mlp_key", layers, stop=True) as keys:
-            model(
-                input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device)
-            )
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         for layer in layers:
-            k = keys[layer][mask]
+            k = keys[layer][mask.to(keys[layer].device)]
             k = k.float() if k.dtype in (torch.float16, torch.bfloat16) else k
             sums[layer] = sums.get(layer, 0) + (k.T @ k).double()
         tokens = int(mask.sum())
@@ -275,7 +274,8 @@ def read_at(
     positions = torch.tensor([index for _, index in prompts])
     with ExitStack() as stack:
         captured = [stack.enter_context(capture(model, point, [layer])) for point, layer in reads]
-        model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
+        device = input_device(model)
+        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
     return [acts[layer][rows, positions].double() for acts, (_, layer) in zip(captured, reads)]
 
 
@@ -331,9 +331,10 @@ def redirect(
         edit = LayerEdit(
             layer, key, residual, update_row(key, projector, config.lam, c_prev.get(layer) if c_prev else None)
         )
-        with torch.no_grad():
+        # On a dispatched model the weight may be offloaded: edited where accelerate keeps it.
+        with torch.no_grad(), materialized(arch.mlp_out_module(model, layer), write=True):
             weight = arch.mlp_out_weight(model, layer)
-            weight += edit.delta.to(weight.dtype)
+            weight += edit.delta.to(weight.device, weight.dtype)
         edits.append(edit)
         if c_prev is not None:
             c_prev[layer] = c_prev.get(layer, torch.zeros_like(projector)) + torch.outer(key, key)
@@ -467,7 +468,7 @@ def unlearn(
         )
     started = time.perf_counter()
     projectors, cached_projectors = projectors_for(
-        second_moments, config, m, model.device, statistics["keys"] if statistics else None, cache_dir
+        second_moments, config, m, input_device(model), statistics["keys"] if statistics else None, cache_dir
     )
     if statistics:
         statistics["cached_projector_layers"] = cached_projectors
@@ -515,7 +516,12 @@ def edit_tensors(originals: dict[int, torch.Tensor], edits: Sequence[Sequence[La
 
 
 def original_weights(model: PreTrainedModel, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    return {layer: arch.mlp_out_module(model, layer).weight.detach().clone() for layer in layers}
+    originals = {}
+    for layer in layers:
+        module = arch.mlp_out_module(model, layer)
+        with materialized(module):
+            originals[layer] = module.weight.detach().cpu().clone()
+    return originals
 
 
 def revert(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> list[int]:
@@ -523,8 +529,9 @@ def revert(model: PreTrainedModel, tensors: dict[str, torch.Tensor]) -> list[int
     layers = sorted(int(name.removeprefix("original.layer")) for name in tensors if name.startswith("original.layer"))
     with torch.no_grad():
         for layer in layers:
-            weight = arch.mlp_out_module(model, layer).weight
-            weight.copy_(tensors[f"original.layer{layer}"].to(weight.device))
+            module = arch.mlp_out_module(model, layer)
+            with materialized(module, write=True):
+                module.weight.copy_(tensors[f"original.layer{layer}"].to(module.weight.device))
     return layers
 
 
