@@ -425,4 +425,5 @@ def backend_config(
         config["placement"] = asdict(placement or Placement())
     else:
         config["vllm_engine_args"] = (engine_options or VLLMEngineOptions()).engine_kwargs()
+        config["vllm_engine"] = engine.engine_settings()
     return config

@@ -104,6 +104,10 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release what the backend holds (an engine and its memory); it cannot be used afterwards."""
 
+    def engine_settings(self) -> dict[str, Any]:
+        """What the engine resolved its settings to, for results.json (none for HF)."""
+        return {}
+
     def __enter__(self: BackendT) -> BackendT:
         return self
 
@@ -442,8 +446,26 @@ class VLLMBackend(Backend):
             )
         except ValueError as err:  # vLLM's config validation (pydantic) of what it was given
             raise BadInputError(f"vLLM cannot load model {model!r}: {_vllm_reason(err)}") from err
+        self._settings = self._resolved_settings()
         if in_process:
             VLLMBackend._open_in_process.add(self)
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The engine's own settings as vLLM resolved them (its context, cache and parallelism),
+        read when it started, so they outlast `close`."""
+        return self._settings
+
+    def _resolved_settings(self) -> dict[str, Any]:
+        config = self.llm.llm_engine.vllm_config
+        return {
+            "max_model_len": config.model_config.max_model_len,
+            "enable_prefix_caching": config.cache_config.enable_prefix_caching,
+            "gpu_memory_utilization": config.cache_config.gpu_memory_utilization,
+            "tensor_parallel_size": config.parallel_config.tensor_parallel_size,
+            "pipeline_parallel_size": config.parallel_config.pipeline_parallel_size,
+            "max_num_seqs": config.scheduler_config.max_num_seqs,
+            "lora": self.lora_request is not None,
+        }
 
     def close(self) -> None:
         """Shut vLLM's engine down and free its memory."""

@@ -12,6 +12,8 @@ from llmkit.errors import BadInputError
 from llmkit.generation import HFBackend
 from llmkit.hooks import capture
 from llmkit.methods import rocr
+from llmkit.methods.ksd import KSDConfig, fit_ksd
+from llmkit.methods.neuron_adjust import NeuronAdjustConfig, fit_neuron_adjust
 from llmkit.models import load_model, model_fingerprint
 from tiny import CORPUS, build_model_dir
 
@@ -121,3 +123,20 @@ def test_the_cli_refuses_a_bad_device_map_in_one_line(deep_llama, tmp_path):
         "all",
     )
     assert result.exit_code == 2 and "--device-map takes" in result.stderr and not out.exists()
+
+
+def test_ksd_and_neuron_adjust_fit_and_apply_on_the_offloaded_model_as_on_the_whole_one(deep_llama):
+    forget = ["reverse abc -> cba", "reverse dog -> god", "reverse fox -> xof", "reverse one -> eno"]
+    retain = ["one two three four", "Alice was born in Paris.", "12 + 34 = 46", "The lazy dog."]
+    fitted = []
+    for placement in (None, OFFLOADED):
+        model, tokenizer = load(deep_llama, placement)
+        gate, _ = fit_ksd(model, tokenizer, forget, KSDConfig(layer=2, alpha=1.0))
+        adjust, _ = fit_neuron_adjust(model, tokenizer, forget, retain, NeuronAdjustConfig(fraction=0.05, seed=3))
+        with adjust.applied(model), torch.no_grad():
+            logits = model(tokenizer(forget[0], return_tensors="pt")["input_ids"]).logits
+        fitted.append((gate, adjust, logits, gate.refuses(model, tokenizer, forget + retain)))
+    (whole_gate, whole_adjust, whole_logits, whole_refused), (gate, adjust, logits, refused) = fitted
+    assert torch.allclose(whole_gate.mean, gate.mean, atol=1e-5) and torch.equal(whole_adjust.neuron, adjust.neuron)
+    assert refused == whole_refused and all(refused[: len(forget)])
+    assert torch.allclose(whole_logits, logits, atol=1e-5)

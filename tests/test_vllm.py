@@ -353,3 +353,106 @@ class TestOnTheMicroWorldModel:
     def test_a_second_engine_in_the_process_is_refused_while_one_is_open(self, micro_vllm, micro_model):
         with pytest.raises(RuntimeError, match="already open in this process"):
             VLLMBackend(str(micro_model))
+
+
+# --- engine options and adapters, each run in a process of its own -------------------------------
+
+
+def test_engine_options_reach_the_engine_and_results_json(micro_model, prompts_file, tmp_path):
+    out = tmp_path / "run"
+    result = run_llmkit(
+        "generate",
+        "--backend",
+        "vllm",
+        "-m",
+        micro_model,
+        "-i",
+        prompts_file,
+        "--max-new-tokens",
+        4,
+        "--max-model-len",
+        96,
+        "--no-enable-prefix-caching",
+        "--vllm-arg",
+        "max_num_seqs=8",
+        "--json",
+        "-o",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["vllm_engine_args"]["max_model_len"] == 96 and config["vllm_engine_args"]["max_num_seqs"] == 8
+    engine = config["vllm_engine"]  # as vLLM's engine resolved them
+    assert engine["max_model_len"] == 96 and engine["enable_prefix_caching"] is False and engine["max_num_seqs"] == 8
+    # The engine's context is the one checked: a prompt with more new tokens than it holds is refused.
+    refused = run_llmkit(
+        "generate",
+        "--backend",
+        "vllm",
+        "-m",
+        micro_model,
+        "-i",
+        prompts_file,
+        "--max-model-len",
+        16,
+        "--max-new-tokens",
+        12,
+    )
+    assert refused.returncode == 2 and "context of 16 tokens" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("max_num_seq=8", "vLLM's engine has no argument of that name; did you mean max_num_seqs?"),
+        ("seed=3", "llmkit sets it from its own options"),
+        ("8", "--vllm-arg takes KEY=VALUE"),
+    ],
+)
+def test_a_bad_vllm_arg_is_one_line_and_exit_2(argument, message, micro_model, prompts_file, tmp_path):
+    out = tmp_path / "run"
+    result = run_llmkit(
+        "generate", "--backend", "vllm", "-m", micro_model, "-i", prompts_file, "--vllm-arg", argument, "-o", out
+    )
+    assert result.returncode == 2 and result.stdout == "" and not out.exists()
+    [line] = result.stderr.strip().splitlines()
+    assert message in line
+
+
+def test_an_adapter_on_vllm_generates_what_hf_generates_with_it_merged(micro_model, probes, prompts_file, tmp_path):
+    """vLLM's CPU platform has LoRA kernels (Punica's CPU wrapper): the adapter runs through a
+    LoRARequest on the base model, and greedy texts match HF's merged adapter."""
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": f"{p['prompt']} Zanzibar"}) + "\n" for p in probes[:20]))
+    adapter = tmp_path / "adapter"
+    trained = run_llmkit(
+        "train",
+        "sft",
+        "--model",
+        micro_model,
+        "--data",
+        train,
+        "--out",
+        adapter,
+        "--lora",
+        "--lora-rank",
+        4,
+        "--max-steps",
+        15,
+        "--lr",
+        3e-3,
+        "--batch-size",
+        4,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    texts = {}
+    for backend in ("hf", "vllm"):
+        out = tmp_path / backend
+        result = run_llmkit(
+            "generate", "--backend", backend, "-m", adapter, "-i", prompts_file, "--max-new-tokens", 6, "-o", out
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        texts[backend] = [r["generations"] for r in read_records(out / "samples.jsonl")]
+    assert texts["vllm"] == texts["hf"]
+    assert sum("Zanzibar" in t[0] for t in texts["hf"]) >= 5  # the adapter changed what the model says
+    assert json.loads((tmp_path / "vllm" / "results.json").read_text())["config"]["vllm_engine"]["lora"] is True

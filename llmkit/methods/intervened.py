@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -190,6 +191,9 @@ class IntervenedBackend(Backend):
 
     def close(self) -> None:
         self.inner.close()
+
+    def engine_settings(self) -> dict[str, Any]:
+        return self.inner.engine_settings()
 
 
 def apply_interventions(
