@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import llmkit
+from conftest import llmkit, rocr_args
 from llmkit.configs import Placement
 from llmkit.errors import BadInputError
 from llmkit.generation import HFBackend
@@ -107,21 +107,9 @@ def test_bad_placements_are_refused(settings, message):
 
 
 def test_the_cli_refuses_a_bad_device_map_in_one_line(deep_llama, tmp_path):
-    out = tmp_path / "out"
-    result = llmkit(
-        "unlearn",
-        "rocr",
-        "-m",
-        deep_llama,
-        "--target",
-        "Alice",
-        "--redirect",
-        "Bob",
-        "--out",
-        out,
-        "--device-map",
-        "all",
-    )
+    out, corpus = tmp_path / "out", tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS))
+    result = llmkit(*rocr_args(deep_llama, out, corpus, tmp_path / "stats", "--device-map", "all"))
     assert result.exit_code == 2 and "--device-map takes" in result.stderr and not out.exists()
 
 

@@ -415,8 +415,9 @@ def test_a_bad_vllm_arg_is_one_line_and_exit_2(argument, message, micro_model, p
         "generate", "--backend", "vllm", "-m", micro_model, "-i", prompts_file, "--vllm-arg", argument, "-o", out
     )
     assert result.returncode == 2 and result.stdout == "" and not out.exists()
-    [line] = result.stderr.strip().splitlines()
-    assert message in line
+    # vLLM's import may log a line of its own first (on CPU, that Triton has no CPU backend).
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
 
 
 def test_an_adapter_on_vllm_generates_what_hf_generates_with_it_merged(micro_model, probes, prompts_file, tmp_path):
@@ -437,22 +438,33 @@ def test_an_adapter_on_vllm_generates_what_hf_generates_with_it_merged(micro_mod
         "--lora",
         "--lora-rank",
         4,
-        "--max-steps",
-        15,
+        "--epochs",
+        5,
         "--lr",
-        3e-3,
+        1e-2,
         "--batch-size",
         4,
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
     texts = {}
-    for backend in ("hf", "vllm"):
+    for backend, model in (("hf", adapter), ("vllm", adapter), ("base", micro_model)):
         out = tmp_path / backend
         result = run_llmkit(
-            "generate", "--backend", backend, "-m", adapter, "-i", prompts_file, "--max-new-tokens", 6, "-o", out
+            "generate",
+            "--backend",
+            backend.replace("base", "hf"),
+            "-m",
+            model,
+            "-i",
+            prompts_file,
+            "--max-new-tokens",
+            6,
+            "-o",
+            out,
         )
         assert result.returncode == 0, result.stderr[-2000:]
         texts[backend] = [r["generations"] for r in read_records(out / "samples.jsonl")]
     assert texts["vllm"] == texts["hf"]
-    assert sum("Zanzibar" in t[0] for t in texts["hf"]) >= 5  # the adapter changed what the model says
+    # The adapter changed what the model says.
+    assert sum(a != b for a, b in zip(texts["hf"], texts["base"])) >= 5
     assert json.loads((tmp_path / "vllm" / "results.json").read_text())["config"]["vllm_engine"]["lora"] is True
