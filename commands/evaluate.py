@@ -382,6 +382,7 @@ def hallucination(
         model_name=options.model,
         device=options.device,
         trust_remote_code=options.trust_remote_code,
+        placement=options.placement,
     )
     run_eval(load, options, "sampling answers")
 

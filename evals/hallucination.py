@@ -25,7 +25,7 @@ from llmkit.configs import SAMPLES as SAMPLES
 from llmkit.configs import TEMPERATURE as TEMPERATURE
 from llmkit.configs import TOP_K as TOP_K
 from llmkit.configs import TOP_P as TOP_P
-from llmkit.configs import HallucinationConfig
+from llmkit.configs import HallucinationConfig, Placement
 from llmkit.data import read_records
 from llmkit.errors import BadInputError
 from llmkit.evals.common import EvalRun, cell, chat_items, limit_per_group, probe_digest
@@ -246,6 +246,8 @@ class HallucinationEval:
     """With a vLLM backend: the model to load beside it for the hidden states (`hf_model`)."""
     device: str = "auto"
     trust_remote_code: bool = False
+    placement: Placement | None = None
+    """With a vLLM backend: how that model is placed (`--device-map`)."""
     command: ClassVar[str] = "eval hallucination"
 
     @classmethod
@@ -257,6 +259,7 @@ class HallucinationEval:
         model_name: str | None = None,
         device: str = "auto",
         trust_remote_code: bool = False,
+        placement: Placement | None = None,
     ) -> HallucinationEval:
         """Prompt records of `settings.data` (`read_items`) or of a world's exposures
         (`world_items`), the first `limit` of each group; without correctness their answers are
@@ -294,7 +297,16 @@ class HallucinationEval:
         }
         inputs = (settings.data, settings.world)
         return cls(
-            items, params, settings.correctness, settings.method, config, inputs, model_name, device, trust_remote_code
+            items,
+            params,
+            settings.correctness,
+            settings.method,
+            config,
+            inputs,
+            model_name,
+            device,
+            trust_remote_code,
+            placement,
         )
 
     @property
@@ -321,7 +333,13 @@ class HallucinationEval:
     def evaluate(
         self, backend: Backend, baseline_metrics: Mapping[str, Any] | None = None, progress: Progress | None = None
     ) -> EvalRun:
-        embedder = hf_model(backend, self.model_name, device=self.device, trust_remote_code=self.trust_remote_code)
+        embedder = hf_model(
+            backend,
+            self.model_name,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            placement=self.placement,
+        )
         metrics, samples = evaluate_hallucination(
             backend,
             embedder,
