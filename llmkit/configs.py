@@ -202,9 +202,6 @@ class Placement:
             limits[int(device) if device.isdigit() else device] = amount.strip()
         return limits
 
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # ---- a training run (llmkit.training) -----------------------------------------------------------
 

@@ -579,6 +579,8 @@ class VLLMBackend(Backend):
         return results
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The LoRA ranks vLLM's engine takes (`LoRAConfig.max_lora_rank`)."""
 SET_BY_LLMKIT = ("model", "tokenizer", "dtype", "seed", "trust_remote_code", "revision", "enable_lora")
 
 
@@ -623,9 +625,6 @@ def lora_engine_args(adapter: str, platform: Any) -> dict[str, Any]:
     if supported is None:
         raise BadInputError(f"{adapter} has LoRA rank {rank}, above vLLM's {VLLM_LORA_RANKS[-1]}: use --backend hf")
     return {"enable_lora": True, "max_lora_rank": supported, "max_loras": 1}
-
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def _vllm_device(device: str, platform_device: str) -> torch.device:
@@ -708,6 +707,7 @@ def hf_model(
     if isinstance(model, PreTrainedModel):
         return model
     dtype = str(engine.dtype).removeprefix("torch.")
-    return load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, placement=placement)[
-        0
-    ]
+    loaded, _ = load_model(
+        model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, placement=placement
+    )
+    return loaded
