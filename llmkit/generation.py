@@ -668,6 +668,8 @@ def load_backend(
     """Build the named backend for `model` (a hub id or a local directory): HF with its
     `placement` (a device map, for a model larger than one device), vLLM with its `engine_options`."""
     if backend == "hf":
+        if engine_options is not None and engine_options != VLLMEngineOptions():
+            raise BadInputError("the vLLM engine options take effect with --backend vllm; add it, or drop them")
         hf_model, tokenizer = load_model(
             model,
             dtype=dtype,

@@ -128,3 +128,11 @@ def test_ksd_and_neuron_adjust_fit_and_apply_on_the_offloaded_model_as_on_the_wh
     assert torch.allclose(whole_gate.mean, gate.mean, atol=1e-5) and torch.equal(whole_adjust.neuron, adjust.neuron)
     assert refused == whole_refused and all(refused[: len(forget)])
     assert torch.allclose(whole_logits, logits, atol=1e-5)
+
+
+def test_vllm_engine_options_without_the_vllm_backend_are_refused(deep_llama, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Alice was born in"}\n')
+    result = llmkit("generate", "-m", deep_llama, "-i", prompts, "--tensor-parallel-size", "2", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "take effect with --backend vllm" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -198,10 +198,15 @@ def key_statistics(
 def save_statistics(
     path: Path, second_moment: torch.Tensor, fingerprint: str, layer: int, digest: str, tokens: int
 ) -> None:
+    metadata = {"fingerprint": fingerprint, "layer": str(layer), "corpus_digest": digest, "tokens": str(tokens)}
+    write_cached(path, "second_moment", second_moment, metadata)
+
+
+def write_cached(path: Path, name: str, tensor: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
+    """A cache file written whole or not at all: staged beside it, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
-    metadata = {"fingerprint": fingerprint, "layer": str(layer), "corpus_digest": digest, "tokens": str(tokens)}
-    safetensors.torch.save_file({"second_moment": second_moment.cpu().contiguous()}, str(staging), metadata=metadata)
+    safetensors.torch.save_file({name: tensor.cpu().contiguous()}, str(staging), metadata=metadata)
     staging.replace(path)
 
 
@@ -428,9 +433,7 @@ def projectors_for(
             second_moments[layer].to(device), config.preserve, config.nullspace_threshold
         )
         if path is not None:
-            staging = path.with_name(f".{path.name}.tmp")
-            safetensors.torch.save_file({"projector": projectors[layer].cpu().contiguous()}, str(staging))
-            staging.replace(path)
+            write_cached(path, "projector", projectors[layer])
     return projectors, cached
 
 
