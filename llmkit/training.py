@@ -48,7 +48,7 @@ from llmkit.batching import pad_batch
 from llmkit.configs import TrainingBudget
 from llmkit.errors import BadInputError, first_line
 from llmkit.generation import encode_prompts, tokenize_pairs
-from llmkit.models import load_model, model_fingerprint
+from llmkit.models import load_model, model_fingerprint, resolve_dtype
 from llmkit.results import NAME_MAX, dumps_results, staged_directory
 
 try:
@@ -610,6 +610,7 @@ def train_and_save(
     `out` in one staged write and drops the checkpoints; every process waits for it and leaves
     the process group. Returns the record on the main process, None on the others."""
     started = time.perf_counter()
+    mixed_precision(resolve_dtype(training_dtype(dtype), torch.device("cpu")))  # refused before minutes of loading
     model, tokenizer = load_model(
         base_model, dtype=training_dtype(dtype), device="cpu", trust_remote_code=trust_remote_code
     )
